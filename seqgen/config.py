@@ -1,0 +1,162 @@
+"""Configuration: dataclasses, YAML files and strict ``section.key=value`` overrides.
+
+An unknown key or a value of the wrong type is an error that names it. The resolved config is
+saved as JSON with every run and checkpoint, so loading a model never needs the training script.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "text"  # text | handwriting_prediction | handwriting_synthesis
+    cell: str = "lstm"  # lstm | rnn | gru | scrn
+    hidden_size: int = 256
+    num_layers: int = 2
+    peephole: bool = False  # Graves' eqs. 7-11 cell-to-gate weights (forces the time-loop path)
+    skip: bool = True  # input -> every layer and every layer -> output (sec. 2)
+    embedding_dim: int = 0  # 0 = one-hot inputs, as in the paper
+    dropout: float = 0.0  # between layers (char-rnn: 0.5)
+    deriv_clip: float = 0.0  # LSTM derivative clipping range [-c, c]; 0 = off (sec. 2)
+    context_size: int = 40  # SCRN slow context units
+    alpha: float = 0.95  # SCRN context decay (fixed)
+    mixture_components: int = 20  # handwriting: M bivariate Gaussians (sec. 4)
+    window_components: int = 10  # handwriting synthesis: K window Gaussians (sec. 5)
+    output_clip: float = 0.0  # handwriting: clip dL/dyhat to [-c, c]; 0 = off
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # sgd | graves_rmsprop | rmsprop | adam
+    lr: float = 2e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_decay: float = 1.0  # multiply the learning rate by this ...
+    lr_decay_every: int = 1000  # ... every this many steps ...
+    lr_decay_after: int = 0  # ... once this many steps have passed
+    grad_norm_clip: float = 5.0  # global-norm clipping; 0 = off
+
+
+@dataclass
+class RegConfig:
+    kind: str = "none"  # none | weight_noise | adaptive_weight_noise
+    std: float = 0.075  # fixed noise std, or the initial std of adaptive noise
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # parallel streams (text) or lines (handwriting) per step
+    seq_len: int = 100  # truncated-BPTT window length (text)
+    reset_every: int = 0  # reset the carried state every N windows; 0 = only at epoch start
+    shuffle: bool = False  # shuffle windows (resets state every window)
+    max_steps: int = 1000
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none
+    eval_every: int = 200
+    eval_tokens: int = 0  # cap on validation tokens per evaluation; 0 = whole split
+    patience: int = 0  # early stopping after N evaluations without improvement; 0 = off
+    keep_checkpoints: int = 2  # best checkpoints kept (the latest is always kept)
+    seed: int = 0
+    init_from: str = ""  # checkpoint URL to initialise weights from (sec. 3.1 retraining)
+    num_workers: int = 0  # Ray Train workers; 0 = run in the driver process (local mode)
+    cpus_per_worker: int = 2
+    use_gpu: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    run_name: str = "shakespeare-lstm"
+    dataset: str = "shakespeare"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Build dataclass ``cls`` from ``data`` strictly: unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {_join(where, unknown[0])!r} (valid: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, _join(where, key))
+    return cls(**kwargs)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _coerce(typ, value, where: str):
+    if dataclasses.is_dataclass(typ):
+        return from_dict(typ, value, where)
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is str and value is None:
+        return ""
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {where!r} must be {typ.__name__}, got {value!r}")
+    return value
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load a YAML file (or the defaults) and apply ``section.key=value`` overrides."""
+    data = {}
+    if path:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        node = data
+        keys = dotted.strip().split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node[keys[-1]] = _parse_scalar(raw, _field_type(keys))
+    return from_dict(ExperimentConfig, data)
+
+
+def _field_type(keys: list[str]):
+    cls = ExperimentConfig
+    for key in keys:
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if key not in hints:
+            raise ConfigError(f"unknown config key {'.'.join(keys)!r}")
+        cls = hints[key]
+    return cls
+
+
+def _parse_scalar(raw: str, typ):
+    if typ is str:  # 'init_from=1e3' stays a string
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def load_json(data: dict) -> ExperimentConfig:
+    return from_dict(ExperimentConfig, data)

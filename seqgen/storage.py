@@ -1,0 +1,134 @@
+"""One storage root, an fsspec URL, and the canonical paths inside it.
+
+Layout under the root (nothing else in seqgen builds paths by hand)::
+
+    <root>/datasets/<name>/manifest.json        written last: a dataset exists iff this exists
+    <root>/datasets/<name>/<version>/<split>/part-00000.parquet
+    <root>/runs/<run>/                          Ray Train's storage_path/name for a training run
+    <root>/runs/<run>/checkpoint_*/             checkpoints (manifest.json written last)
+    <root>/runs/<run>/metrics.csv, curves.png   evaluation history beside the run
+    <root>/tune/<search>/                       Ray Tune experiment + results.csv / results.md
+
+The root comes from ``--storage`` or ``$SEQGEN_STORAGE``; the default is ``./seqgen-storage``.
+``memory://`` works in-process (tests), ``s3://`` / ``gs://`` need the ``s3`` / ``gcs`` extras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import fsspec
+from fsspec.core import url_to_fs
+
+DEFAULT_ROOT = "./seqgen-storage"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def default_root() -> str:
+    return os.environ.get("SEQGEN_STORAGE", DEFAULT_ROOT)
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """User-supplied dataset/run names are single path components: they cannot escape the root."""
+    if not _NAME.match(name or "") or name in (".", ".."):
+        raise ValueError(
+            f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no '/' or '..')"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Storage:
+    """An fsspec file system plus the root path inside it."""
+
+    url: str
+
+    @classmethod
+    def from_url(cls, url: str | None = None) -> "Storage":
+        url = url or default_root()
+        if "://" not in url:
+            url = os.path.abspath(os.path.expanduser(url))
+        return cls(url.rstrip("/") or "/")
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return url_to_fs(self.url)[0]
+
+    @property
+    def root(self) -> str:
+        """The root as a path inside ``fs`` (no protocol)."""
+        return url_to_fs(self.url)[1]
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.url or self.url.startswith("file://")
+
+    @property
+    def shared_across_processes(self) -> bool:
+        """``memory://`` lives in one process: Ray tasks and workers cannot see it."""
+        return not self.url.startswith("memory://")
+
+    def path(self, *parts: str) -> str:
+        """A path under the root from relative parts."""
+        return join(self.root, *parts)
+
+    def url_of(self, path: str) -> str:
+        """Turn a path inside ``fs`` back into a URL another process can open."""
+        protocol = self.fs.protocol
+        protocol = protocol[0] if isinstance(protocol, (tuple, list)) else protocol
+        return path if protocol in ("file", "local") else f"{protocol}://{path.lstrip('/')}"
+
+    # canonical locations -------------------------------------------------------------
+    def dataset_dir(self, name: str) -> str:
+        return self.path("datasets", check_name(name, "dataset name"))
+
+    def runs_dir(self) -> str:
+        return self.path("runs")
+
+    def run_dir(self, name: str) -> str:
+        return self.path("runs", check_name(name, "run name"))
+
+    def tune_dir(self, name: str | None = None) -> str:
+        return self.path("tune", check_name(name, "search name")) if name else self.path("tune")
+
+    # atomic writes --------------------------------------------------------------------
+    def write_bytes_atomic(self, path: str, data: bytes) -> None:
+        """Write to a temporary name, then rename, so readers never see half a file."""
+        fs = self.fs
+        parent = path.rsplit("/", 1)[0]
+        fs.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+
+    def write_json_atomic(self, path: str, obj) -> None:
+        self.write_bytes_atomic(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+    def read_json(self, path: str):
+        with self.fs.open(path, "rb") as f:
+            return json.loads(f.read())
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path components with '/', whatever the file system."""
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts if p]])
+
+
+@contextmanager
+def open_input(url: str, mode: str = "rb"):
+    """Open a user-supplied input (local path or fsspec URL) with a clear error if missing."""
+    fs, path = url_to_fs(url)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"input file not found: {url}")
+    with fs.open(path, mode) as f:
+        yield f

@@ -1,0 +1,159 @@
+"""The training loop every seqgen model runs, as a Ray Train ``train_loop_per_worker``.
+
+An explicit loop (no framework ``fit``): per step, sample the weights (weight noise), run the
+task's loss, backprop (LSTM-derivative and output-derivative clipping happen inside backprop),
+clip the global norm, step. Every ``eval_every`` steps: evaluate, and report metrics + a complete
+checkpoint under ``<storage>/runs/<run>/`` (metrics also go to Ray Train / Tune). On start, the
+latest complete checkpoint of the run restores model, optimiser, schedule,
+regulariser, data cursor, carried state, RNG and history: a re-run continues where it stopped,
+with no lost or repeated step. Checkpoints: see ``seqgen.train.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import ray.train
+import torch
+from torch.func import functional_call
+from torch.utils._pytree import tree_map
+
+from seqgen.config import ExperimentConfig, load_json
+from seqgen.storage import Storage, join
+from seqgen.train import checkpoint as ckpt
+from seqgen.train.optim import build_lr_schedule, build_optimizer
+from seqgen.train.regularizers import build_regularizer
+
+
+def make_task(cfg: ExperimentConfig, storage: Storage, rank: int, world: int, device):
+    if cfg.model.kind == "text":
+        from seqgen.train.text_task import TextTask
+
+        return TextTask(cfg, storage, rank, world, device)
+    from seqgen.handwriting.task import HandwritingTask
+
+    return HandwritingTask(cfg, storage, rank, world, device)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    cfg = load_json(config["experiment"])
+    storage = Storage(config["storage"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device() if (world > 1 or cfg.train.use_gpu) else torch.device("cpu")
+    torch.manual_seed(cfg.train.seed)  # same initial weights on every worker
+
+    task = make_task(cfg, storage, rank, world, device)
+    model = task.build_model().to(device)
+    reg = build_regularizer(cfg.reg.kind, model, cfg.reg.std, task.num_train_examples).to(device)
+    o = cfg.optim
+    optimizer = build_optimizer(o.name, [*model.parameters(), *reg.parameters()], o.lr, o.momentum, o.weight_decay)
+    schedule = build_lr_schedule(optimizer, o.lr_decay, o.lr_decay_every, o.lr_decay_after)
+    progress = {"step": 0, "losses": [], "evals": [], "best": math.inf, "bad_evals": 0}
+
+    run_url = storage.url_of(storage.run_dir(cfg.run_name))
+    existing = ckpt.list_checkpoints(run_url)
+    resume = bool(existing)
+    if resume:
+        loaded = ckpt.load(existing[-1], with_trainer=True)
+        model.load_state_dict(loaded.model_state)
+        st = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, loaded.trainer_state)
+        optimizer.load_state_dict(st["optimizer"])
+        schedule.load_state_dict(st["schedule"])
+        reg.load_state_dict(st["regularizer"])
+        task.load_state_dict(st["task"])
+        torch.set_rng_state(loaded.trainer_state["rng"])
+        progress = loaded.progress
+    elif cfg.train.init_from:  # retraining with more regularisation (sec. 3.1)
+        model.load_state_dict(ckpt.load(cfg.train.init_from).model_state)
+    torch.manual_seed(cfg.train.seed + 1000 * rank) if not resume else None  # per-worker noise/dropout
+
+    net = model
+    if world > 1:
+        net = ray.train.torch.prepare_model(model, move_to_device=False)
+    prefix = "module." if net is not model else ""
+
+    def forward(*args):
+        params = reg.sample(model)  # a fresh weight sample per window (fixed / adaptive noise)
+        return functional_call(net, {prefix + k: v for k, v in params.items()}, args)
+
+    reporter = _Reporter(cfg, storage, run_url, rank, progress)
+    start, t = time.time(), cfg.train
+    window_loss, window_tokens = 0.0, 0
+    model.train()
+    while progress["step"] < t.max_steps:
+        batch = task.next_batch()
+        loss, stats = task.loss(forward, model, batch)
+        total = loss + reg.penalty(model)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if o.grad_norm_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_norm_clip)
+        optimizer.step()
+        schedule.step()
+        progress["step"] += 1
+        progress["losses"].append(round(loss.item() / math.log(2), 6))  # bits per token/step
+        window_loss, window_tokens = window_loss + stats.nll, window_tokens + stats.count
+        reporter.tick(progress["step"])
+
+        out_of_time = t.max_minutes and (time.time() - start) / 60 >= t.max_minutes
+        if progress["step"] % t.eval_every == 0 or progress["step"] == t.max_steps or out_of_time:
+            metrics = {"step": progress["step"], "epoch": getattr(task, "epoch", 0),
+                       "train_loss": window_loss / math.log(2) / max(window_tokens, 1),
+                       "lr": optimizer.param_groups[0]["lr"], **task.evaluate(model)}
+            metrics["score"] = metrics.get("valid_loss", metrics["train_loss"])  # keep-best ranks by this
+            window_loss, window_tokens = 0.0, 0
+            improved = metrics.get("valid_loss", -math.inf) < progress["best"]
+            progress["best"] = min(progress["best"], metrics.get("valid_loss", math.inf))
+            progress["bad_evals"] = 0 if improved else progress["bad_evals"] + 1
+            progress["evals"].append(metrics)
+            trainer_state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                             "regularizer": reg.state_dict(), "task": task.state_dict(),
+                             "rng": torch.get_rng_state()}
+            reporter.report(metrics, model, task.meta, trainer_state)
+            if out_of_time or (t.patience and progress["bad_evals"] >= t.patience):
+                break
+    reporter.close()
+
+
+class _Reporter:
+    """Console progress, metrics.csv + curves.png beside the run, and checkpoints via Ray Train."""
+
+    def __init__(self, cfg: ExperimentConfig, storage: Storage, run_url: str, rank: int, progress: dict):
+        self.cfg, self.storage, self.run_url, self.rank, self.progress = cfg, storage, run_url, rank, progress
+        self.bar = None
+        if rank == 0 and cfg.train.progress and sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            self.task_id = self.bar.add_task(cfg.run_name, total=cfg.train.max_steps, completed=progress["step"])
+
+    def tick(self, step: int) -> None:
+        if self.bar:
+            self.bar.update(self.task_id, completed=step)
+
+    def report(self, metrics: dict, model, meta: dict, trainer_state: dict) -> None:
+        if self.rank != 0:
+            ray.train.report(metrics)  # every worker reports (a barrier); rank 0 also saves
+            return
+        line = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        if self.bar:
+            self.bar.console.print(f"[{self.cfg.run_name}] {line}")
+        else:
+            print(f"[{self.cfg.run_name}] {line}", flush=True)
+        from seqgen.train.curves import write_curves
+
+        write_curves(self.storage, self.cfg.run_name, self.progress["evals"])
+        # seqgen persists its own checkpoints (Ray Train's local mode does not persist any), so
+        # resume, keep-best and loading work the same with 0, 1 or N workers.
+        url = join(self.run_url, ckpt.checkpoint_name(metrics["step"]))
+        ckpt.save(url, self.cfg, meta, model.state_dict(), trainer_state, self.progress)
+        ckpt.prune(self.run_url, self.cfg.train.keep_checkpoints)
+        ray.train.report(metrics)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
