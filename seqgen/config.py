@@ -7,6 +7,7 @@ saved as JSON with every run and checkpoint, so loading a model never needs the 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,9 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 class ConfigError(ValueError):
     pass
 
@@ -110,8 +114,13 @@ def _join(where: str, key: str) -> str:
 def _coerce(typ, value, where: str):
     if dataclasses.is_dataclass(typ):
         return from_dict(typ, value, where)
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if typ is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:  # ints, and YAML 1.1's strings such as '1e-3'
+            return float(value)
+        except ValueError:
+            pass
+    if typ is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads '1e-4' (no dot) as a string
     if typ is str and value is None:
         return ""
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):

@@ -35,7 +35,7 @@ def default_root() -> str:
 
 def check_name(name: str, what: str = "name") -> str:
     """User-supplied dataset/run names are single path components: they cannot escape the root."""
-    if not _NAME.match(name or "") or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
         raise ValueError(
             f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (no '/' or '..')"

@@ -98,7 +98,7 @@ class Vocabulary:
         total = len(words) + 1 + (needs_unk and UNK not in counts)
         if max_size and total > max_size:
             keep = max_size - 2  # room for <eos> and <unk>
-            words = ([UNK] if UNK in counts else []) + [w for w in words if w != UNK][: keep - (UNK in counts)]
+            words = ([UNK] if UNK in counts else []) + [w for w in words if w != UNK][:keep]
             needs_unk = True
         unk = UNK if (needs_unk or UNK in counts) else None
         symbols = [EOS] + words + ([UNK] if unk and UNK not in words else [])
@@ -126,9 +126,16 @@ class Vocabulary:
     def decode(self, ids) -> str:
         if self.kind == "byte":
             return bytes(int(self.symbols[i]) for i in ids).decode("utf-8", errors="replace")
-        if self.kind == "word":
-            words = [self.symbols[i] for i in ids]
-            return " ".join(words).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+        if self.kind == "word":  # words joined by one space, each <eos> ends a line
+            lines, line = [], []
+            for i in ids:
+                s = self.symbols[i]
+                if s == EOS:
+                    lines.append(" ".join(line) + "\n")
+                    line = []
+                else:
+                    line.append(s)
+            return "".join(lines) + " ".join(line)
         return "".join(self.symbols[i] for i in ids)
 
     def to_json(self) -> dict:

@@ -41,16 +41,17 @@ class HandwritingFormatError(ValueError):
 # ----------------------------------------------------------------------------- readers
 
 
-def read_line_strokes(source: PathLike | IO[bytes]) -> list[np.ndarray]:
+def read_line_strokes(path_or_fileobj: PathLike | IO[bytes]) -> list[np.ndarray]:
     """Parse one lineStrokes XML (ISO-8859-1, declared in the file) into absolute coordinates.
 
     Returns one float64 array (n_i, 2) of (x, y) per non-empty ``<Stroke>``, in file order.
     ``time`` is ignored (it is not monotonic in every file). Raises `HandwritingFormatError`
     on malformed XML, a point without numeric x/y, or no points at all.
     """
-    name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<stream>")
+    src = path_or_fileobj
+    name = src if isinstance(src, (str, os.PathLike)) else getattr(src, "name", "<stream>")
     try:
-        root = ET.parse(source).getroot()
+        root = ET.parse(src).getroot()
         strokes = [
             np.array([(float(p.get("x")), float(p.get("y"))) for p in s.iter("Point")], dtype=np.float64)
             for s in root.iter("Stroke")
@@ -135,15 +136,18 @@ def strokes_to_offsets(
 
     1. outliers: any step longer than ``max_step * s_bar`` is dropped (the rest of the line is
        joined on; a dropped row's eos moves to the previous row). A one-point spike loses both
-       of its steps. The longest real step in the shared subset is ~114 s_bar (a pen-up jump back
-       to dot an i), hence 150.
+       of its steps. The longest real step in the shared subset is ~114 s_bar (a pen-up move past
+       a delayed stroke), hence 150: nothing there is dropped, a sensor glitch would be.
     2. missing readings: a pen-down step longer than ``gap_factor * s_bar`` is split into
-       ceil(d / s_bar) equal steps (linear interpolation). In the data, ordinary steps take one
-       sample period and steps over 4 s_bar mostly 2-4 periods (dropped samples); 0.1% of steps.
+       ceil(d / s_bar) equal steps (linear interpolation). In the data ordinary steps span one
+       sample period (~0.01 s) and steps over 4 s_bar a median of 3-4 (dropped samples); they are
+       ~0.2% of the steps and add ~1% points.
 
     Either threshold set to None disables it; with both None the conversion is exactly invertible.
     """
-    xy = np.concatenate([np.asarray(s, np.float64).reshape(-1, 2) for s in strokes])
+    xy = np.concatenate([np.asarray(s, np.float64).reshape(-1, 2) for s in strokes] or [np.empty((0, 2))])
+    if not len(xy):
+        raise ValueError("strokes_to_offsets: no points")
     eos = np.zeros(len(xy))
     eos[np.cumsum([len(s) for s in strokes if len(s)]) - 1] = 1.0
     o = np.column_stack([np.diff(xy, axis=0, prepend=xy[:1]), eos])
@@ -236,7 +240,8 @@ def load_forms(
         found = [by_id[f] for f in wanted if f in by_id]
     for form in found:
         if form.transcription is None:
-            report.add(form.lines[0], f"no transcription: {len(form.lines)} XML file(s) without ascii/{form.form_id}.txt")
+            n = len(form.lines)
+            report.add(form.lines[0], f"no transcription: {n} XML file(s) without ascii/{form.form_id}.txt")
             continue
         if not form.lines:
             report.add(form.transcription, "no lineStrokes: no XML files for this form")
@@ -362,8 +367,11 @@ def list_styles(styles_dir: PathLike) -> list[int]:
 
 
 def load_style(styles_dir: PathLike, n: int) -> tuple[np.ndarray, str]:
-    """sjvasquez priming style N -> (offsets (T, 3) float32 rows (dx, dy, eos), y up, row 0 = (0, 0, 1);
-    its transcription). Loaded without ``allow_pickle``."""
+    """sjvasquez priming style N -> (offsets (T, 3) float32 rows (dx, dy, eos), its transcription).
+
+    Verbatim: y points up, row 0 is (0, 0, 1), and the last row's eos is 0 in all 13 shared files
+    (the last stroke is left open). Loaded without ``allow_pickle``.
+    """
     d = Path(styles_dir)
     offsets = np.load(d / f"style-{n}-strokes.npy").astype(np.float32)
     chars = np.load(d / f"style-{n}-chars.npy")

@@ -107,7 +107,8 @@ def sample_mixture(params: MixtureParams, bias: float = 0.0, generator: torch.Ge
     puts all mass on the most likely component (the runner-up keeps odds exp(-b * gap in log pi)) and
     sigma = exp(sigmahat - b) underflows to 0, so the draw becomes mu^{argmax pi} exactly.
     ``bias=float('inf')`` returns that limit directly, with eos = 1[e > 0.5] (the mode of the
-    Bernoulli) in place of a draw; for finite b, eos is always a Bernoulli(e) draw.
+    Bernoulli) in place of a draw; for finite b, eos is always a Bernoulli(e) draw. The bias adds
+    to any given to `split_mixture`: pass it in one place.
     """
     if math.isinf(bias):
         j = params.log_pi.argmax(-1, keepdim=True)  # (..., 1)
@@ -119,7 +120,7 @@ def sample_mixture(params: MixtureParams, bias: float = 0.0, generator: torch.Ge
         return torch.rand(shape, generator=generator, dtype=p.mu.dtype, device=p.mu.device)
 
     tiny = torch.finfo(p.mu.dtype).tiny
-    gumbel = -torch.log(-torch.log(rand(*p.log_pi.shape).clamp_min(tiny)).clamp_min(tiny))
+    gumbel = -torch.log((-torch.log(rand(*p.log_pi.shape).clamp_min(tiny))).clamp_min(tiny))
     j = (p.log_pi + gumbel).argmax(-1, keepdim=True)  # (..., 1)
     pick = lambda t: t.gather(-1, j).squeeze(-1)  # noqa: E731  component j of an (..., M) tensor
     mu1, mu2 = p.mu.unbind(-1)

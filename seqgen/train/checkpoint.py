@@ -130,3 +130,14 @@ def _last_eval(url: str) -> dict:
     with fs.open(join(path, "progress.json"), "rb") as f:
         evals = json.loads(f.read()).get("evals", [])
     return evals[-1] if evals else {}
+
+
+def resolve(storage, ref: str) -> str:
+    """A checkpoint URL from what a user typed: a checkpoint directory, a run directory (its best
+    checkpoint) or a run name on ``storage``."""
+    if "/" not in ref and "://" not in ref:
+        return best_checkpoint(storage.url_of(storage.run_dir(ref)))
+    fs, path = url_to_fs(ref)
+    if fs.exists(join(path, "manifest.json")):
+        return ref
+    return best_checkpoint(ref)

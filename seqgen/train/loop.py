@@ -81,7 +81,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     reporter = _Reporter(cfg, storage, run_url, rank, progress)
     start, t = time.time(), cfg.train
-    window_loss, window_tokens = 0.0, 0
+    since_eval = None  # the task's summed statistics since the last evaluation
     model.train()
     while progress["step"] < t.max_steps:
         batch = task.next_batch()
@@ -94,17 +94,16 @@ def train_loop_per_worker(config: dict) -> None:
         optimizer.step()
         schedule.step()
         progress["step"] += 1
-        progress["losses"].append(round(loss.item() / math.log(2), 6))  # bits per token/step
-        window_loss, window_tokens = window_loss + stats.nll, window_tokens + stats.count
+        progress["losses"].append(loss.item())  # the objective per step (nats per token / per line)
+        since_eval = stats if since_eval is None else since_eval + stats
         reporter.tick(progress["step"])
 
         out_of_time = t.max_minutes and (time.time() - start) / 60 >= t.max_minutes
         if progress["step"] % t.eval_every == 0 or progress["step"] == t.max_steps or out_of_time:
-            metrics = {"step": progress["step"], "epoch": getattr(task, "epoch", 0),
-                       "train_loss": window_loss / math.log(2) / max(window_tokens, 1),
-                       "lr": optimizer.param_groups[0]["lr"], **task.evaluate(model)}
+            metrics = {"step": progress["step"], "epoch": task.epoch, "lr": optimizer.param_groups[0]["lr"],
+                       "train_loss": since_eval.metrics("train")["train_loss"], **task.evaluate(model)}
             metrics["score"] = metrics.get("valid_loss", metrics["train_loss"])  # keep-best ranks by this
-            window_loss, window_tokens = 0.0, 0
+            since_eval = None
             improved = metrics.get("valid_loss", -math.inf) < progress["best"]
             progress["best"] = min(progress["best"], metrics.get("valid_loss", math.inf))
             progress["bad_evals"] = 0 if improved else progress["bad_evals"] + 1

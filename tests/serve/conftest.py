@@ -1,0 +1,81 @@
+"""Fixtures for the serving tests: one local Ray, a tiny trained checkpoint, one Serve app.
+
+Everything is session-scoped: ``ray.init`` (~5 s), the tiny training (~ seconds) and Serve's
+start-up (~8 s) are paid once for all serve tests.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from seqgen.runtime import apply_local_env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    apply_local_env()
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(ray_session, tmp_path_factory) -> str:
+    """A real checkpoint: Tiny Shakespeare, 2 x 32 LSTM, 5 steps of training in-process."""
+    from seqgen import config
+    from seqgen.data.presets import text_preset
+    from seqgen.data.text import preprocess_text
+    from seqgen.storage import Storage
+    from seqgen.train.checkpoint import resolve
+    from seqgen.train.run import train
+
+    storage = Storage.from_url(str(tmp_path_factory.mktemp("serve-storage")))
+    preprocess_text(storage, "shakespeare", text_preset("shakespeare"), use_ray=False)
+    cfg = config.load(None, [
+        "run_name=serve-tiny", "dataset=shakespeare", "train.num_workers=0", "model.hidden_size=32",
+        "train.max_steps=5", "train.eval_every=5", "train.eval_tokens=2000", "train.seq_len=50",
+        "train.progress=false",
+    ])
+    train(cfg, storage)
+    return resolve(storage, "serve-tiny")
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session, tiny_checkpoint):
+    """Base URL of a real Serve HTTP server on 127.0.0.1 serving the tiny checkpoint."""
+    import requests
+    from ray import serve
+
+    from seqgen.serve.app import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_app(tiny_checkpoint, max_batch_size=32, batch_wait_timeout_s=0.05, num_cpus=0.5)
+    serve.run(app, name="seqgen-test", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:  # serve.run returns once the replica is up; the proxy may need a moment more
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(f"Serve did not answer on {url}")
+        time.sleep(0.2)
+    yield url
+    serve.shutdown()
