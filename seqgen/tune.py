@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from seqgen import config as config_mod
 from seqgen.config import ConfigError, ExperimentConfig, from_dict, to_dict
 from seqgen.storage import Storage, check_name, join
-from seqgen.train import checkpoint as ckpt
 
 #: Ray Tune distributions a space spec may name: ``key=kind:args``.
 SPACE_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -333,8 +332,11 @@ def _run_summary(storage: Storage, run: str, metric: str, max_steps: int) -> dic
     """Best metric over the run's whole evaluation history (seqgen's own record on storage)."""
     out = {f"best_{metric}": math.nan, "best_valid_loss": math.nan, "best_valid_bpc": math.nan,
            "steps": 0, "status": "no result", "checkpoint": ""}
+    from seqgen.train import checkpoint as ckpt
+
     run_url = storage.url_of(storage.run_dir(run))
-    evals = _read_evals(run_url)
+    found = ckpt.list_checkpoints(run_url)
+    evals = _read_evals(found[-1]) if found else None
     if not evals:
         return out
     for key in {metric, "valid_loss", "valid_bpc"}:
@@ -347,19 +349,38 @@ def _run_summary(storage: Storage, run: str, metric: str, max_steps: int) -> dic
     return out
 
 
-def _read_evals(run_url: str, latest: str | None = None) -> list[dict] | None:
-    """The evaluation history in the run's latest complete checkpoint (None if unreadable now)."""
+def _read_evals(checkpoint_url: str) -> list[dict] | None:
+    """The evaluation history saved in a checkpoint (None if it cannot be read right now)."""
     from fsspec.core import url_to_fs
 
     try:
-        latest = latest or (ckpt.list_checkpoints(run_url) or [None])[-1]
-        if latest is None:
-            return []
-        fs, path = url_to_fs(latest)
+        fs, path = url_to_fs(checkpoint_url)
         with fs.open(join(path, "progress.json"), "rb") as f:
             return json.loads(f.read()).get("evals", [])
     except (FileNotFoundError, json.JSONDecodeError):  # pruned or being replaced: read it next time
         return None
+
+
+def _latest_checkpoint(run_url: str) -> str | None:
+    """The run's newest complete checkpoint, as ``checkpoint.list_checkpoints`` finds them, without
+    importing torch (the trial driver only relays metrics; torch would cost seconds per trial)."""
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(run_url)
+    try:
+        names = sorted(p for p in fs.ls(path, detail=False)
+                       if p.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_"))
+    except FileNotFoundError:
+        return None
+    for p in reversed(names):
+        if fs.exists(join(p, "manifest.json")):
+            return _url(fs, p)
+    return None
+
+
+def _url(fs, path: str) -> str:
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return path if protocol in ("file", "local") else f"{protocol}://{path.lstrip('/')}"
 
 
 def _fmt(value) -> str:
@@ -428,15 +449,15 @@ def _fit_local_and_relay(cfg: ExperimentConfig, storage: Storage, child: dict) -
     reported, seen, settle = 0, None, 0
     while True:
         done, _ = ray.wait([ref], timeout=_POLL_SECONDS)
-        checkpoints = ckpt.list_checkpoints(run_url)
-        if checkpoints and checkpoints[-1] != seen:
-            evals = _read_evals(run_url, checkpoints[-1])
+        latest = _latest_checkpoint(run_url)
+        if latest and latest != seen:
+            evals = _read_evals(latest)
             if evals is not None:
-                seen = checkpoints[-1]
+                seen = latest
                 for metrics in evals[reported:]:
                     tune.report(metrics)
                 reported = max(reported, len(evals))
-        if done and (seen == (checkpoints[-1] if checkpoints else None) or settle >= 50):
+        if done and (seen == latest or settle >= 50):
             ray.get(ref)  # raises the training error, if any
             return
         if done:

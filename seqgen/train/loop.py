@@ -82,8 +82,10 @@ def train_loop_per_worker(config: dict) -> None:
     reporter = _Reporter(cfg, storage, run_url, rank, progress)
     start, t = time.time(), cfg.train
     since_eval = None  # the task's summed statistics since the last evaluation
+    step_seconds = 0.0  # time in training steps since the last evaluation (excludes evals, I/O)
     model.train()
     while progress["step"] < t.max_steps:
+        tick = time.perf_counter()
         batch = task.next_batch()
         loss, stats = task.loss(forward, model, batch)
         total = loss + reg.penalty(model)
@@ -93,6 +95,7 @@ def train_loop_per_worker(config: dict) -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_norm_clip)
         optimizer.step()
         schedule.step()
+        step_seconds += time.perf_counter() - tick
         progress["step"] += 1
         progress["losses"].append(loss.item())  # the objective per step (nats per token / per line)
         since_eval = stats if since_eval is None else since_eval + stats
@@ -100,10 +103,12 @@ def train_loop_per_worker(config: dict) -> None:
 
         out_of_time = t.max_minutes and (time.time() - start) / 60 >= t.max_minutes
         if progress["step"] % t.eval_every == 0 or progress["step"] == t.max_steps or out_of_time:
+            steps_done = progress["step"] - (progress["evals"][-1]["step"] if progress["evals"] else 0)
             metrics = {"step": progress["step"], "epoch": task.epoch, "lr": optimizer.param_groups[0]["lr"],
+                       "steps_per_s": steps_done / max(step_seconds, 1e-9),
                        "train_loss": since_eval.metrics("train")["train_loss"], **task.evaluate(model)}
             metrics["score"] = metrics.get("valid_loss", metrics["train_loss"])  # keep-best ranks by this
-            since_eval = None
+            since_eval, step_seconds = None, 0.0
             improved = metrics.get("valid_loss", -math.inf) < progress["best"]
             progress["best"] = min(progress["best"], metrics.get("valid_loss", math.inf))
             progress["bad_evals"] = 0 if improved else progress["bad_evals"] + 1

@@ -1,12 +1,13 @@
 """Fixtures for the serving tests: one local Ray, a tiny trained checkpoint, one Serve app.
 
 Everything is session-scoped: ``ray.init`` (~5 s), the tiny training (~ seconds) and Serve's
-start-up (~8 s) are paid once for all serve tests.
+start-up (~8 s, overlapped with the training) are paid once for all serve tests.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -34,6 +35,27 @@ def ray_session():
 
 
 @pytest.fixture(scope="session")
+def serve_started(ray_session):
+    """Start Serve's controller and HTTP proxy (127.0.0.1, a free port) in a background thread,
+    overlapping its start-up with the tiny training; ``serve_url`` waits for it."""
+    from ray import serve
+
+    port = free_port()
+    errors: list[BaseException] = []
+
+    def start():
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+        except BaseException as e:  # re-raised by serve_url
+            errors.append(e)
+
+    thread = threading.Thread(target=start, name="serve-start", daemon=True)
+    thread.start()
+    yield port, thread, errors
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(ray_session, tmp_path_factory) -> str:
     """A real checkpoint: Tiny Shakespeare, 2 x 32 LSTM, 5 steps of training in-process."""
     from seqgen import config
@@ -55,15 +77,17 @@ def tiny_checkpoint(ray_session, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def serve_url(ray_session, tiny_checkpoint):
+def serve_url(ray_session, serve_started, tiny_checkpoint):
     """Base URL of a real Serve HTTP server on 127.0.0.1 serving the tiny checkpoint."""
     import requests
     from ray import serve
 
     from seqgen.serve.app import build_app
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    port, thread, errors = serve_started
+    thread.join(timeout=120)
+    if errors:
+        raise errors[0]
     app = build_app(tiny_checkpoint, max_batch_size=32, batch_wait_timeout_s=0.05, num_cpus=0.5)
     serve.run(app, name="seqgen-test", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
@@ -78,4 +102,3 @@ def serve_url(ray_session, tiny_checkpoint):
             raise RuntimeError(f"Serve did not answer on {url}")
         time.sleep(0.2)
     yield url
-    serve.shutdown()

@@ -138,7 +138,7 @@ def test_concurrent_requests_are_batched(serve_url):
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
     assert [len(r.json()["samples"]) for r in responses] == [1 + i % 2 for i in range(16)]
     # a seeded request's text does not depend on what shared its batch
-    assert responses[5].json()["samples"] == alone
+    assert responses[5].json()["samples"][0] == alone[0]  # (request 5 asked for n=2)
     after = requests.get(f"{serve_url}/stats", timeout=TIMEOUT).json()
     assert after["requests"]["generate"] - before["requests"].get("generate", 0) == 17
     new_batches = after["batches"] - before["batches"]

@@ -1,0 +1,241 @@
+"""IAM-OnDB -> Parquet shards of pen-offset lines + a manifest, parsed in parallel Ray tasks.
+
+    driver:  discover forms; fingerprint = settings + split assignment + (path, size) of every
+             input file: unchanged? -> return the existing manifest (idempotent)
+             split BY FORM (all lines of a form share a split): explicit lists, else a salted hash
+    tasks:   forms_per_task forms of one split -> `load_forms` -> one shard
+             <dataset>/<version>/<split>/part-NNNNN.parquet, plus the partial sums
+             (n, sum dx, sum dy, sum dx^2, sum dy^2), the characters seen and the skip report
+    driver:  merge -> alphabet, train-split mean/std of (dx, dy), skip report;
+             manifest.json written last (the dataset becomes visible there); older versions removed
+
+A shard row is one line: form_id, line_id, text, n_points = T, and offsets = the (T, 3) rows
+(dx, dy, eos) of `strokes_to_offsets` flattened row-major (list<float32>), in raw whiteboard units
+with row 0 = (0, 0, eos_0). Normalisation is stored, not applied: ``offset_mean`` / ``offset_std``
+are the per-axis statistics of the real steps (rows 1..T-1) of the *train* split (sec. 4.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from seqgen.data.presets import require_data_dir
+from seqgen.data.text import SPLITS, DatasetError, _remove_old_versions
+from seqgen.handwriting.iam import SkipReport, discover_forms, full_alphabet, graves57_alphabet, load_forms
+from seqgen.runtime import map_tasks
+from seqgen.storage import Storage, join
+
+SCHEMA_VERSION = 1
+ALPHABETS = ("full", "graves57")
+_SALT = "seqgen-iam-split-v1"  # changing it reshuffles the fraction split
+
+
+def default_root() -> Path:
+    return require_data_dir("IAM-OnDB handwriting") / "handwriting" / "iam-ondb"
+
+
+def assign_splits(complete: list[str], splits: dict | None, valid_fraction: float, test_fraction: float) -> dict[str, str]:
+    """form id -> split.
+
+    Explicit ``splits`` ({split: [form ids]}): listed forms go to their split; when "train" is not
+    listed, every other complete form goes to train. Otherwise the complete forms (text + strokes)
+    are ranked by sha256(salt + form id): the first round(n * valid_fraction) go to valid (at least
+    one when the fraction is > 0 and n > 1), the next to test, the rest to train. Hash ranks do not
+    depend on the order of discovery, so the split is deterministic and stable.
+    """
+    if splits is not None:
+        if unknown := set(splits) - set(SPLITS):
+            raise DatasetError(f"unknown split(s) {sorted(unknown)}; valid: {SPLITS}")
+        out: dict[str, str] = {}
+        for split, ids in splits.items():
+            for f in ids:
+                if out.setdefault(f, split) != split:
+                    raise DatasetError(f"form {f!r} is listed in both {out[f]!r} and {split!r}")
+        if "train" not in splits:
+            out.update({f: "train" for f in complete if f not in out})
+        return out
+    if valid_fraction < 0 or test_fraction < 0 or valid_fraction + test_fraction >= 1:
+        raise DatasetError("valid_fraction and test_fraction must be >= 0 and sum to less than 1")
+    ranked = sorted(complete, key=lambda f: hashlib.sha256(f"{_SALT}:{f}".encode()).hexdigest())
+    n = len(ranked)
+    count = lambda frac: max(round(n * frac), int(frac > 0 and n > 1))  # noqa: E731
+    n_valid = count(valid_fraction)
+    n_test = min(count(test_fraction), max(n - n_valid - 1, 0))
+    return {f: "valid" if i < n_valid else "test" if i < n_valid + n_test else "train" for i, f in enumerate(ranked)}
+
+
+def _parse_task(root: str, form_ids: list[str], out_url: str) -> dict:
+    """One task: parse ``form_ids`` and write their lines to one shard (nothing if none is usable)."""
+    records, report = load_forms(root, form_ids)
+    result = {"lines": len(records), "points": 0, "chars": "", "sums": [0.0] * 5, "skipped": report.skipped}
+    if not records:
+        return result
+    offsets = [r.strokes for r in records]  # (T_i, 3) float32
+    sizes = np.array([3 * len(o) for o in offsets])
+    table = pa.table({
+        "form_id": [r.form_id for r in records],
+        "line_id": [r.line_id for r in records],
+        "text": [r.text for r in records],
+        "offsets": pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(sizes)], pa.int32()),
+                                            pa.array(np.concatenate([o.ravel() for o in offsets]), pa.float32())),
+        "n_points": pa.array(sizes // 3, pa.int32()),
+    })
+    fs, path = url_to_fs(out_url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    with fs.open(path, "wb") as f:
+        f.write(buf.getvalue())
+    steps = np.concatenate([o[1:, :2] for o in offsets]).astype(np.float64)  # real steps only: row 0 is the origin
+    result.update(points=int(sizes.sum() // 3), chars="".join(sorted(set("".join(r.text for r in records)))),
+                  sums=[len(steps), *steps.sum(0).tolist(), *np.square(steps).sum(0).tolist()])
+    return result
+
+
+def _sources(root: Path, forms) -> dict:
+    """The input's identity: sha256 over every file's relative path and size."""
+    h, n = hashlib.sha256(), 0
+    for form in forms:
+        for p in ([form.transcription] if form.transcription else []) + list(form.lines):
+            h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
+            n += 1
+    return {"root": str(root), "files": n, "sha256_of_paths_and_sizes": h.hexdigest()}
+
+
+def _skip_summary(report: SkipReport, root: Path) -> dict:
+    rel = lambda f: os.path.relpath(f, root) if os.path.isabs(f) and f.startswith(str(root)) else f  # noqa: E731
+    return {"count": len(report),
+            "by_reason": dict(Counter(reason.partition(":")[0] for _, reason in report.skipped).most_common()),
+            "files": [[rel(f), reason] for f, reason in report.skipped]}
+
+
+def preprocess_handwriting(storage: Storage, name: str, root: str | None = None, alphabet: str = "full",
+                           splits: dict | None = None, valid_fraction: float = 0.1, test_fraction: float = 0.0,
+                           forms_per_task: int = 16, use_ray: bool | None = None, force: bool = False) -> dict:
+    """Build handwriting dataset ``name`` on ``storage`` from an IAM-OnDB root; returns its manifest.
+
+    ``root`` defaults to ``<data_dir>/handwriting/iam-ondb``; ``alphabet`` is "full" (every character
+    of the text, built from the data) or "graves57" (sec. 5); ``splits`` / fractions: see
+    `assign_splits`. Skipped files are listed in ``manifest["skipped"]`` and summarised on stderr.
+    Idempotent unless ``force``; raises `DatasetError` (nothing written) when no line is usable.
+    """
+    use_ray = storage.shared_across_processes if use_ray is None else use_ray
+    if alphabet not in ALPHABETS:
+        raise DatasetError(f"unknown alphabet {alphabet!r}; valid: {', '.join(ALPHABETS)}")
+    root_path = Path(root).expanduser().resolve() if root else default_root()
+    if not root_path.is_dir():
+        raise FileNotFoundError(f"IAM-OnDB root not found: {root_path}")
+    forms = discover_forms(root_path)
+    if not forms:
+        raise DatasetError(f"no IAM-OnDB forms under {root_path} (expected ascii/**/*.txt and lineStrokes/**/*.xml)")
+    complete = [f.form_id for f in forms if f.transcription and f.lines]
+    assignment = assign_splits(complete, splits, valid_fraction, test_fraction)
+    sources = _sources(root_path, forms)
+    settings = {"alphabet": alphabet, "schema_version": SCHEMA_VERSION, "valid_fraction": valid_fraction,
+                "test_fraction": test_fraction, "explicit_splits": splits is not None}
+    fingerprint = hashlib.sha256(json.dumps([settings, sorted(assignment.items()), sources["sha256_of_paths_and_sizes"]],
+                                            sort_keys=True).encode()).hexdigest()
+    manifest_path = join(storage.dataset_dir(name), "manifest.json")
+    if not force and storage.exists(manifest_path):
+        old = storage.read_json(manifest_path)
+        if old.get("fingerprint") == fingerprint:
+            return old
+
+    # forms that cannot yield a line (text or strokes missing) are reported here, without a task;
+    # an explicit "train" list is a selection: forms outside it are not used, so not reported
+    selected_all = splits is None or "train" not in splits
+    leftovers = [f.form_id for f in forms if f.form_id not in assignment] if selected_all else []
+    report = load_forms(root_path, leftovers)[1] if leftovers else SkipReport()
+    step = max(forms_per_task, 1)
+    groups = []  # (split, form ids) per task
+    for split in SPLITS:
+        ids = sorted(f for f, s in assignment.items() if s == split)
+        groups += [(split, ids[i : i + step]) for i in range(0, len(ids), step)]
+    version = f"v-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    base = join(storage.dataset_dir(name), version)
+    paths = [f"{version}/{split}/part-{i:05d}.parquet" for i, (split, _) in enumerate(groups)]
+    try:
+        urls = [storage.url_of(join(storage.dataset_dir(name), p)) for p in paths]
+        results = list(map_tasks(_parse_task, [(str(root_path), ids, u) for (_, ids), u in zip(groups, urls)], use_ray))
+        for r in results:
+            report.skipped.extend(map(tuple, r["skipped"]))
+        per_split: dict[str, dict] = {}
+        for (split, _), path, r in zip(groups, paths, results):
+            entry = per_split.setdefault(split, {"lines": 0, "points": 0, "shards": []})
+            if r["lines"]:
+                entry["lines"] += r["lines"]
+                entry["points"] += r["points"]
+                entry["shards"].append({"path": path, "lines": r["lines"]})
+        splits_out = {s: e for s, e in per_split.items() if e["lines"]}
+        if "train" not in splits_out:
+            what = "no usable line" if not splits_out else "no usable line in the train split"
+            raise DatasetError(f"{what} under {root_path}; {report.summary()}")
+        # train-split mean / std per axis from the tasks' partial sums: var = E[x^2] - E[x]^2
+        n, sx, sy, sxx, syy = np.sum([r["sums"] for (s, _), r in zip(groups, results) if s == "train"], axis=0)
+        n = max(n, 1)
+        mean = np.array([sx, sy]) / n
+        std = np.sqrt(np.maximum(np.array([sxx, syy]) / n - mean**2, 0))
+        std = np.where(std > 0, std, 1.0)
+        alpha = full_alphabet(r["chars"] for r in results) if alphabet == "full" else graves57_alphabet()
+    except BaseException:
+        if storage.fs.exists(base):
+            storage.fs.rm(base, recursive=True)
+        raise
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "handwriting",
+        "name": name,
+        "fingerprint": fingerprint,
+        "alphabet": alpha.to_json(),
+        "alphabet_kind": alphabet,
+        "offset_mean": mean.tolist(),
+        "offset_std": std.tolist(),
+        "splits": splits_out,
+        "skipped": _skip_summary(report, root_path),
+        "sources": sources,
+        "settings": settings,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    storage.write_json_atomic(manifest_path, manifest)  # the dataset becomes visible here
+    _remove_old_versions(storage, name, keep=version)
+    if len(report):
+        print(f"handwriting dataset {name}: {report.summary()}", file=sys.stderr, flush=True)
+    return manifest
+
+
+# reading ---------------------------------------------------------------------------------
+def load_lines(storage: Storage, manifest: dict, split: str, rank: int = 0, world: int = 1) -> list[dict]:
+    """The lines of ``split`` for worker ``rank`` of ``world``: a contiguous 1/world share by line
+    count, reading only the shards that overlap it. Each line is a dict with form_id, line_id,
+    text and offsets (T, 3) float32 (dx, dy, eos) in raw units (row 0 = (0, 0, eos_0))."""
+    info = manifest["splits"].get(split)
+    if info is None:
+        raise KeyError(f"dataset {manifest['name']!r} has no {split!r} split (has {sorted(manifest['splits'])})")
+    lo, hi = info["lines"] * rank // world, info["lines"] * (rank + 1) // world
+    out, pos = [], 0
+    base = storage.dataset_dir(manifest["name"])
+    for shard in info["shards"]:
+        s_lo, s_hi = pos, pos + shard["lines"]
+        pos = s_hi
+        if s_hi <= lo or s_lo >= hi:
+            continue
+        with storage.fs.open(f"{base}/{shard['path']}", "rb") as f:
+            table = pq.read_table(f).slice(max(lo - s_lo, 0), min(hi, s_hi) - max(lo, s_lo))
+        rows = np.array(table.column("offsets").combine_chunks().flatten(), np.float32).reshape(-1, 3)
+        columns = {k: table.column(k).to_pylist() for k in ("form_id", "line_id", "text")}
+        pieces = np.split(rows, np.cumsum(table.column("n_points").to_numpy())[:-1])
+        out += [{k: v[i] for k, v in columns.items()} | {"offsets": o} for i, o in enumerate(pieces)]
+    return out
