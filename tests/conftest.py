@@ -25,3 +25,14 @@ def shared_data():
     if d is None or not d.is_dir():
         pytest.skip("shared data directory not found: set SEQGEN_DATA_DIR to ../shared/data")
     return d
+
+
+def pytest_configure(config):
+    # Tests run tiny models: one thread avoids OpenMP oversubscription on shared 2-core boxes,
+    # in this process and in the training subprocesses the tests start.
+    import os
+
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)

@@ -26,6 +26,7 @@ plumbing) stay as they are.
 import asyncio
 import json
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -47,6 +48,7 @@ MAX_SCORE_CHARS = 20_000
 MAX_TOP_K = 1_000_000
 MAX_SEED = 2**63 - 1
 MAX_BODY_BYTES = 256 * 1024  # well above the largest valid body (20k chars, JSON-escaped)
+GIL_SWITCH_INTERVAL_S = 0.0005  # replica processes only (see SeqgenServer.__init__)
 
 Loader = Callable[[str], tuple]  # checkpoint URL -> (model, LoadedCheckpoint)
 
@@ -345,6 +347,10 @@ class SeqgenServer:
         self._generate_batched.set_max_batch_size(max_batch_size)
         self._generate_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.stats = Stats()
+        # Generation runs in a worker thread that holds the GIL for most of each step; with the
+        # default 5 ms switch interval the event loop (receiving requests, answering /healthz)
+        # waits up to 5 ms per GIL hand-over, so requests trickle in and batches stay small.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
     def _handler_for(self, capability: str):
         if capability not in self.handler.capabilities:

@@ -8,7 +8,9 @@ import io
 from seqgen.storage import Storage, join
 
 
-def write_curves(storage: Storage, run_name: str, evals: list[dict]) -> None:
+def write_curves(storage: Storage, run_name: str, evals: list[dict], plot: bool = True) -> None:
+    """metrics.csv always; curves.png when ``plot`` (plotting costs ~0.1-1 s, so the loop
+    redraws it at most every half minute and at the end)."""
     if not evals:
         return
     run_dir = storage.run_dir(run_name)
@@ -18,7 +20,8 @@ def write_curves(storage: Storage, run_name: str, evals: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(evals)
     storage.write_bytes_atomic(join(run_dir, "metrics.csv"), buf.getvalue().encode())
-    storage.write_bytes_atomic(join(run_dir, "curves.png"), _plot(run_name, evals))
+    if plot:
+        storage.write_bytes_atomic(join(run_dir, "curves.png"), _plot(run_name, evals))
 
 
 def _plot(title: str, evals: list[dict]) -> bytes:

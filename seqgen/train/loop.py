@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_map
 from seqgen.config import ExperimentConfig, load_json
 from seqgen.storage import Storage, join
 from seqgen.train import checkpoint as ckpt
+from seqgen.train.curves import write_curves
 from seqgen.train.optim import build_lr_schedule, build_optimizer
 from seqgen.train.regularizers import build_regularizer
 
@@ -128,6 +129,7 @@ class _Reporter:
     def __init__(self, cfg: ExperimentConfig, storage: Storage, run_url: str, rank: int, progress: dict):
         self.cfg, self.storage, self.run_url, self.rank, self.progress = cfg, storage, run_url, rank, progress
         self.bar = None
+        self.last_plot = 0.0
         if rank == 0 and cfg.train.progress and sys.stderr.isatty():
             from rich.progress import Progress
 
@@ -148,9 +150,9 @@ class _Reporter:
             self.bar.console.print(f"[{self.cfg.run_name}] {line}")
         else:
             print(f"[{self.cfg.run_name}] {line}", flush=True)
-        from seqgen.train.curves import write_curves
-
-        write_curves(self.storage, self.cfg.run_name, self.progress["evals"])
+        plot = time.time() - self.last_plot > 30
+        write_curves(self.storage, self.cfg.run_name, self.progress["evals"], plot)
+        self.last_plot = time.time() if plot else self.last_plot
         # seqgen persists its own checkpoints (Ray Train's local mode does not persist any), so
         # resume, keep-best and loading work the same with 0, 1 or N workers.
         url = join(self.run_url, ckpt.checkpoint_name(metrics["step"]))
@@ -159,5 +161,7 @@ class _Reporter:
         ray.train.report(metrics)
 
     def close(self) -> None:
+        if self.rank == 0:
+            write_curves(self.storage, self.cfg.run_name, self.progress["evals"])
         if self.bar:
             self.bar.stop()

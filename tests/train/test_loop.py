@@ -68,7 +68,7 @@ def test_exact_resume_after_kill(ray_session, tmp_path):
     """Kill a real training process mid-run; re-running it must reproduce the uninterrupted
     run's per-step losses exactly: no step lost or repeated."""
     st = _storage(str(tmp_path))
-    steps = ["train.max_steps=150", "train.eval_every=5", "train.eval_tokens=500", "model.dropout=0.2",
+    steps = ["train.max_steps=40", "train.eval_every=4", "train.eval_tokens=500", "model.dropout=0.2",
              "reg.kind=weight_noise", "reg.std=0.01"]  # RNG-dependent: resume must restore RNG too
     reference = train(_cfg("run_name=ref", *steps), st)
     expected = ckpt.load(reference.latest_checkpoint).progress["losses"]
@@ -78,12 +78,12 @@ def test_exact_resume_after_kill(ray_session, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run_dir = os.path.join(tmp_path, "runs", "killed")
     deadline = time.time() + 120
-    while time.time() < deadline and not os.path.exists(os.path.join(run_dir, "checkpoint_00000010", "manifest.json")):
+    while time.time() < deadline and not os.path.exists(os.path.join(run_dir, "checkpoint_00000008", "manifest.json")):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = ckpt.list_checkpoints(run_dir)
-    assert done and done[-1].rsplit("_", 1)[-1] != "00000150", "the process finished before it was killed"
+    assert done and done[-1].rsplit("_", 1)[-1] != "00000040", "the process finished before it was killed"
 
     resumed = train(_cfg("run_name=killed", *steps), st)
     losses = ckpt.load(resumed.latest_checkpoint).progress["losses"]
