@@ -207,13 +207,13 @@ def tune(
     from seqgen.runtime import ensure_ray
     from seqgen.tune import parse_space, run_search
 
+    ensure_ray(address)
     try:
         base = cfgmod.load(_config_path(config), overrides or [])
         parsed = parse_space(space) if space else None
-    except (cfgmod.ConfigError, ValueError) as e:
+        result = run_search(base, Storage.from_url(storage), name, parsed, num_samples, max_concurrent)
+    except (ValueError, FileExistsError) as e:  # ConfigError is a ValueError
         _fail(str(e))
-    ensure_ray(address)
-    result = run_search(base, Storage.from_url(storage), name, parsed, num_samples, max_concurrent)
     typer.echo(f"best checkpoint: {result.best_checkpoint}")
 
 
@@ -235,6 +235,44 @@ def serve(
     ensure_ray(address)
     run(resolve(Storage.from_url(storage), checkpoint), host=host, port=port, num_replicas=replicas,
         max_batch_size=max_batch_size)
+
+
+DEFAULT_HANDWRITING = Path(__file__).parent / "assets" / "handwriting"
+
+
+@app.command()
+def write(
+    texts: List[str] = typer.Argument(..., help="Text(s) to write; several are stacked as lines."),
+    checkpoint: Optional[str] = typer.Option(None, help="Synthesis checkpoint (default: the bundled model)."),
+    bias: float = typer.Option(0.75, help="Probability bias b (eqs. 61-62): 0 = unbiased, larger = neater."),
+    style: Optional[str] = typer.Option(None, help="Prime with a style: 0-12 (shared sjvasquez styles) or a dataset line id."),
+    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed writes the same strokes."),
+    out: str = typer.Option("line.svg", help="Output picture: .svg or .png."),
+    phi: Optional[str] = typer.Option(None, help="Also save the phi(t, u) alignment heatmap (PNG) of the first text."),
+    storage: Optional[str] = StorageOpt,
+):
+    """Handwriting synthesis: write text with the attention-window network (Graves sec. 5)."""
+    from seqgen.handwriting.render import phi_heatmap_png, strokes_png, strokes_svg
+    from seqgen.handwriting.sampling import synthesize
+    from seqgen.handwriting.styles import resolve_style
+    from seqgen.models import load_model
+    from seqgen.train.checkpoint import resolve
+
+    st = Storage.from_url(storage)
+    if checkpoint is None and not (DEFAULT_HANDWRITING / "manifest.json").exists():
+        _fail("no bundled handwriting model in this install: pass --checkpoint")
+    try:
+        model, loaded = load_model(resolve(st, checkpoint) if checkpoint else str(DEFAULT_HANDWRITING))
+        prime = resolve_style(style, loaded.meta, st) if style is not None else None
+        results = synthesize(model, loaded.meta, list(texts), bias=bias, seed=seed, prime=prime)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    lines = [r.offsets for r in results]
+    data = strokes_svg(lines).encode() if out.endswith(".svg") else strokes_png(lines)
+    Path(out).write_bytes(data)
+    if phi:
+        Path(phi).write_bytes(phi_heatmap_png(results[0].phi, results[0].text))
+    typer.echo(f"wrote {out} ({', '.join(f'{len(r.offsets)} points' for r in results)})")
 
 
 @app.command()

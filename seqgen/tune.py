@@ -10,20 +10,23 @@ under ``<root>/tune/<search>/``::
     best.json     the best trial: run, params, full config, best checkpoint URL
 
 In Ray Train V2, Tune cannot take a TorchTrainer directly: each trial is a Tune *function
-trainable* (the "driver", 0.01 CPU) that builds the trial's config and runs it:
+trainable* (the "driver") that applies the sampled values to the base config and runs it:
 
-* ``train.num_workers > 0`` (clusters): the driver fits ``make_trainer(cfg, storage,
+* ``train.num_workers > 0`` (clusters): the driver (0.01 CPU) fits ``make_trainer(cfg, storage,
   callbacks=[TuneReportCallback()])``; Ray Train workers do the work and every evaluation reaches
-  Tune through the callback.
-* ``train.num_workers == 0`` (one CPU box, the default): Ray Train's local mode refuses to run inside
-  a Tune trial process (``ray.train.report`` / ``get_context`` raise there, and local mode ignores
-  run callbacks), so the driver fits the same local-mode trainer in a child Ray task reserving
-  ``train.cpus_per_worker`` CPUs (``num_gpus=1`` with ``use_gpu``) and relays each evaluation to Tune
-  as seqgen's checkpoint for it appears on storage. The child belongs to the driver: when ASHA stops
-  the trial, Ray ends the child with it.
+  Tune through the callback. When ASHA stops such a trial, Ray kills its Train controller and Ray
+  Train's placement-group cleaner frees the workers' CPUs; the cleaner needs the Ray state API
+  (the dashboard, on by default with ``ray start``). Without it, stopped trials keep their workers'
+  resources and later trials can wait forever: ``run_search`` warns when it cannot reach the API.
+* ``train.num_workers == 0`` (one CPU box, the default): Ray Train's local mode cannot run inside a
+  Tune trial process (``ray.train.report`` / ``get_context`` raise there, and local mode ignores
+  run callbacks), so the driver (no resources of its own) fits the same local-mode trainer in a
+  child Ray task, in a bundle of ``train.cpus_per_worker`` CPUs (plus a GPU with ``use_gpu``) that
+  the trial reserves, and relays each evaluation to Tune as seqgen's checkpoint for it lands on
+  storage. The child belongs to the driver: when ASHA stops the trial, Ray ends the child with it.
 
 ASHA (``time_attr="training_iteration"`` = evaluations so far) stops poor trials after
-``grace_period`` evaluations.
+``grace_period`` evaluations. Searching resource keys (``train.num_workers``, ...) is refused.
 """
 
 from __future__ import annotations
@@ -31,15 +34,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import re
 import time
 from dataclasses import dataclass, field
 
-
 from seqgen import config as config_mod
 from seqgen.config import ConfigError, ExperimentConfig, from_dict, to_dict
 from seqgen.storage import Storage, check_name, join
+
+log = logging.getLogger(__name__)
 
 #: Ray Tune distributions a space spec may name: ``key=kind:args``.
 SPACE_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -258,9 +263,13 @@ def run_search(
     ensure_ray()
     t = base.train
     evals = max(1, math.ceil(t.max_steps / max(t.eval_every, 1)))
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=evals, grace_period=min(grace_period, evals))
+    # max_t one past the last evaluation: a trial that runs to the end finishes by itself rather
+    # than being stopped (killed) by ASHA at max_t, so Ray Train shuts its workers down cleanly.
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=evals + 1,
+                              grace_period=min(grace_period, evals))
     if t.num_workers > 0:  # the TorchTrainer schedules its own controller and workers
         resources, child = {"cpu": 0.01}, {}
+        _warn_without_state_api()
     else:  # the trial reserves a bundle for the local-mode child task (the driver itself needs none)
         child = {"CPU": _local_cpus(t.cpus_per_worker), **({"GPU": 1} if t.use_gpu else {})}
         resources = tune.PlacementGroupFactory([{}, child])
@@ -276,6 +285,19 @@ def run_search(
     )
     grid_results = tuner.fit()
     return _summarise(base, storage, name, list(space), metric, grid_results)
+
+
+def _warn_without_state_api() -> None:
+    try:
+        from ray.util.state import list_actors
+
+        list_actors(limit=1, timeout=10, raise_on_missing_output=False)
+    except Exception as e:  # noqa: BLE001 - any failure means Ray Train's cleaner cannot work either
+        log.warning(
+            "the Ray state API is not reachable (%s): when ASHA stops a trial, Ray Train cannot free "
+            "its workers' resources and later trials may wait forever. Run on a Ray started with the "
+            "dashboard (`ray start --head`), or use train.num_workers=0 on one machine.",
+            str(e).splitlines()[0][:200])
 
 
 def _tune_storage(storage: Storage):
@@ -296,7 +318,8 @@ def _summarise(base, storage: Storage, name: str, keys: list[str], metric: str, 
         row = {"trial": run, **params, **_run_summary(storage, run, metric, base.train.max_steps)}
         if result.error is not None:
             row["status"] = "error"
-            errors.append(f"{run}: {str(result.error).strip().splitlines()[-1] if str(result.error).strip() else result.error!r}")
+            lines = str(result.error).strip().splitlines() or [repr(result.error)]
+            errors.append(f"{run}: {lines[-1]}")
         rows.append(row)
     rows.sort(key=lambda r: r["trial"])
 

@@ -117,3 +117,20 @@ def test_search_three_trials(tmp_path, ray_session):
     with pytest.raises(FileExistsError):  # a search name is used once
         run_search(base, storage, "tiny", space=space, num_samples=1)
     assert json.dumps(result.rows)  # plain values
+
+
+def test_run_search_refuses_bad_requests(tmp_path):
+    from ray import tune
+
+    base = load(None, TINY)
+    storage = Storage.from_url(str(tmp_path / "store"))
+    with pytest.raises(ConfigError, match="train.num_workers"):
+        run_search(base, storage, "s", space={"train.num_workers": tune.choice([0, 1])})
+    with pytest.raises(ConfigError, match="optim.nope"):
+        run_search(base, storage, "s", space={"optim.nope": tune.uniform(0, 1)})
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        run_search(base, storage, "s", space={"train.max_steps": tune.uniform(1, 2)})
+    with pytest.raises(ValueError, match="search name"):
+        run_search(base, storage, "../up", space={})
+    with pytest.raises(ValueError, match="one process"):
+        run_search(base, Storage.from_url("memory://x"), "s", space={})

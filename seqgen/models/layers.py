@@ -12,6 +12,7 @@ which has to reach inside the cell. Both are tested against a naive per-timestep
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,136 @@ class _ClipGradient(torch.autograd.Function):
 def clip_gradient(x: Tensor, c: float) -> Tensor:
     """Graves' derivative clipping: dL/dx clipped to [-c, c] inside backprop (c <= 0: off)."""
     return _ClipGradient.apply(x, c) if c > 0 and torch.is_grad_enabled() else x
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM over a whole sequence with peepholes and derivative clipping (torch-rnn style): one
+# autograd node per sequence, a forward loop writing into preallocated buffers and a hand-written
+# BPTT loop. Per step only the recurrent matmul and a few elementwise ops run; everything that does
+# not depend on the recurrence (activation derivatives, dW_hh, peephole gradients) is vectorised
+# over all time steps outside the loops. Internally time-major, so every per-step slice is contiguous.
+def _lstm_forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor],
+                       gates: Tensor, cells: Tensor, tanh_cells: Tensor, y: Tensor) -> None:
+    """Eqs. 7-11 for every t, in place: gates[t] = (i, f, g, o) activations, cells[t + 1] = c_t
+    (cells[0] = c_0), tanh_cells[t] = tanh(c_t), y[:, t] = h_t. xw, gates, cells time-major."""
+    T, B, n4 = xw.shape
+    n = n4 // 4
+    w_t = weight_hh.t().contiguous()  # (n, 4n) row-major: the faster GEMM layout for h @ W_hh^T
+    cells[0].copy_(c0)
+    h = h0
+    for t in range(T):
+        g = torch.addmm(xw[t], h, w_t, out=gates[t])  # net inputs, peepholes still missing
+        c_prev, c = cells[t], cells[t + 1]
+        if peephole is not None:
+            g.view(B, 4, n)[:, :2].addcmul_(c_prev.unsqueeze(1), peephole[:2])  # eqs. 7, 8: c_{t-1}
+        g[:, : 2 * n].sigmoid_()  # i, f
+        g[:, 2 * n : 3 * n].tanh_()  # g (the cell input)
+        torch.mul(g[:, n : 2 * n], c_prev, out=c)
+        c.addcmul_(g[:, :n], g[:, 2 * n : 3 * n])  # eq. 9
+        o = g[:, 3 * n :]
+        if peephole is not None:
+            o.addcmul_(c, peephole[2])  # eq. 10: w_co reads the new c_t
+        o.sigmoid_()
+        h = torch.mul(o, torch.tanh(c, out=tanh_cells[t]), out=y[:, t])  # eq. 11
+
+
+def _lstm_backward_loop(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor,
+                        peephole: Optional[Tensor], clip: float, gates: Tensor, cells: Tensor,
+                        tanh_cells: Tensor, dxw: Tensor) -> tuple[Tensor, Tensor]:
+    """BPTT: writes dL/d(net input) of every gate and step into dxw (T, B, 4n), each clamped to
+    [-clip, clip] when clip > 0 (Graves' LSTM derivative clipping); returns (dL/dh_0, dL/dc_0)."""
+    T, B, n4 = gates.shape
+    n = n4 // 4
+    i, f, g, o = gates.view(T, B, 4, n).unbind(2)
+    # Local derivatives of the net inputs, all steps at once:
+    #   dz_i = dc * g i(1-i),  dz_f = dc * c_{t-1} f(1-f),  dz_g = dc * i (1-g^2),  dz_o = dh * tanh(c) o(1-o)
+    #   dc_t += dh * o (1 - tanh^2 c)   [+ dz_o * w_co through the output peephole]
+    local = torch.empty(T, B, 4, n, dtype=gates.dtype, device=gates.device)
+    torch.mul(i - i * i, g, out=local[:, :, 0])
+    torch.mul(f - f * f, cells[:-1], out=local[:, :, 1])
+    torch.mul(1 - g * g, i, out=local[:, :, 2])
+    torch.mul(o - o * o, tanh_cells, out=local[:, :, 3])
+    dc_dh = o * (1 - tanh_cells * tanh_cells)
+    fold_co = peephole is not None and clip <= 0  # unclipped dz_o: fold its w_co path into dc_dh
+    if fold_co:
+        dc_dh.addcmul_(local[:, :, 3], peephole[2])
+    split_co = peephole is not None and not fold_co  # clipped dz_o must be clamped before it reaches dc
+    dh = torch.empty(B, n, dtype=gates.dtype, device=gates.device)
+    dc = grad_c.clone(memory_format=torch.contiguous_format)
+    for t in range(T - 1, -1, -1):
+        if t == T - 1:
+            torch.add(grad_y[:, t], grad_h, out=dh)
+        else:
+            torch.addmm(grad_y[:, t], dxw[t + 1], weight_hh, out=dh)  # + dz_{t+1} W_hh
+        d = dxw[t]
+        if split_co:
+            dz_o = torch.mul(dh, local[t, :, 3], out=d[:, 3 * n :]).clamp_(-clip, clip)
+            dc.addcmul_(dh, dc_dh[t]).addcmul_(dz_o, peephole[2])
+            torch.mul(local[t, :, :3], dc.unsqueeze(1), out=d.view(B, 4, n)[:, :3]).clamp_(-clip, clip)
+        else:
+            dc.addcmul_(dh, dc_dh[t])
+            torch.mul(dh, local[t, :, 3], out=d[:, 3 * n :])
+            torch.mul(local[t, :, :3], dc.unsqueeze(1), out=d.view(B, 4, n)[:, :3])
+            if clip > 0:
+                d.clamp_(-clip, clip)
+        dc.mul_(f[t])  # dc_{t-1}: the f * c_{t-1} path ...
+        if peephole is not None:  # ... and the input / forget peepholes (clipped dz)
+            dc.addcmul_(d[:, :n], peephole[0]).addcmul_(d[:, n : 2 * n], peephole[1])
+    return dxw[0] @ weight_hh, dc
+
+
+class LSTMFunction(torch.autograd.Function):
+    """(xw, h_0, c_0, W_hh, peephole, clip) -> (y, h_T, c_T) for a whole sequence.
+
+    xw (T, B, 4n), time-major, = x_t W_ih^T + b: the input part of the four net inputs (gate
+    order i, f, g, o); y (B, T, n) batch-first; peephole (3, n) = (w_ci, w_cf, w_co) or None;
+    clip > 0 clamps dL/d(net input) of every gate, peephole terms included, to [-clip, clip] inside
+    backprop (Graves' LSTM derivative clipping; clip <= 0: exact gradients). No double backward.
+    """
+
+    @staticmethod
+    def forward(ctx, xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor],
+                clip: float):
+        T, B, n4 = xw.shape
+        n = n4 // 4
+        kw = {"dtype": xw.dtype, "device": xw.device}
+        gates = torch.empty(T, B, n4, **kw)
+        cells = torch.empty(T + 1, B, n, **kw)
+        tanh_cells = torch.empty(T, B, n, **kw)
+        y = torch.empty(B, T, n, **kw)
+        _lstm_forward_loop(xw, h0, c0, weight_hh, peephole, gates, cells, tanh_cells, y)
+        ctx.clip = float(clip)
+        ctx.has_peephole = peephole is not None
+        ctx.save_for_backward(h0, weight_hh, peephole, gates, cells, tanh_cells, y)
+        h = y[:, -1].clone() if T else h0.clone()
+        return y, h, cells[-1].clone()
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor, grad_h: Tensor, grad_c: Tensor):
+        h0, weight_hh, peephole, gates, cells, tanh_cells, y = ctx.saved_tensors
+        T, B, n4 = gates.shape
+        n = n4 // 4
+        if T == 0:
+            return None, grad_h, grad_c, None, None, None
+        dxw = torch.empty(T, B, n4, dtype=gates.dtype, device=gates.device)
+        dh0, dc0 = _lstm_backward_loop(grad_y, grad_h, grad_c, weight_hh, peephole, ctx.clip,
+                                       gates, cells, tanh_cells, dxw)
+        d_whh = d_peep = None
+        if ctx.needs_input_grad[3]:  # dW_hh = sum_t dz_t^T h_{t-1}: one matmul over all steps
+            h_prev = torch.cat([h0.unsqueeze(0), y[:, :-1].transpose(0, 1)])
+            d_whh = dxw.view(-1, n4).t() @ h_prev.view(-1, n)
+        if ctx.has_peephole and ctx.needs_input_grad[4]:
+            dz = dxw.view(T, B, 4, n)
+            d_peep = torch.stack([(dz[:, :, 0] * cells[:-1]).sum((0, 1)),
+                                  (dz[:, :, 1] * cells[:-1]).sum((0, 1)),
+                                  (dz[:, :, 3] * cells[1:]).sum((0, 1))])
+        return dxw, dh0, dc0, d_whh, d_peep, None
+
+
+def lstm_sequence(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor] = None,
+                  clip: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Run :class:`LSTMFunction` (see there): xw (T, B, 4n) time-major; returns (y (B, T, n), h_T, c_T)."""
+    return LSTMFunction.apply(xw, h0, c0, weight_hh, peephole, clip)
 
 
 def _uniform_(params, hidden_size: int) -> None:
@@ -71,22 +202,15 @@ class LSTMLayer(nn.Module):
         return self._loop(x, state)
 
     def _loop(self, x: Tensor, state: tuple[Tensor, Tensor]):
-        h, c = state
-        clip = lambda z: clip_gradient(z, self.deriv_clip)  # noqa: E731  (eq. 7-10 net inputs)
-        xw = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight_ih.t()).view(*x.shape[:2], -1)
-        outputs = []
-        for t in range(x.shape[1]):
-            z_i, z_f, z_g, z_o = torch.addmm(xw[:, t], h, self.weight_hh.t()).chunk(4, dim=-1)
-            if self.peephole is not None:
-                w_ci, w_cf, w_co = self.peephole
-                z_i = z_i + w_ci * c  # eq. 7: input gate sees c_{t-1}
-                z_f = z_f + w_cf * c  # eq. 8: forget gate sees c_{t-1}
-            c = torch.sigmoid(clip(z_f)) * c + torch.sigmoid(clip(z_i)) * torch.tanh(clip(z_g))  # eq. 9
-            if self.peephole is not None:
-                z_o = z_o + w_co * c  # eq. 10: output gate sees the new c_t
-            h = torch.sigmoid(clip(z_o)) * torch.tanh(c)  # eq. 11
-            outputs.append(h)
-        return torch.stack(outputs, dim=1), (h, c)
+        """Peepholes and/or derivative clipping: the whole-sequence :class:`LSTMFunction`.
+
+        The input projection (all time steps at once) stays outside, under autograd, so dW_ih and
+        the bias gradient come from one big matmul with the Function's xw-gradient."""
+        h0, c0 = state
+        B, T, D = x.shape
+        xw = torch.addmm(self.bias, x.transpose(0, 1).reshape(T * B, D), self.weight_ih.t()).view(T, B, -1)
+        y, h, c = lstm_sequence(xw, h0, c0, self.weight_hh, self.peephole, self.deriv_clip)
+        return y, (h, c)
 
 
 class RNNLayer(nn.Module):

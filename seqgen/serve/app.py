@@ -12,6 +12,12 @@ Concurrent ``/generate`` requests are collected by ``@serve.batch`` and answered
 ``generate_batch`` call: one forward pass per step for all of them, every sample with its own
 generator (a seeded request gives the same text whatever else shares its batch).
 
+Serve forms a batch from the requests that arrive within ``batch_wait_timeout_s`` of its first
+one, even while the model is still busy with the previous batch. So the batched method only hands
+its requests to a ``Coalescer``, which runs one ``generate_batch`` at a time in a worker thread
+and gives each call everything that queued meanwhile (at most ``max_batch_size`` requests): a
+busy replica runs full batches rather than one 10 ms slice of traffic per call.
+
 Errors are JSON and never 500 for a bad request: schema violations -> 422 with the failing
 fields, unknown symbols in a prompt -> 400 naming them (any ``ValueError`` from the library is a
 400), bodies over ``MAX_BODY_BYTES`` -> 413, a route this checkpoint's model kind cannot serve -> 404.
@@ -26,7 +32,6 @@ plumbing) stay as they are.
 import asyncio
 import json
 import os
-import sys
 import threading
 import time
 from collections import Counter
@@ -48,7 +53,6 @@ MAX_SCORE_CHARS = 20_000
 MAX_TOP_K = 1_000_000
 MAX_SEED = 2**63 - 1
 MAX_BODY_BYTES = 256 * 1024  # well above the largest valid body (20k chars, JSON-escaped)
-GIL_SWITCH_INTERVAL_S = 0.0005  # replica processes only (see SeqgenServer.__init__)
 
 Loader = Callable[[str], tuple]  # checkpoint URL -> (model, LoadedCheckpoint)
 
@@ -321,6 +325,52 @@ class Stats:
             }
 
 
+class Coalescer:
+    """Runs ``fn(requests)`` in a worker thread, one call at a time, merging what queued meanwhile.
+
+    ``enqueue`` returns one future per request at once (so the ``@serve.batch`` call that hands
+    them over finishes immediately and Serve can form its next batch). While a generation runs,
+    later requests wait here; the next call takes up to ``max_requests`` of them in arrival order.
+    A request whose caller went away (cancelled future) is dropped before it costs anything; an
+    exception fails every request of that call.
+    """
+
+    def __init__(self, fn: Callable[[list], list], max_requests: int):
+        self.fn = fn
+        self.max_requests = max_requests
+        self.pending: list[tuple[Any, asyncio.Future]] = []
+        self.running = False
+
+    def enqueue(self, requests: list) -> list[asyncio.Future]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in requests]
+        self.pending.extend(zip(requests, futures))
+        if not self.running:
+            self.running = True
+            loop.create_task(self._drain())
+        return futures
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                self.pending = [(r, f) for r, f in self.pending if not f.done()]
+                taken, self.pending = self.pending[: self.max_requests], self.pending[self.max_requests :]
+                if not taken:
+                    continue
+                try:
+                    results = await asyncio.to_thread(self.fn, [r for r, _ in taken])
+                except Exception as e:  # noqa: BLE001 - handed to every caller of this call
+                    for _, future in taken:
+                        if not future.done():
+                            future.set_exception(e)
+                    continue
+                for (_, future), result in zip(taken, results):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self.running = False
+
+
 def _replica_id() -> str | None:
     try:
         return serve.get_replica_context().replica_tag
@@ -347,10 +397,7 @@ class SeqgenServer:
         self._generate_batched.set_max_batch_size(max_batch_size)
         self._generate_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.stats = Stats()
-        # Generation runs in a worker thread that holds the GIL for most of each step; with the
-        # default 5 ms switch interval the event loop (receiving requests, answering /healthz)
-        # waits up to 5 ms per GIL hand-over, so requests trickle in and batches stay small.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        self.coalescer = Coalescer(self._run_generate, max_batch_size)
 
     def _handler_for(self, capability: str):
         if capability not in self.handler.capabilities:
@@ -385,15 +432,19 @@ class SeqgenServer:
         handler = self._handler_for("generate")
         self.stats.request("generate")
         request = handler.prepare_generate(body)
-        samples = await self._generate_batched(request)
+        samples = await (await self._generate_batched(request))
         return {"samples": samples, "model": handler.summary()}
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)  # reset per deployment in __init__
-    async def _generate_batched(self, requests: list[GenerateRequest]) -> list[list[str]]:
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)  # sizes reset per deployment in __init__
+    async def _generate_batched(self, requests: list[GenerateRequest]) -> list[asyncio.Future]:
+        # Hands the batch to the coalescer and returns at once: one future per request.
+        return self.coalescer.enqueue(requests)
+
+    def _run_generate(self, requests: list[GenerateRequest]) -> list[list[str]]:
         # In a worker thread, so the replica's event loop keeps accepting (and queueing) requests
         # for the next batch while this one runs.
         t0 = time.perf_counter()
-        texts = await asyncio.to_thread(self.handler.generate_batch, requests)
+        texts = self.handler.generate_batch(requests)
         self.stats.batch(requests, time.perf_counter() - t0)
         return texts
 
@@ -414,7 +465,7 @@ def build_app(checkpoint_url: str, *, max_batch_size: int = 32, batch_wait_timeo
               max_ongoing_requests: int | None = None, loader: Loader | None = None):
     """The Serve application for one checkpoint.
 
-    ``max_ongoing_requests`` (per replica) defaults to twice the batch size so a full batch can
+    ``max_ongoing_requests`` (per replica) defaults to two full batches, so a full batch can
     queue while one runs; ``loader`` (checkpoint URL -> (model, LoadedCheckpoint)) defaults to
     ``load_model`` and runs inside each replica, so it must be picklable.
     """
@@ -432,17 +483,26 @@ def build_app(checkpoint_url: str, *, max_batch_size: int = 32, batch_wait_timeo
 
 
 def app_builder(args: dict):
-    """Serve application builder: ``import_path: seqgen.serve.app:app_builder`` with ``args:``
-    {checkpoint, max_batch_size, batch_wait_timeout_s, num_replicas, num_cpus, num_gpus}."""
+    """Serve application builder for config files that need only the installed package:
+    ``import_path: seqgen.serve.app:app_builder`` with ``args:`` {checkpoint, storage,
+    max_batch_size, batch_wait_timeout_s, num_replicas, num_cpus, num_gpus, max_ongoing_requests}.
+
+    ``checkpoint`` (else ``$SEQGEN_CHECKPOINT``) is a checkpoint directory, a run directory (its
+    best checkpoint) or a run name under ``storage`` (else ``$SEQGEN_STORAGE``)."""
+    from seqgen.storage import Storage
+    from seqgen.train.checkpoint import resolve
+
     args = dict(args)
-    checkpoint = args.pop("checkpoint", None) or os.environ.get("SEQGEN_CHECKPOINT")
-    if not checkpoint:
+    ref = args.pop("checkpoint", None) or os.environ.get("SEQGEN_CHECKPOINT")
+    storage = args.pop("storage", None)
+    if not ref:
         raise ValueError("no checkpoint: pass args.checkpoint or set SEQGEN_CHECKPOINT")
+    checkpoint = resolve(Storage.from_url(storage), str(ref))
     casts = {"max_batch_size": int, "batch_wait_timeout_s": float, "num_replicas": int,
              "num_cpus": float, "num_gpus": float, "max_ongoing_requests": int}
     unknown = sorted(set(args) - set(casts))
     if unknown:
-        raise ValueError(f"unknown serve argument(s) {unknown} (valid: checkpoint, {', '.join(casts)})")
+        raise ValueError(f"unknown serve argument(s) {unknown} (valid: checkpoint, storage, {', '.join(casts)})")
     return build_app(checkpoint, **{k: casts[k](v) for k, v in args.items()})
 
 

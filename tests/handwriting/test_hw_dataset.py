@@ -56,6 +56,8 @@ def root(tmp_path) -> Path:
 
 
 def _versions(storage: Storage, name: str) -> list[str]:
+    if not storage.exists(storage.dataset_dir(name)):
+        return []
     return [p for p in storage.fs.ls(storage.dataset_dir(name), detail=False) if p.rstrip("/").rsplit("/", 1)[-1].startswith("v-")]
 
 

@@ -1,0 +1,52 @@
+"""Priming styles (sec. 5.5): a real line whose writer the synthesis network should imitate.
+
+A style is either one of sjvasquez's 13 shared priming lines (``3``) or any line of a seqgen
+handwriting dataset (``a01-000u-01``). Both come back as (offsets (T, 3) in the model's data
+units, their text). The sjvasquez lines were preprocessed differently (y points up, slant
+removed, steps scaled to a median length of 1), so they are flipped to y-down and rescaled so that
+their step spread matches the training data's ``offset_std``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seqgen.data.presets import require_data_dir
+from seqgen.handwriting.iam import list_styles, load_style
+
+
+def sjvasquez_dir():
+    return require_data_dir("sjvasquez priming styles") / "handwriting" / "sjvasquez-styles"
+
+
+def from_sjvasquez(n: int, meta: dict) -> tuple[np.ndarray, str]:
+    available = list_styles(sjvasquez_dir())
+    if n not in available:
+        raise ValueError(f"no priming style {n}: the shared styles are {available}")
+    offsets, text = load_style(sjvasquez_dir(), n)
+    offsets = offsets.copy()
+    offsets[:, 1] *= -1  # y up -> y down, as in IAM-OnDB
+    scale = float(np.mean(meta["offset_std"])) / float(offsets[1:, :2].std())
+    offsets[:, :2] *= scale
+    return offsets, text
+
+
+def from_dataset(storage, dataset: str, line_id: str) -> tuple[np.ndarray, str]:
+    from seqgen.data.text import load_manifest
+    from seqgen.handwriting.dataset import load_lines
+
+    manifest = load_manifest(storage, dataset)
+    for split in manifest["splits"]:
+        for line in load_lines(storage, manifest, split):
+            if line["line_id"] == line_id:
+                return line["offsets"], line["text"]
+    raise ValueError(f"line {line_id!r} is not in handwriting dataset {dataset!r}")
+
+
+def resolve_style(style: str, meta: dict, storage=None) -> tuple[np.ndarray, str]:
+    """``"3"`` -> sjvasquez style 3; a line id -> that line of the model's training dataset."""
+    if style.isdigit():
+        return from_sjvasquez(int(style), meta)
+    if storage is None:
+        raise ValueError("a dataset line as style needs the storage holding the dataset")
+    return from_dataset(storage, meta["dataset"], style)
