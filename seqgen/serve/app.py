@@ -52,6 +52,7 @@ MAX_PROMPT_CHARS = 10_000
 MAX_SCORE_CHARS = 20_000
 MAX_TOP_K = 1_000_000
 MAX_SEED = 2**63 - 1
+MAX_WRITE_CHARS = 200  # hard bound; the model's own limit (its max points) is usually lower
 MAX_BODY_BYTES = 256 * 1024  # well above the largest valid body (20k chars, JSON-escaped)
 
 Loader = Callable[[str], tuple]  # checkpoint URL -> (model, LoadedCheckpoint)
@@ -78,6 +79,17 @@ class ScoreBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     text: str = Field(..., min_length=1, max_length=MAX_SCORE_CHARS)
+
+
+class WriteBody(BaseModel):
+    """Body of ``POST /write`` (handwriting synthesis models)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    text: str = Field(..., min_length=1, max_length=MAX_WRITE_CHARS, description="text to write")
+    bias: float = Field(0.75, ge=0.0, le=10.0, allow_inf_nan=False, description="probability bias b (eqs. 61-62)")
+    style: int | str | None = Field(None, description="priming style: 0-12 (shared styles) or a dataset line id")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,8 +284,35 @@ class TextHandler(ModelHandler):
         return score_text(self.model, self.vocab, body.text)
 
 
-# model kind -> handler class. Handwriting synthesis registers its own handler here.
-HANDLERS: dict[str, type[ModelHandler]] = {"text": TextHandler}
+class HandwritingHandler(ModelHandler):
+    """Handwriting synthesis (Graves sec. 5): ``/write`` -> SVG + the strokes as JSON."""
+
+    capabilities = frozenset({"write"})
+
+    def __init__(self, model, loaded, checkpoint_url: str):
+        super().__init__(model, loaded, checkpoint_url)
+        from seqgen.handwriting.models import meta_alphabet
+
+        self.alphabet = meta_alphabet(loaded.meta)
+
+    def info(self) -> dict:
+        return {**super().info(), "alphabet": "".join(self.alphabet.chars[1:])}
+
+    def write(self, body: WriteBody, storage=None) -> dict:
+        from seqgen.handwriting.render import strokes_svg
+        from seqgen.handwriting.sampling import synthesize
+        from seqgen.handwriting.styles import resolve_style
+
+        if self.alphabet.fallback is None and (bad := self.alphabet.unknown_chars(body.text)):
+            raise UnknownSymbols(sorted(bad), f"text has characters the model cannot write: {bad}")
+        prime = resolve_style(str(body.style), self.loaded.meta, storage) if body.style is not None else None
+        result = synthesize(self.model, self.loaded.meta, [body.text], bias=body.bias, seed=body.seed, prime=prime)[0]
+        return {"svg": strokes_svg([result.offsets]), "strokes": result.offsets.round(3).tolist(),
+                "points": len(result.offsets)}
+
+
+# model kind -> handler class.
+HANDLERS: dict[str, type[ModelHandler]] = {"text": TextHandler, "handwriting_synthesis": HandwritingHandler}
 
 
 def default_loader(checkpoint_url: str):
@@ -453,6 +492,14 @@ class SeqgenServer:
         handler = self._handler_for("score")
         self.stats.request("score")
         result = await asyncio.to_thread(handler.score, body)
+        return {**result, "model": handler.summary()}
+
+
+    @api.post("/write")
+    async def write(self, body: WriteBody) -> dict:
+        handler = self._handler_for("write")
+        self.stats.request("write")
+        result = await asyncio.to_thread(handler.write, body)
         return {**result, "model": handler.summary()}
 
 
