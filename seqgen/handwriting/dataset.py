@@ -189,7 +189,7 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
         mean = np.array([sx, sy]) / n
         std = np.sqrt(np.maximum(np.array([sxx, syy]) / n - mean**2, 0))
         std = np.where(std > 0, std, 1.0)
-        alpha = full_alphabet(r["chars"] for r in results) if alphabet == "full" else graves57_alphabet()
+        text_alphabet = full_alphabet(r["chars"] for r in results) if alphabet == "full" else graves57_alphabet()
     except BaseException:
         if storage.fs.exists(base):
             storage.fs.rm(base, recursive=True)
@@ -199,7 +199,7 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
         "kind": "handwriting",
         "name": name,
         "fingerprint": fingerprint,
-        "alphabet": alpha.to_json(),
+        "alphabet": text_alphabet.to_json(),
         "alphabet_kind": alphabet,
         "offset_mean": mean.tolist(),
         "offset_std": std.tolist(),

@@ -3,8 +3,9 @@
     config.json     the resolved ExperimentConfig
     meta.json       what the model's input/output mean (vocabulary, or alphabet + offset stats)
     model.pt        model state dict                        (torch.load(weights_only=True))
-    trainer.pt      optimiser, LR schedule, regulariser, carried RNN state, torch RNG state
-    progress.json   step, data cursor, loss history, evaluation history, best metric
+    trainer.pt      optimiser, LR schedule, regulariser (the same on every worker)
+    worker-<r>.pt   worker r's own state: data cursor, carried RNN state, torch RNG state
+    progress.json   step, loss history, evaluation history, best metric
     manifest.json   file list with sizes, written last: a directory without it is not a checkpoint
 """
 
@@ -20,14 +21,27 @@ from fsspec.core import url_to_fs
 from seqgen.config import ExperimentConfig, load_json, to_dict
 from seqgen.storage import join
 
-FILES = ("config.json", "meta.json", "model.pt", "trainer.pt", "progress.json")
+def worker_file(rank: int) -> str:
+    return f"worker-{rank}.pt"
 
 
-def save(url: str, cfg: ExperimentConfig, meta: dict, model_state: dict, trainer_state: dict, progress: dict) -> None:
+def save_worker_state(url: str, rank: int, state: dict) -> None:
+    """Every worker writes its own state file first; ``save`` (rank 0, after a barrier) then
+    writes the rest and the manifest that lists them all."""
+    fs, path = url_to_fs(url)
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(join(path, worker_file(rank)), "wb") as f:
+        f.write(_torch_bytes(state))
+
+
+def save(url: str, cfg: ExperimentConfig, meta: dict, model_state: dict, trainer_state: dict, progress: dict,
+         workers: int = 0) -> None:
     """Write a checkpoint directory at ``url`` (any fsspec URL), the manifest last.
 
-    A run killed mid-write leaves a directory without a manifest, which no reader accepts and
-    the next save of the same step overwrites.
+    The ``workers`` per-worker files must already be there (``save_worker_state``; 0 for a
+    checkpoint made for inference only, which cannot be resumed). A run killed
+    mid-write leaves a directory without a manifest, which no reader accepts and the next save of
+    the same step overwrites.
     """
     fs, path = url_to_fs(url)
     fs.makedirs(path, exist_ok=True)
@@ -41,7 +55,9 @@ def save(url: str, cfg: ExperimentConfig, meta: dict, model_state: dict, trainer
     for name, data in blobs.items():
         with fs.open(join(path, name), "wb") as f:
             f.write(data)
-    manifest = {"format": 1, "files": {name: len(data) for name, data in blobs.items()}}
+    sizes = {name: len(data) for name, data in blobs.items()}
+    sizes |= {worker_file(r): fs.size(join(path, worker_file(r))) for r in range(workers)}
+    manifest = {"format": 1, "files": sizes}
     with fs.open(join(path, "manifest.json"), "wb") as f:
         f.write(json.dumps(manifest, indent=2).encode())
 
@@ -75,8 +91,11 @@ class LoadedCheckpoint:
     trainer_state: dict | None = None
 
 
-def load(url: str, with_trainer: bool = False) -> LoadedCheckpoint:
-    """Load a checkpoint directory from any fsspec URL; tensors only, never pickled objects."""
+def load(url: str, with_trainer: bool = False, rank: int = 0) -> LoadedCheckpoint:
+    """Load a checkpoint directory from any fsspec URL; tensors only, never pickled objects.
+
+    ``with_trainer`` adds the optimiser state and worker ``rank``'s own state (``trainer_state``
+    keys: optimizer, schedule, regularizer, worker)."""
     fs, path = url_to_fs(url)
     manifest_path = join(path, "manifest.json")
     if not fs.exists(manifest_path):
@@ -101,7 +120,7 @@ def load(url: str, with_trainer: bool = False) -> LoadedCheckpoint:
         meta=read_json("meta.json"),
         model_state=read_torch("model.pt"),
         progress=read_json("progress.json"),
-        trainer_state=read_torch("trainer.pt") if with_trainer else None,
+        trainer_state={**read_torch("trainer.pt"), "worker": read_torch(worker_file(rank))} if with_trainer else None,
     )
 
 

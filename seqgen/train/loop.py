@@ -58,14 +58,14 @@ def train_loop_per_worker(config: dict) -> None:
     existing = ckpt.list_checkpoints(run_url)
     resume = bool(existing)
     if resume:
-        loaded = ckpt.load(existing[-1], with_trainer=True)
+        loaded = ckpt.load(existing[-1], with_trainer=True, rank=rank)
         model.load_state_dict(loaded.model_state)
         st = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, loaded.trainer_state)
         optimizer.load_state_dict(st["optimizer"])
         schedule.load_state_dict(st["schedule"])
         reg.load_state_dict(st["regularizer"])
-        task.load_state_dict(st["task"])
-        torch.set_rng_state(loaded.trainer_state["rng"])
+        task.load_state_dict(st["worker"]["task"])
+        torch.set_rng_state(loaded.trainer_state["worker"]["rng"])
         progress = loaded.progress
     elif cfg.train.init_from:  # retraining with more regularisation (sec. 3.1)
         model.load_state_dict(ckpt.load(cfg.train.init_from).model_state)
@@ -80,7 +80,7 @@ def train_loop_per_worker(config: dict) -> None:
         params = reg.sample(model)  # a fresh weight sample per window (fixed / adaptive noise)
         return functional_call(net, {prefix + k: v for k, v in params.items()}, args)
 
-    reporter = _Reporter(cfg, storage, run_url, rank, progress)
+    reporter = _Reporter(cfg, storage, run_url, rank, world, progress)
     start, t = time.time(), cfg.train
     since_eval = None  # the task's summed statistics since the last evaluation
     step_seconds = 0.0  # time in training steps since the last evaluation (excludes evals, I/O)
@@ -115,9 +115,9 @@ def train_loop_per_worker(config: dict) -> None:
             progress["bad_evals"] = 0 if improved else progress["bad_evals"] + 1
             progress["evals"].append(metrics)
             trainer_state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                             "regularizer": reg.state_dict(), "task": task.state_dict(),
-                             "rng": torch.get_rng_state()}
-            reporter.report(metrics, model, task.meta, trainer_state)
+                             "regularizer": reg.state_dict()}
+            worker_state = {"task": task.state_dict(), "rng": torch.get_rng_state()}
+            reporter.report(metrics, model, task.meta, trainer_state, worker_state)
             if out_of_time or (t.patience and progress["bad_evals"] >= t.patience):
                 break
     reporter.close()
@@ -126,8 +126,9 @@ def train_loop_per_worker(config: dict) -> None:
 class _Reporter:
     """Console progress, metrics.csv + curves.png beside the run, and checkpoints via Ray Train."""
 
-    def __init__(self, cfg: ExperimentConfig, storage: Storage, run_url: str, rank: int, progress: dict):
-        self.cfg, self.storage, self.run_url, self.rank, self.progress = cfg, storage, run_url, rank, progress
+    def __init__(self, cfg: ExperimentConfig, storage: Storage, run_url: str, rank: int, world: int, progress: dict):
+        self.cfg, self.storage, self.run_url, self.progress = cfg, storage, run_url, progress
+        self.rank, self.world = rank, world
         self.bar = None
         self.last_plot = 0.0
         if rank == 0 and cfg.train.progress and sys.stderr.isatty():
@@ -141,9 +142,17 @@ class _Reporter:
         if self.bar:
             self.bar.update(self.task_id, completed=step)
 
-    def report(self, metrics: dict, model, meta: dict, trainer_state: dict) -> None:
+    def report(self, metrics: dict, model, meta: dict, trainer_state: dict, worker_state: dict) -> None:
+        # seqgen persists its own checkpoints (Ray Train's local mode does not persist any), so
+        # resume, keep-best and loading work the same with 0, 1 or N workers.
+        url = join(self.run_url, ckpt.checkpoint_name(metrics["step"]))
+        ckpt.save_worker_state(url, self.rank, worker_state)  # each worker's own cursor, state, RNG
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # every worker file is written before rank 0 writes the manifest
         if self.rank != 0:
-            ray.train.report(metrics)  # every worker reports (a barrier); rank 0 also saves
+            ray.train.report(metrics)
             return
         line = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         if self.bar:
@@ -153,10 +162,7 @@ class _Reporter:
         plot = time.time() - self.last_plot > 30
         write_curves(self.storage, self.cfg.run_name, self.progress["evals"], plot)
         self.last_plot = time.time() if plot else self.last_plot
-        # seqgen persists its own checkpoints (Ray Train's local mode does not persist any), so
-        # resume, keep-best and loading work the same with 0, 1 or N workers.
-        url = join(self.run_url, ckpt.checkpoint_name(metrics["step"]))
-        ckpt.save(url, self.cfg, meta, model.state_dict(), trainer_state, self.progress)
+        ckpt.save(url, self.cfg, meta, model.state_dict(), trainer_state, self.progress, self.world)
         ckpt.prune(self.run_url, self.cfg.train.keep_checkpoints)
         ray.train.report(metrics)
 
