@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqgen.models.layers import clip_gradient
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -133,21 +135,9 @@ def sample_mixture(params: MixtureParams, bias: float = 0.0, generator: torch.Ge
     return torch.stack([dx, dy, eos], -1)
 
 
-class OutputClip(torch.autograd.Function):
-    """Identity whose backward clamps dL/dyhat to [-c, c] (sec. 4: output derivatives in [-100, 100])."""
-
-    @staticmethod
-    def forward(ctx, yhat: Tensor, c: float) -> Tensor:
-        ctx.c = c
-        return yhat.view_as(yhat)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad.clamp(-ctx.c, ctx.c), None
-
-
 def clip_output_gradient(yhat: Tensor, c: float | None = 100.0) -> Tensor:
-    """`OutputClip` on yhat (c None, <= 0 or inf: no clipping)."""
+    """Sec. 4: the output derivatives dL/dyhat clipped to [-c, c] inside backprop (identity forward;
+    c None, <= 0 or inf: no clipping). The same mechanism as LSTM-derivative clipping."""
     if c is None or c <= 0 or math.isinf(c) or not (torch.is_grad_enabled() and yhat.requires_grad):
         return yhat
-    return OutputClip.apply(yhat, c)
+    return clip_gradient(yhat, c)
