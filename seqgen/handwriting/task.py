@@ -11,8 +11,11 @@ is carried between batches and gradients flow through the whole line. For one li
 x_1, the origin row of `strokes_to_offsets`, becomes the all-zero first input of sec. 2 (as in
 ``seqgen.handwriting.sampling``); it is an input only, never a target. The other rows' (dx, dy)
 become (x - offset_mean) / offset_std with the train-split statistics of the manifest; eos is
-left as is. Synthesis batches carry the text as class indices chars (B, U),
-padded with 0 (the END class, never a real character), and char_mask = chars != 0.
+left as is. Synthesis batches carry the text as class indices chars (B, U), padded with 0 (the
+END class, never a real character), and char_mask = chars != 0.
+
+The loss is eq. 26 summed over a line, averaged over the lines of the batch (nats per line, the
+paper's log-loss); `LineStats` also reports it per point, and the SSE of the mixture mean.
 
 Epoch order (seeded by (train.seed, epoch), so a resumed run replays it exactly)::
 
@@ -107,8 +110,8 @@ class HandwritingTask:
         self.num_train_examples = len(self.train) * world  # the training set's size in lines (per-line loss)
         self.valid = None
         if "valid" in self.manifest["splits"]:
-            valid = load_lines(storage, self.manifest, "valid", rank, world)
-            self.valid = [self._prepare(line) for line in valid[: max(t.eval_tokens // world, 1) if t.eval_tokens > 0 else None]]
+            cap = max(t.eval_tokens // world, 1) if t.eval_tokens > 0 else None  # eval_tokens: validation lines
+            self.valid = [self._prepare(line) for line in load_lines(storage, self.manifest, "valid", rank, world)[:cap]]
         self.epoch, self.batch = 0, 0  # the data cursor
         self._order: tuple[int, list[np.ndarray]] | None = None
 
