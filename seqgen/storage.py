@@ -124,6 +124,20 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts if p]])
 
 
+def write_parquet(url: str, table) -> None:
+    """Write a pyarrow table as one Parquet file at any fsspec URL (a task's shard)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    fs, path = url_to_fs(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    with fs.open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
 @contextmanager
 def open_input(url: str, mode: str = "rb"):
     """Open a user-supplied input (local path or fsspec URL) with a clear error if missing."""

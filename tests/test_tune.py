@@ -54,7 +54,7 @@ def test_parse_space_errors_name_the_item(item, words):
 
 
 def test_parse_space_and_apply():
-    from ray.tune.search.sample import Categorical, Float, Integer
+    from ray.tune.search.sample import Float, Integer
 
     space = parse_space(["optim.lr=loguniform:1e-4:1e-2", "reg.kind=choice:none,weight_noise",
                          "model.dropout=uniform:0:0.5", "train.batch_size=randint:4:9",

@@ -14,7 +14,6 @@ boundary at or after its end, so no symbol is cut in two and every byte is owned
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 import uuid
@@ -28,7 +27,7 @@ from fsspec.core import url_to_fs
 
 from seqgen.data.tokenizers import Vocabulary, count_chars, is_boundary, split_symbols
 from seqgen.runtime import map_tasks
-from seqgen.storage import Storage, join
+from seqgen.storage import Storage, join, write_parquet
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -108,12 +107,7 @@ def _encode_task(kind: str, chunk: Chunk, vocab_json: dict, out_url: str, block:
     ids = vocab.encode_symbols(split_symbols(kind, data, start, chunk.url), chunk.url)
     blocks = [ids[i : i + block] for i in range(0, len(ids), block)]
     table = pa.table({"tokens": pa.array(blocks, type=pa.list_(pa.int32()))})
-    fs, path = url_to_fs(out_url)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    with fs.open(path, "wb") as f:
-        f.write(buf.getvalue())
+    write_parquet(out_url, table)
     return len(ids)
 
 

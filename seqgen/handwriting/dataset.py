@@ -18,7 +18,6 @@ are the per-axis statistics of the real steps (rows 1..T-1) of the *train* split
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import sys
@@ -30,13 +29,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
 
 from seqgen.data.presets import require_data_dir
 from seqgen.data.text import SPLITS, DatasetError, _remove_old_versions
 from seqgen.handwriting.iam import SkipReport, discover_forms, full_alphabet, graves57_alphabet, load_forms
 from seqgen.runtime import map_tasks
-from seqgen.storage import Storage, join
+from seqgen.storage import Storage, join, write_parquet
 
 SCHEMA_VERSION = 1
 ALPHABETS = ("full", "graves57")
@@ -93,12 +91,7 @@ def _parse_task(root: str, form_ids: list[str], out_url: str) -> dict:
                                             pa.array(np.concatenate([o.ravel() for o in offsets]), pa.float32())),
         "n_points": pa.array(sizes // 3, pa.int32()),
     })
-    fs, path = url_to_fs(out_url)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    with fs.open(path, "wb") as f:
-        f.write(buf.getvalue())
+    write_parquet(out_url, table)
     steps = np.concatenate([o[1:, :2] for o in offsets]).astype(np.float64)  # real steps only: row 0 is the origin
     result.update(points=int(sizes.sum() // 3), chars="".join(sorted(set("".join(r.text for r in records)))),
                   sums=[len(steps), *steps.sum(0).tolist(), *np.square(steps).sum(0).tolist()])

@@ -5,8 +5,9 @@ the new state; one step is simply ``T = 1``, so training, priming and sampling s
 
 The LSTM has two implementations of the same parameters (gate order i, f, g, o as in nn.LSTM):
 a fused fast path (``torch._VF.lstm``, the kernel behind nn.LSTM / cuDNN) used when nothing needs
-the per-step pre-activations, and a time loop for peepholes and for LSTM-derivative clipping,
-which has to reach inside the cell. Both are tested against a naive per-timestep loop.
+the per-step pre-activations, and :class:`LSTMFunction` for peepholes and for LSTM-derivative
+clipping, which has to reach inside the cell: one autograd node per sequence with a hand-written
+BPTT loop. Both are tested against a naive per-timestep loop.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 class _ClipGradient(torch.autograd.Function):
@@ -46,46 +48,49 @@ def clip_gradient(x: Tensor, c: float) -> Tensor:
 def _tanh(x: Tensor, out: Tensor, minus_one: Tensor) -> Tensor:
     """tanh(x) as 2 sigmoid(2x) - 1 into out: ~1.6x faster than torch.tanh on CPU (x86 builds
     vectorise sigmoid, not tanh); exact to rounding (abs. error ~1 ulp of 1)."""
-    return torch.add(minus_one, torch.mul(x, 2, out=out).sigmoid_(), alpha=2, out=out)
+    return torch.add(minus_one, torch.add(x, x, out=out).sigmoid_(), alpha=2, out=out)
 
 
 def _lstm_forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor],
-                       gates: Tensor, cells: Tensor, tanh_cells: Tensor, y: Tensor) -> None:
-    """Eqs. 7-11 for every t, in place: gates[t] = (i, f, g, o) activations, cells[t + 1] = c_t
-    (cells[0] = c_0), tanh_cells[t] = tanh(c_t), y[:, t] = h_t. xw, gates, cells time-major."""
+                       gates: Tensor, hidden: Tensor, cells: Tensor, tanh_cells: Tensor) -> None:
+    """Eqs. 7-11 for every t, in place, all time-major: gates[t] = (i, f, g, o) activations,
+    hidden[t + 1] = h_t, cells[t + 1] = c_t (hidden[0] = h_0, cells[0] = c_0), tanh_cells[t] = tanh(c_t)."""
     T, B, n4 = xw.shape
     n = n4 // 4
-    w_t = weight_hh.t().contiguous()  # (n, 4n) row-major: the faster GEMM layout for h @ W_hh^T
+    w_t = weight_hh.t()  # (n, 4n); row-major is the faster GEMM layout, worth a copy for long sequences
+    w_t = w_t.contiguous() if T >= 16 else w_t
+    hidden[0].copy_(h0)
     cells[0].copy_(c0)
     minus_one = torch.full((), -1.0, dtype=xw.dtype, device=xw.device)
     G = gates.view(T, B, 4, n)
-    xs, gs, cs, tcs, ys = xw.unbind(0), gates.unbind(0), cells.unbind(0), tanh_cells.unbind(0), y.unbind(1)
+    xs, gs, hs, cs, tcs = xw.unbind(0), gates.unbind(0), hidden.unbind(0), cells.unbind(0), tanh_cells.unbind(0)
     i_s, f_s, g_s, o_s = (G[:, :, k].unbind(0) for k in range(4))
     ifg_s = gates[:, :, : 3 * n].unbind(0)
     if peephole is not None:
         w_if, w_co = peephole[:2], peephole[2]
         if_s, c_prev_s = G[:, :, :2].unbind(0), cells[:-1].unsqueeze(2).unbind(0)
-    h = h0
     for t in range(T):
-        torch.addmm(xs[t], h, w_t, out=gs[t])  # net inputs, peepholes still missing
-        if peephole is not None:
+        gt, g, c, o, tc = gs[t], g_s[t], cs[t + 1], o_s[t], tcs[t]
+        torch.addmm(xs[t], hs[t], w_t, out=gt)  # net inputs (peephole terms still missing)
+        g.add_(g)  # 2 z_g (x + x: a Python-scalar multiply costs more dispatch time)
+        if peephole is None:
+            gt.sigmoid_()  # i, f, o and sigmoid(2 z_g) in one op ...
+        else:
             if_s[t].addcmul_(c_prev_s[t], w_if)  # eqs. 7, 8: w_ci, w_cf read c_{t-1}
-        g, c, o, tc = g_s[t], cs[t + 1], o_s[t], tcs[t]
-        g.mul_(2)
-        ifg_s[t].sigmoid_()  # i, f and sigmoid(2 z_g) ...
+            ifg_s[t].sigmoid_()
         torch.add(minus_one, g, alpha=2, out=g)  # ... -> g = tanh(z_g)
         torch.mul(f_s[t], cs[t], out=c).addcmul_(i_s[t], g)  # eq. 9
         if peephole is not None:
-            o.addcmul_(c, w_co)  # eq. 10: w_co reads the new c_t
-        o.sigmoid_()
-        h = torch.mul(o, _tanh(c, tc, minus_one), out=ys[t])  # eq. 11
+            o.addcmul_(c, w_co).sigmoid_()  # eq. 10: w_co reads the new c_t
+        torch.mul(o, _tanh(c, tc, minus_one), out=hs[t + 1])  # eq. 11
 
 
 def _lstm_backward_loop(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor,
                         peephole: Optional[Tensor], clip: float, gates: Tensor, cells: Tensor,
-                        tanh_cells: Tensor, dxw: Tensor) -> tuple[Tensor, Tensor]:
+                        tanh_cells: Tensor, dxw: Tensor) -> Tensor:
     """BPTT: writes dL/d(net input) of every gate and step into dxw (T, B, 4n), each clamped to
-    [-clip, clip] when clip > 0 (Graves' LSTM derivative clipping); returns (dL/dh_0, dL/dc_0)."""
+    [-clip, clip] when clip > 0 (Graves' LSTM derivative clipping); returns dL/dc_0.
+    grad_y (B, T, n) batch-first; everything else time-major."""
     T, B, n4 = gates.shape
     n = n4 // 4
     G = gates.view(T, B, 4, n)
@@ -94,8 +99,10 @@ def _lstm_backward_loop(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, weight_h
     # Local derivatives of the net inputs, all steps at once (dc, dh: gradients of c_t, h_t):
     #   dz_i = dc * g i(1-i),  dz_f = dc * c_{t-1} f(1-f),  dz_g = dc * i (1-g^2),  dz_o = dh * tanh(c) o(1-o)
     #   dc_t += dh * o (1 - tanh^2 c)  [+ dz_o w_co];  dc_{t-1} = dc_t f  [+ dz_i w_ci + dz_f w_cf]
-    local = torch.addcmul(G, G, G, value=-1)  # s(1 - s) for i, f, o
+    local = torch.empty_like(G)
     L = local.unbind(2)
+    torch.addcmul(G[:, :, :2], G[:, :, :2], G[:, :, :2], value=-1, out=local[:, :, :2])  # s(1 - s): i, f
+    torch.addcmul(o, o, o, value=-1, out=L[3])  # ... o
     torch.addcmul(one, g, g, value=-1, out=L[2])  # 1 - g^2
     L[0].mul_(g)
     L[1].mul_(cells[:-1])
@@ -132,7 +139,27 @@ def _lstm_backward_loop(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, weight_h
             if clipped:
                 ds[t].clamp_(-clip, clip)
             dc.mul_(f_s[t])
-    return ds[0] @ weight_hh, dc
+    return dc
+
+
+def _lstm_inference(xw: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor,
+                    peephole: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Eqs. 7-11 when nothing needs gradients (sampling, priming): no saved buffers and the fewest
+    ops per step, which is what a one-step call (T = 1) costs. xw (T, B, 4n); y (B, T, n)."""
+    T, B, n4 = xw.shape
+    y = torch.empty(B, T, n4 // 4, dtype=xw.dtype, device=xw.device)
+    w_t = weight_hh.t()
+    for t in range(T):
+        z = torch.addmm(xw[t], h, w_t)
+        z_i, z_f, z_g, z_o = z.chunk(4, 1)
+        if peephole is not None:
+            z_i.addcmul_(c, peephole[0])  # eq. 7
+            z_f.addcmul_(c, peephole[1])  # eq. 8
+        c = torch.addcmul(z_f.sigmoid_() * c, z_i.sigmoid_(), z_g.tanh_())  # eq. 9
+        if peephole is not None:
+            z_o.addcmul_(c, peephole[2])  # eq. 10
+        h = torch.mul(z_o.sigmoid_(), torch.tanh(c), out=y[:, t])  # eq. 11
+    return y, h.clone() if T else h, c
 
 
 class LSTMFunction(torch.autograd.Function):
@@ -141,46 +168,46 @@ class LSTMFunction(torch.autograd.Function):
     xw (T, B, 4n), time-major, = x_t W_ih^T + b: the input part of the four net inputs (gate
     order i, f, g, o); y (B, T, n) batch-first; peephole (3, n) = (w_ci, w_cf, w_co) or None;
     clip > 0 clamps dL/d(net input) of every gate, peephole terms included, to [-clip, clip] inside
-    backprop (Graves' LSTM derivative clipping; clip <= 0: exact gradients). No double backward.
+    backprop (Graves' LSTM derivative clipping; clip <= 0: exact gradients). Saves the gate
+    activations, h, c and tanh(c) of every step (not y, which callers may modify in place).
+    Gradients for xw, h_0, c_0, W_hh and peephole; no double backward.
     """
 
     @staticmethod
     def forward(ctx, xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor],
                 clip: float):
         T, B, n4 = xw.shape
-        n = n4 // 4
         kw = {"dtype": xw.dtype, "device": xw.device}
         gates = torch.empty(T, B, n4, **kw)
-        cells = torch.empty(T + 1, B, n, **kw)
-        tanh_cells = torch.empty(T, B, n, **kw)
-        y = torch.empty(B, T, n, **kw)
-        _lstm_forward_loop(xw, h0, c0, weight_hh, peephole, gates, cells, tanh_cells, y)
+        hidden = torch.empty(T + 1, B, n4 // 4, **kw)
+        cells = torch.empty_like(hidden)
+        tanh_cells = torch.empty(T, B, n4 // 4, **kw)
+        _lstm_forward_loop(xw, h0, c0, weight_hh, peephole, gates, hidden, cells, tanh_cells)
         ctx.clip = float(clip)
-        ctx.has_peephole = peephole is not None
-        ctx.save_for_backward(h0, weight_hh, peephole, gates, cells, tanh_cells, y)
-        h = y[:, -1].clone() if T else h0.clone()
-        return y, h, cells[-1].clone()
+        ctx.save_for_backward(weight_hh, peephole, gates, hidden, cells, tanh_cells)
+        return hidden[1:].transpose(0, 1).contiguous(), hidden[-1].clone(), cells[-1].clone()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_y: Tensor, grad_h: Tensor, grad_c: Tensor):
-        h0, weight_hh, peephole, gates, cells, tanh_cells, y = ctx.saved_tensors
+        weight_hh, peephole, gates, hidden, cells, tanh_cells = ctx.saved_tensors
         T, B, n4 = gates.shape
-        n = n4 // 4
         if T == 0:
             return None, grad_h, grad_c, None, None, None
         dxw = torch.empty(T, B, n4, dtype=gates.dtype, device=gates.device)
-        dh0, dc0 = _lstm_backward_loop(grad_y, grad_h, grad_c, weight_hh, peephole, ctx.clip,
-                                       gates, cells, tanh_cells, dxw)
-        d_whh = d_peep = None
-        if ctx.needs_input_grad[3]:  # dW_hh = sum_t dz_t^T h_{t-1}: one matmul over all steps
-            h_prev = torch.cat([h0.unsqueeze(0), y[:, :-1].transpose(0, 1)])
-            d_whh = dxw.view(-1, n4).t() @ h_prev.view(-1, n)
-        if ctx.has_peephole and ctx.needs_input_grad[4]:
-            dz = dxw.view(T, B, 4, n)
-            d_peep = torch.stack([(dz[:, :, 0] * cells[:-1]).sum((0, 1)),
-                                  (dz[:, :, 1] * cells[:-1]).sum((0, 1)),
-                                  (dz[:, :, 3] * cells[1:]).sum((0, 1))])
-        return dxw, dh0, dc0, d_whh, d_peep, None
+        dc0 = _lstm_backward_loop(grad_y, grad_h, grad_c, weight_hh, peephole, ctx.clip, gates, cells,
+                                  tanh_cells, dxw)
+        needs = ctx.needs_input_grad
+        dh0 = dxw[0] @ weight_hh if needs[1] else None
+        # dW_hh = sum_t dz_t^T h_{t-1}: one matmul over all steps; peepholes: sum_{t,b} dz * c
+        d_whh = dxw.view(-1, n4).t() @ hidden[:-1].view(-1, n4 // 4) if needs[3] else None
+        d_peep = None
+        if peephole is not None and needs[4]:
+            n = n4 // 4
+            dz, c_prev, c = dxw.view(T * B, n4), cells[:-1].view(T * B, n), cells[1:].view(T * B, n)
+            d_peep = torch.stack([(dz[:, :n] * c_prev).sum(0), (dz[:, n : 2 * n] * c_prev).sum(0),  # c_{t-1}
+                                  (dz[:, 3 * n :] * c).sum(0)])  # w_co reads c_t
+        return dxw, dh0, dc0 if needs[2] else None, d_whh, d_peep, None
 
 
 def lstm_sequence(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor] = None,
@@ -231,8 +258,12 @@ class LSTMLayer(nn.Module):
         the bias gradient come from one big matmul with the Function's xw-gradient."""
         h0, c0 = state
         B, T, D = x.shape
-        xw = torch.addmm(self.bias, x.transpose(0, 1).reshape(T * B, D), self.weight_ih.t()).view(T, B, -1)
-        y, h, c = lstm_sequence(xw, h0, c0, self.weight_hh, self.peephole, self.deriv_clip)
+        xw = torch.addmm(self.bias, x.transpose(0, 1).reshape(T * B, D), self.weight_ih.t()).view(T, B, 4 * self.hidden_size)
+        inputs = (xw, h0, c0, self.weight_hh, self.peephole)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            y, h, c = lstm_sequence(*inputs, self.deriv_clip)
+        else:
+            y, h, c = _lstm_inference(*inputs)
         return y, (h, c)
 
 

@@ -8,7 +8,6 @@ The step protocol every model in seqgen follows::
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
