@@ -130,7 +130,7 @@ def evaluate(
     storage: Optional[str] = StorageOpt,
 ):
     """Bits per token/character, perplexity and error on a split, static and dynamic side by side."""
-    from seqgen.data.text import load_manifest, load_split
+    from seqgen.data.text import chars_per_token, load_manifest, load_split
     from seqgen.evaluate import evaluate_tokens
 
     model, loaded, _ = _load(checkpoint, storage)
@@ -140,8 +140,7 @@ def evaluate(
         _fail(f"dataset {manifest['name']!r} has no {split!r} split")
     ids = load_split(st, manifest, split)
     ids = ids[:max_tokens] if max_tokens else ids
-    info = manifest["splits"][split]
-    cpt = info["chars"] / max(info["tokens"], 1)
+    cpt = chars_per_token(manifest, split)
     rows = {"static": evaluate_tokens(model, ids, seq_len=seq_len).metrics(split, cpt)}
     if dynamic_lr > 0:
         rows["dynamic"] = evaluate_tokens(model, ids, seq_len=seq_len, dynamic_lr=dynamic_lr).metrics(split, cpt)

@@ -39,7 +39,7 @@ def text_preset(name: str) -> TextSpec:
     if name == "ptb-word":  # 10k words incl. <eos> (Mikolov's simple-examples)
         return TextSpec("word", _ptb("ptb"), max_vocab=10000)
     if name == "ptb-char":  # space-separated symbols, '_' between words: 50 symbols with <eos>
-        return TextSpec("word", _ptb("ptb.char"))
+        return TextSpec("word", _ptb("ptb.char"), tokens_are_chars=True)
     raise KeyError(name)
 
 

@@ -46,6 +46,7 @@ class TextSpec:
     valid_fraction: float = 0.0  # tail fractions of the train file(s) (Hutter: 0.04)
     test_fraction: float = 0.0
     max_vocab: int = 0  # 0 = no cap
+    tokens_are_chars: bool = False  # each token is one character of the text (Mikolov's char-level PTB)
     chunk_bytes: int = 8 << 20
     block_tokens: int = 1 << 16  # tokens per Parquet row
 
@@ -215,6 +216,14 @@ def _remove_old_versions(storage: Storage, name: str, keep: str) -> None:
 
 
 # reading ---------------------------------------------------------------------------------
+def chars_per_token(manifest: dict, split: str = "train") -> float:
+    """Characters of text per token, to turn bits per token into bits per character."""
+    if manifest.get("settings", {}).get("tokens_are_chars"):
+        return 1.0
+    info = manifest["splits"][split]
+    return info["chars"] / max(info["tokens"], 1)
+
+
 def load_manifest(storage: Storage, name: str) -> dict:
     path = join(storage.dataset_dir(name), "manifest.json")
     if not storage.exists(path):

@@ -13,7 +13,6 @@ BPTT loop. Both are tested against a naive per-timestep loop.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +50,7 @@ def _tanh(x: Tensor, out: Tensor, minus_one: Tensor) -> Tensor:
     return torch.add(minus_one, torch.add(x, x, out=out).sigmoid_(), alpha=2, out=out)
 
 
-def _lstm_forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor],
+def _lstm_forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Tensor | None,
                        gates: Tensor, hidden: Tensor, cells: Tensor, tanh_cells: Tensor) -> None:
     """Eqs. 7-11 for every t, in place, all time-major: gates[t] = (i, f, g, o) activations,
     hidden[t + 1] = h_t, cells[t + 1] = c_t (hidden[0] = h_0, cells[0] = c_0), tanh_cells[t] = tanh(c_t)."""
@@ -86,7 +85,7 @@ def _lstm_forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, pe
 
 
 def _lstm_backward_loop(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor,
-                        peephole: Optional[Tensor], clip: float, gates: Tensor, cells: Tensor,
+                        peephole: Tensor | None, clip: float, gates: Tensor, cells: Tensor,
                         tanh_cells: Tensor, dxw: Tensor) -> Tensor:
     """BPTT: writes dL/d(net input) of every gate and step into dxw (T, B, 4n), each clamped to
     [-clip, clip] when clip > 0 (Graves' LSTM derivative clipping); returns dL/dc_0.
@@ -143,7 +142,7 @@ def _lstm_backward_loop(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, weight_h
 
 
 def _lstm_inference(xw: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor,
-                    peephole: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+                    peephole: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Eqs. 7-11 when nothing needs gradients (sampling, priming): no saved buffers and the fewest
     ops per step, which is what a one-step call (T = 1) costs. xw (T, B, 4n); y (B, T, n)."""
     T, B, n4 = xw.shape
@@ -174,7 +173,7 @@ class LSTMFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor],
+    def forward(ctx, xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Tensor | None,
                 clip: float):
         T, B, n4 = xw.shape
         kw = {"dtype": xw.dtype, "device": xw.device}
@@ -210,7 +209,7 @@ class LSTMFunction(torch.autograd.Function):
         return dxw, dh0, dc0 if needs[2] else None, d_whh, d_peep, None
 
 
-def lstm_sequence(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor] = None,
+def lstm_sequence(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Tensor | None = None,
                   clip: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """Run :class:`LSTMFunction` (see there): xw (T, B, 4n) time-major; returns (y (B, T, n), h_T, c_T)."""
     return LSTMFunction.apply(xw, h0, c0, weight_hh, peephole, clip)

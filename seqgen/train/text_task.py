@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from seqgen.config import ExperimentConfig
-from seqgen.data.text import load_manifest, load_split
+from seqgen.data.text import chars_per_token, load_manifest, load_split
 from seqgen.evaluate import TokenStats, batchify, evaluate_tokens, window_stats
 from seqgen.models.stack import detach_state
 from seqgen.models.text import TextModel
@@ -25,7 +25,7 @@ class TextTask:
         if self.manifest.get("kind", "text") != "text":
             raise ValueError(f"dataset {cfg.dataset!r} is not a text dataset")
         self.meta = {"kind": "text", "dataset": cfg.dataset, "vocab": self.manifest["vocab"],
-                     "chars_per_token": self._chars_per_token()}
+                     "chars_per_token": chars_per_token(self.manifest)}
         t = cfg.train
         if t.batch_size % world:
             raise ValueError(f"train.batch_size={t.batch_size} must be divisible by {world} workers")
@@ -40,10 +40,6 @@ class TextTask:
         self.epoch, self.window = 0, 0  # the data cursor
         self.state = None  # carried RNN state, (B, H) tensors
         self._order = None
-
-    def _chars_per_token(self) -> float:
-        train = self.manifest["splits"]["train"]
-        return train["chars"] / max(train["tokens"], 1)
 
     def build_model(self) -> TextModel:
         return TextModel(self.cfg.model, self.manifest["vocab_size"])

@@ -11,7 +11,15 @@ import pyarrow.dataset as pads
 import pytest
 
 from seqgen.data.presets import data_dir, text_preset
-from seqgen.data.text import DatasetError, TextSpec, load_manifest, load_split, plan_chunks, preprocess_text
+from seqgen.data.text import (
+    DatasetError,
+    TextSpec,
+    chars_per_token,
+    load_manifest,
+    load_split,
+    plan_chunks,
+    preprocess_text,
+)
 from seqgen.data.tokenizers import Vocabulary
 from seqgen.storage import Storage
 
@@ -210,3 +218,7 @@ def test_ptb_char_preset(mem):
     assert m["vocab_size"] == 50
     assert "<eos>" in m["vocab"]["symbols"] and "_" in m["vocab"]["symbols"]
     assert all(m["splits"][s]["tokens"] > 0 for s in ("train", "valid", "test"))
+    # each symbol is one character: bits per token are bits per character (the raw file spaces them)
+    assert chars_per_token(m) == 1.0
+    words = preprocess_text(storage, "ptb-word", text_preset("ptb-word"))
+    assert 5.0 < chars_per_token(words) < 6.0  # ~5.5 characters (with the space) per word
