@@ -16,6 +16,8 @@ LOCAL_ENV = {
 
 
 def apply_local_env() -> None:
+    """Must run before ``import ray``: Ray reads these when it is imported (``seqgen`` does it
+    on import unless $RAY_ADDRESS points at a cluster)."""
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
 

@@ -1,0 +1,22 @@
+"""The local default Ray listens on loopback only (a fresh process: Ray reads its settings when
+it is imported, which is why `import seqgen` applies them)."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+CHILD = """
+import os
+os.environ.pop("RAY_ADDRESS", None)
+import seqgen.runtime, ray
+seqgen.runtime.ensure_ray(num_cpus=1)
+print(sorted({n["NodeManagerAddress"] for n in ray.nodes()}))
+"""
+
+
+def test_local_ray_binds_loopback():
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=180)
+    assert out.stdout.strip().splitlines()[-1] == "['127.0.0.1']", out.stderr[-2000:]
