@@ -20,7 +20,7 @@ import torch
 from torch.func import functional_call
 from torch.utils._pytree import tree_map
 
-from seqgen.config import ExperimentConfig, load_json
+from seqgen.config import ExperimentConfig, load_json, to_dict
 from seqgen.storage import Storage, join
 from seqgen.train import checkpoint as ckpt
 from seqgen.train.curves import write_curves
@@ -59,6 +59,10 @@ def train_loop_per_worker(config: dict) -> None:
     resume = bool(existing)
     if resume:
         loaded = ckpt.load(existing[-1], with_trainer=True, rank=rank)
+        changed = sorted(k for k, v in to_dict(cfg.model).items() if to_dict(loaded.config.model)[k] != v)
+        if changed:
+            raise ValueError(f"run {cfg.run_name!r} exists with other model settings ({', '.join(changed)}): "
+                             "resume it with the same model config, or choose a new run_name")
         model.load_state_dict(loaded.model_state)
         st = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, loaded.trainer_state)
         optimizer.load_state_dict(st["optimizer"])

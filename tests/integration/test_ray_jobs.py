@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,30 +29,61 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
+    """A head node of our own: `ray start --head --block` in its own process group, stopped by
+    signalling that group (never `ray stop`, which would kill every Ray on the machine)."""
     ray_bin = str(Path(sys.executable).parent / "ray")
     temp = tmp_path_factory.mktemp("ray")
     # `python` in a job's entrypoint is the head's python: this environment's.
     env = {**os.environ, **LOCAL_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash = _free_port(), _free_port()
-    subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-                    f"--temp-dir={temp}", "--disable-usage-stats"], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+                             f"--temp-dir={temp}", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
     try:
-        yield f"http://127.0.0.1:{dash}"
+        _wait_for_jobs_api(url, proc)
+        yield url
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for_jobs_api(url: str, proc, timeout: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
+                return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError(f"the Ray Jobs API did not come up at {url}")
 
 
 def _run_job(client, entrypoint: str, timeout: float = 300) -> str:
     from ray.job_submission import JobStatus
 
-    job = client.submit_job(
-        entrypoint=entrypoint,
-        runtime_env={"working_dir": str(REPO), "excludes": [".venv", ".git", "seqgen-storage"],
-                     "env_vars": dict(LOCAL_ENV)},
-    )
     deadline = time.time() + timeout
+    while True:  # the job agent may start a little after the dashboard answers
+        try:
+            job = client.submit_job(
+                entrypoint=entrypoint,
+                runtime_env={"working_dir": str(REPO), "excludes": [".venv", ".git", "seqgen-storage"],
+                             "env_vars": dict(LOCAL_ENV)},
+            )
+            break
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(2)
     while time.time() < deadline:
         status = client.get_job_status(job)
         if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):

@@ -120,3 +120,10 @@ def test_variants_learn(ray_session, overrides):
     losses = ckpt.load(result.latest_checkpoint).progress["losses"]
     assert all(map(torch.isfinite, torch.tensor(losses)))
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5  # it learns something
+
+
+def test_resuming_with_other_model_settings_is_a_clear_error(ray_session):
+    st = _storage("memory://loop-mismatch")
+    train(_cfg("run_name=mismatch", "train.max_steps=2", "train.eval_every=2"), st)
+    with pytest.raises(ValueError, match="other model settings.*hidden_size"):
+        train(_cfg("run_name=mismatch", "train.max_steps=4", "train.eval_every=2", "model.hidden_size=24"), st)
