@@ -73,7 +73,8 @@ def train_loop_per_worker(config: dict) -> None:
         progress = loaded.progress
     elif cfg.train.init_from:  # retraining with more regularisation (sec. 3.1)
         model.load_state_dict(ckpt.load(cfg.train.init_from).model_state)
-    torch.manual_seed(cfg.train.seed + 1000 * rank) if not resume else None  # per-worker noise/dropout
+    if not resume:  # per-worker dropout / weight-noise streams (a resumed run restores its RNG)
+        torch.manual_seed(cfg.train.seed + 1000 * rank)
 
     net = model
     if world > 1:
@@ -128,7 +129,8 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 class _Reporter:
-    """Console progress, metrics.csv + curves.png beside the run, and checkpoints via Ray Train."""
+    """Console progress, metrics.csv + curves.png beside the run, checkpoints on storage and
+    metrics to Ray Train (and through it to Tune)."""
 
     def __init__(self, cfg: ExperimentConfig, storage: Storage, run_url: str, rank: int, world: int, progress: dict):
         self.cfg, self.storage, self.run_url, self.progress = cfg, storage, run_url, progress
