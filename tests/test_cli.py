@@ -64,3 +64,13 @@ def test_score_and_evaluate(trained):
 def test_clear_errors(trained, args, message):
     code, out = invoke(*args, *STORE)
     assert code == 2 and message in out, out
+
+
+def test_write_works_out_of_the_box_with_the_bundled_model(tmp_path):
+    out = tmp_path / "line.svg"
+    code, text = invoke("write", "hello world", "--bias", "2", "--seed", "1", "--out", str(out),
+                        "--phi", str(tmp_path / "phi.png"))
+    assert code == 0, text
+    assert out.read_text().lstrip().startswith("<") and (tmp_path / "phi.png").read_bytes()[:4] == b"\x89PNG"
+    code, text = invoke("write", "héllo {", "--out", str(out))
+    assert code == 2 and "not in the model's alphabet" in text
