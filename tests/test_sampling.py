@@ -25,15 +25,6 @@ from seqgen.sampling import (
 CORPUS = "the quick brown fox jumps over the lazy dog.\nTHE END, 42!\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's spin-waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def vocab() -> Vocabulary:
     return Vocabulary.build("char", Counter(split_symbols("char", CORPUS.encode())))

@@ -20,15 +20,6 @@ B, T, D, H, CTX = 3, 6, 5, 4, 3
 ALPHA = 0.9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's spin-waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # naive references, one time step at a time, straight from the equations
 def naive_lstm(layer, x, state, co_reads_previous_cell=False):

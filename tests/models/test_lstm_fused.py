@@ -18,14 +18,6 @@ from seqgen.models.layers import LSTMFunction, LSTMLayer, clip_gradient, lstm_se
 B, T, D, H = 3, 7, 5, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def reference_loop(layer: LSTMLayer, x, state):
     """The previous LSTMLayer._loop verbatim: a per-step autograd loop, Graves' derivative clipping
     as clip_gradient (dL/dz clamped to [-c, c]) on each gate's net input, peephole terms included."""

@@ -12,15 +12,6 @@ from seqgen.models.text import TextModel
 V = 11
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's spin-waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(**kw) -> TextModel:
     torch.manual_seed(0)
     cfg = ModelConfig(**{"hidden_size": 8, "num_layers": 2, **kw})
