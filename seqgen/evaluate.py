@@ -53,6 +53,21 @@ class TokenStats:
         }
 
 
+def all_reduce_stats(stats, device=None):
+    """Sum a statistics dataclass (TokenStats, LineStats) over DDP workers, each of which
+    evaluated its own share; unchanged without a process group."""
+    import dataclasses
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return stats
+    values = dataclasses.astuple(stats)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return type(stats)(*(type(v)(x) for v, x in zip(values, t.tolist())))
+
+
 def window_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, TokenStats]:
     """Mean loss (nats, for backprop) and the summed statistics of one window."""
     flat = logits.reshape(-1, logits.shape[-1])

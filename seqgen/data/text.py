@@ -195,7 +195,7 @@ def preprocess_text(storage: Storage, name: str, spec: TextSpec, use_ray: bool |
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     storage.write_json_atomic(manifest_path, manifest)  # the dataset becomes visible here
-    _remove_old_versions(storage, name, keep=version)
+    remove_old_versions(storage, name, keep=version)
     return manifest
 
 
@@ -207,7 +207,7 @@ def _build_vocab(kind: str, per_split: dict[str, Counter], max_vocab: int) -> Vo
     return Vocabulary.build(kind, train, max_vocab, needs_unk=bool(held_out - set(train)))
 
 
-def _remove_old_versions(storage: Storage, name: str, keep: str) -> None:
+def remove_old_versions(storage: Storage, name: str, keep: str) -> None:
     fs = storage.fs
     for entry in fs.ls(storage.dataset_dir(name), detail=False):
         leaf = entry.rstrip("/").rsplit("/", 1)[-1]

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqgen.data.presets import require_data_dir
-from seqgen.data.text import SPLITS, DatasetError, _remove_old_versions
+from seqgen.data.text import SPLITS, DatasetError, remove_old_versions
 from seqgen.handwriting.iam import SkipReport, discover_forms, full_alphabet, graves57_alphabet, load_forms
 from seqgen.runtime import map_tasks
 from seqgen.storage import Storage, join, write_parquet
@@ -203,7 +203,7 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     storage.write_json_atomic(manifest_path, manifest)  # the dataset becomes visible here
-    _remove_old_versions(storage, name, keep=version)
+    remove_old_versions(storage, name, keep=version)
     if len(report):
         print(f"handwriting dataset {name}: {report.summary()}", file=sys.stderr, flush=True)
     return manifest

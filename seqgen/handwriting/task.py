@@ -40,6 +40,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from seqgen.config import ExperimentConfig
 from seqgen.data.text import load_manifest
+from seqgen.evaluate import all_reduce_stats
 from seqgen.handwriting.dataset import load_lines
 from seqgen.handwriting.iam import Alphabet
 from seqgen.handwriting.mdn import clip_output_gradient, mixture_nll, split_mixture, sse_per_point
@@ -198,7 +199,7 @@ class HandwritingTask:
                 total = total + self.line_stats(yhat, batch)[1]
         finally:
             model.train(was_training)
-        total = _all_reduce(total, self.device)
+        total = all_reduce_stats(total, self.device)
         return total.metrics("valid") if total.lines else {}
 
     # checkpointing ----------------------------------------------------------------------
@@ -208,13 +209,3 @@ class HandwritingTask:
     def load_state_dict(self, d: dict) -> None:
         self.epoch, self.batch = d["epoch"], d["batch"]
 
-
-def _all_reduce(stats: LineStats, device) -> LineStats:
-    """Sum evaluation statistics over DDP workers (each evaluated its own share)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return stats
-    t = torch.tensor([stats.nll, stats.lines, stats.points, stats.sse], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return LineStats(t[0].item(), int(t[1].item()), int(t[2].item()), t[3].item())

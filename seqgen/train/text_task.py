@@ -12,7 +12,7 @@ import torch
 
 from seqgen.config import ExperimentConfig
 from seqgen.data.text import chars_per_token, load_manifest, load_split
-from seqgen.evaluate import TokenStats, batchify, evaluate_tokens, window_stats
+from seqgen.evaluate import all_reduce_stats, batchify, evaluate_tokens, window_stats
 from seqgen.models.stack import detach_state
 from seqgen.models.text import TextModel
 from seqgen.storage import Storage
@@ -77,7 +77,7 @@ class TextTask:
         if self.valid is None:
             return {}
         stats = evaluate_tokens(model, self.valid, streams=16, seq_len=self.cfg.train.seq_len)
-        stats = _all_reduce(stats)
+        stats = all_reduce_stats(stats, self.device)
         return stats.metrics("valid", self.meta["chars_per_token"])
 
     # checkpointing ----------------------------------------------------------------------
@@ -87,13 +87,3 @@ class TextTask:
     def load_state_dict(self, d: dict) -> None:
         self.epoch, self.window, self.state = d["epoch"], d["window"], d["state"]
 
-
-def _all_reduce(stats: TokenStats) -> TokenStats:
-    """Sum evaluation statistics over DDP workers (each evaluated its own share)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return stats
-    t = torch.tensor([stats.nll, stats.count, stats.correct], dtype=torch.float64)
-    dist.all_reduce(t)
-    return TokenStats(t[0].item(), int(t[1].item()), int(t[2].item()))
