@@ -3,7 +3,8 @@ corpus grows, and more Ray tasks run faster.
 
 Each configuration runs in a fresh process so its ru_maxrss belongs to it alone. The in-process
 rows run the very same chunk tasks in the driver, so their peak RSS is the whole pipeline's
-memory at two corpus sizes; the Ray rows show the speed-up from parallel tasks.
+memory at two corpus sizes; the Ray rows show the speed-up from parallel tasks and the largest
+task process's resident memory (sampled).
 
     python benchmarks/bench_preprocess.py [--mb 200]
 """
@@ -21,19 +22,35 @@ from pathlib import Path
 from common import save
 
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, sys, threading, time
+import psutil
 from seqgen.runtime import ensure_ray
 from seqgen.storage import Storage
 from seqgen.data.text import TextSpec, preprocess_text
 corpus, root, cpus = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if cpus:
     ensure_ray(num_cpus=cpus)
+peak_task_mb, done = 0.0, threading.Event()
+
+def watch():  # the largest Ray task process (workers are grandchildren via the raylet), sampled every 50 ms
+    global peak_task_mb
+    me = psutil.Process()
+    while not done.wait(0.05):
+        for p in me.children(recursive=True):
+            try:
+                if p.name().startswith("ray::"):
+                    peak_task_mb = max(peak_task_mb, p.memory_info().rss / 2**20)
+            except psutil.Error:
+                pass
+
+threading.Thread(target=watch, daemon=True).start()
 start = time.perf_counter()
 m = preprocess_text(Storage.from_url(root), "big", TextSpec("char", {"train": [corpus]}, valid_fraction=0.01),
                     use_ray=bool(cpus))
 seconds = time.perf_counter() - start
+done.set()
 print(json.dumps({"seconds": seconds, "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "tokens": m["splits"]["train"]["tokens"]}))
+                  "task_peak_mb": peak_task_mb if cpus else None, "tokens": m["splits"]["train"]["tokens"]}))
 """
 
 

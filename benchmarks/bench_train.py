@@ -1,6 +1,6 @@
 """Training throughput: the full seqgen Ray Train pipeline vs a bare PyTorch loop on the same
 model and data (target >= 0.9x), steady state (the pipeline's own step timer, evaluation and
-checkpoint I/O excluded; the bare loop timed after warm-up).
+checkpoint I/O excluded; the bare loop timed after warm-up, once before and once after the pipeline).
 
     python benchmarks/bench_train.py [--steps 60] [--hidden 256] [--layers 2]
 """
@@ -63,8 +63,9 @@ def main() -> None:
                                  f"train.max_steps={a.steps + 5}", "train.eval_every=5", "train.progress=false",
                                  f"train.num_workers={a.workers}", "run_name=bench"])
         ids = load_split(st, load_manifest(st, "shakespeare"), "train")
-        bare = bare_loop(cfg, ids, a.steps)
+        before = bare_loop(cfg, ids, a.steps)
         result = train(cfg, st)
+        bare = (before + bare_loop(cfg, ids, a.steps)) / 2  # bracket the pipeline: load drifts on a shared box
         evals = ckpt.load(result.latest_checkpoint).progress["evals"]
         intervals = [(e["step"] - prev["step"], e["steps_per_s"]) for prev, e in zip(evals, evals[1:])]
         steps = sum(n for n, _ in intervals)  # the first interval (warm-up) is left out

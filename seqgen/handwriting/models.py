@@ -23,6 +23,7 @@ The step protocol of every seqgen model::
 from __future__ import annotations
 
 import json
+import math
 from typing import NamedTuple
 
 import torch
@@ -48,7 +49,7 @@ class HandwritingModel(nn.Module):
     """The prediction network (``alphabet_size == 0``) or the synthesis network (C = alphabet_size
     one-hot text classes, index 0 = the END/pad dummy)."""
 
-    def __init__(self, cfg: ModelConfig, alphabet_size: int = 0):
+    def __init__(self, cfg: ModelConfig, alphabet_size: int = 0, points_per_char: float | None = None):
         super().__init__()
         if cfg.cell != "lstm":
             raise ValueError(f"the handwriting networks are LSTMs (Graves sec. 4-5); got cell={cfg.cell!r}")
@@ -60,6 +61,13 @@ class HandwritingModel(nn.Module):
             extra_size=self.C, peephole=cfg.peephole, deriv_clip=cfg.deriv_clip,
         )  # x_t = (dx, dy, eos) to every layer; w to every layer (eqs. 52-53) when C > 0
         self.window = nn.Linear(cfg.hidden_size, 3 * self.K) if self.C else None  # eq. 47: W_{h1,p}, b_p
+        if self.window is not None and points_per_char:
+            # Start kappa's step exp(kappahat) (eq. 50) at the data's mean pace, 1 / points_per_char
+            # characters per point. With the default bias 0 the window advances one character per
+            # point, runs off the end of a ~30-character line within ~30 of its ~650 points and stays
+            # there, so the net learns to ignore it (observed: no alignment after 700 updates).
+            with torch.no_grad():
+                self.window.bias[2 * self.K :].fill_(-math.log(points_per_char))
         self.head = nn.Linear(self.rnn.output_size, output_size(self.M))  # eq. 17
 
     @property
@@ -131,7 +139,8 @@ def meta_alphabet(meta: dict) -> Alphabet | None:
 
 def build_handwriting_model(cfg: ExperimentConfig, meta: dict) -> HandwritingModel:
     """The network of ``cfg.model.kind`` ("handwriting_prediction" | "handwriting_synthesis");
-    ``meta["alphabet"]`` sizes the synthesis net's one-hot text."""
+    ``meta["alphabet"]`` sizes the synthesis net's one-hot text; ``meta["points_per_char"]`` (the
+    training lines' mean) sets the window's initial pace."""
     kind = cfg.model.kind
     if kind == "handwriting_prediction":
         return HandwritingModel(cfg.model)
@@ -139,5 +148,5 @@ def build_handwriting_model(cfg: ExperimentConfig, meta: dict) -> HandwritingMod
         alphabet = meta_alphabet(meta)
         if alphabet is None:
             raise ValueError("handwriting_synthesis needs meta['alphabet'] (Alphabet.to_json())")
-        return HandwritingModel(cfg.model, len(alphabet))
+        return HandwritingModel(cfg.model, len(alphabet), meta.get("points_per_char"))
     raise ValueError(f"not a handwriting model kind: {kind!r} (valid: handwriting_prediction, handwriting_synthesis)")

@@ -108,6 +108,8 @@ class HandwritingTask:
         if not self.train:
             raise ValueError(f"no training lines of at most train.seq_len={t.seq_len} points (0 = no cap)")
         self.lengths = np.array([len(x) for x, _ in self.train])
+        if self.synthesis:  # the window's initial pace (HandwritingModel.__init__); DDP keeps rank 0's
+            self.meta["points_per_char"] = float(self.lengths.sum() / sum(len(c) for _, c in self.train))
         self.num_train_examples = len(self.train) * world  # the training set's size in lines (per-line loss)
         self.valid = None
         if "valid" in self.manifest["splits"]:

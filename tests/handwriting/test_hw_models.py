@@ -125,3 +125,17 @@ def test_build_from_config_and_meta():
     cfg.model.kind = "handwriting_synthesis"
     with pytest.raises(ValueError, match="alphabet"):
         build_handwriting_model(cfg, {"alphabet": None})
+
+
+def test_window_starts_at_the_datas_pace():
+    """meta["points_per_char"] = 20 -> the first step moves every kappa by 1/20 of a character (eq. 50)."""
+    cfg = ExperimentConfig(model=ModelConfig(kind="handwriting_synthesis", hidden_size=8, num_layers=1))
+    meta = {"alphabet": graves57_alphabet().to_json(), "points_per_char": 20.0}
+    model = build_handwriting_model(cfg, meta)
+    with torch.no_grad():
+        model.window.weight.zero_()  # isolate the bias: kappahat = b_kappa
+        s = model.initial_state(2)
+        _, s = model(torch.zeros(2, 1, 3), s, torch.ones(2, 5, dtype=torch.long))
+    torch.testing.assert_close(s.kappa, torch.full((2, model.K), 0.05))
+    default = build_handwriting_model(cfg, {"alphabet": meta["alphabet"]})  # no pace known: the paper's bias 0 init
+    assert default.window.bias[2 * default.K :].abs().max() < 1

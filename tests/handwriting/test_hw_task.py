@@ -50,8 +50,11 @@ def make_cfg(kind="synthesis", *overrides):
 def test_meta_and_normalised_lines(storage):
     task = HandwritingTask(make_cfg(), storage)
     m = task.manifest
+    lines = load_lines(storage, m, "train")
+    points_per_char = sum(len(r["offsets"]) for r in lines) / sum(len(r["text"]) for r in lines)
     assert task.meta == {"kind": "handwriting_synthesis", "dataset": "hw", "alphabet": m["alphabet"],
-                         "offset_mean": m["offset_mean"], "offset_std": m["offset_std"]}
+                         "offset_mean": m["offset_mean"], "offset_std": m["offset_std"],
+                         "points_per_char": pytest.approx(points_per_char)}
     assert HandwritingTask(make_cfg("prediction"), storage).meta["alphabet"] is None
     assert task.num_train_examples == len(task.train) == m["splits"]["train"]["lines"] == 12
     raw = load_lines(storage, m, "train")[0]
