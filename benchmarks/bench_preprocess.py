@@ -22,8 +22,7 @@ from pathlib import Path
 from common import save
 
 CHILD = r"""
-import json, resource, sys, threading, time
-import psutil
+import json, os, resource, sys, threading, time
 from seqgen.runtime import ensure_ray
 from seqgen.storage import Storage
 from seqgen.data.text import TextSpec, preprocess_text
@@ -32,15 +31,32 @@ if cpus:
     ensure_ray(num_cpus=cpus)
 peak_task_mb, done = 0.0, threading.Event()
 
-def watch():  # the largest Ray task process (workers are grandchildren via the raylet), sampled every 50 ms
+def descendants() -> list[int]:  # this process's tree, from /proc (Ray workers hang below the raylet)
+    parent = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    tree, frontier = [], [os.getpid()]
+    while frontier:
+        frontier = [p for p, pp in parent.items() if pp in frontier]
+        tree += frontier
+    return tree
+
+def watch():  # the largest Ray task process's resident memory, sampled every 50 ms
     global peak_task_mb
-    me = psutil.Process()
     while not done.wait(0.05):
-        for p in me.children(recursive=True):
+        for pid in descendants():
             try:
-                if p.name().startswith("ray::"):
-                    peak_task_mb = max(peak_task_mb, p.memory_info().rss / 2**20)
-            except psutil.Error:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if not f.read().startswith(b"ray::"):
+                        continue
+                with open(f"/proc/{pid}/status") as f:
+                    rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+                peak_task_mb = max(peak_task_mb, rss / 1024)
+            except (OSError, StopIteration):
                 pass
 
 threading.Thread(target=watch, daemon=True).start()
@@ -63,8 +79,9 @@ def make_corpus(path: Path, mb: int) -> None:
 
 def run(corpus: Path, cpus: int) -> dict:
     with tempfile.TemporaryDirectory() as root:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(corpus), root, str(cpus)], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", CHILD, str(corpus), root, str(cpus)], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"preprocessing {corpus} with {cpus} Ray CPUs failed:\n{out.stderr}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["mb_per_s"] = round(os.path.getsize(corpus) / (1 << 20) / r["seconds"], 2)
     return r

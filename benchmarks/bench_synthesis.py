@@ -3,7 +3,8 @@
 1. training timesteps/s of the full seqgen Ray Train pipeline vs a bare PyTorch loop of the same
    network on the very same batches (target >= 0.9x), steady state: the pipeline's own step timer
    (evaluation and checkpoint I/O excluded), the first evaluation interval left out as warm-up;
-2. lines/s when synthesising 1 line at a time vs 32 lines in one batch (the bundled model).
+2. lines/s when synthesising 1 line at a time vs 32 lines in one batch (the bundled model, or
+   ``--checkpoint``).
 
 Needs the IAM-OnDB data ($SEQGEN_DATA_DIR or ../shared/data).
 
@@ -63,12 +64,11 @@ def pipeline_seconds(cfg, storage: Storage) -> float:
     return sum((e["step"] - prev["step"]) / e["steps_per_s"] for prev, e in zip(evals, evals[1:]))
 
 
-def lines_per_s(texts: list[str], at_once: int) -> tuple[float, float]:
-    """(lines/s, points/s) writing ``texts`` ``at_once`` lines per batch with the bundled model."""
-    model, loaded = load_model(str(BUNDLED))
+def lines_per_s(model, meta: dict, texts: list[str], at_once: int) -> tuple[float, float]:
+    """(lines/s, points/s) writing ``texts`` ``at_once`` lines per batch (the stop rule ends each line)."""
     start, points = time.perf_counter(), 0
     for i in range(0, len(texts), at_once):
-        points += sum(len(r.offsets) for r in synthesize(model, loaded.meta, texts[i : i + at_once], bias=0.75, seed=i))
+        points += sum(len(r.offsets) for r in synthesize(model, meta, texts[i : i + at_once], bias=0.75, seed=i))
     seconds = time.perf_counter() - start
     return len(texts) / seconds, points / seconds
 
@@ -79,6 +79,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--checkpoint", default=str(BUNDLED), help="synthesis checkpoint to sample from (default: bundled)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as root:
         st = Storage.from_url(root)
@@ -91,14 +92,15 @@ def main() -> None:
         pipeline = pipeline_seconds(cfg, st)
         bare = (bare_before + bare_loop(cfg, st, a.steps)[0]) / 2  # bracket the pipeline: load drifts
     texts = [f"line {i} of the benchmark" for i in range(32)]
-    one_lps, one_pps = lines_per_s(texts[:8], 1)
-    many_lps, many_pps = lines_per_s(texts, 32)
+    model, loaded = load_model(ckpt.resolve(Storage.from_url("/"), a.checkpoint))
+    one_lps, one_pps = lines_per_s(model, loaded.meta, texts[:8], 1)
+    many_lps, many_pps = lines_per_s(model, loaded.meta, texts, 32)
     save("synthesis", {
         "model": f"{a.layers} x {a.hidden} LSTM synthesis net, batch {a.batch} lines, Graves RMSProp",
         "steps_timed": a.steps - WARMUP, "timesteps": timesteps,
         "pipeline_timesteps_per_s": round(timesteps / pipeline), "bare_timesteps_per_s": round(timesteps / bare),
         "train_ratio": round(bare / pipeline, 3),
-        "sampling": {"1_at_a_time": {"lines_per_s": round(one_lps, 3), "points_per_s": round(one_pps)},
+        "sampling": {"checkpoint": a.checkpoint,"1_at_a_time": {"lines_per_s": round(one_lps, 3), "points_per_s": round(one_pps)},
                      "32_at_once": {"lines_per_s": round(many_lps, 3), "points_per_s": round(many_pps)},
                      "ratio_lines_per_s": round(many_lps / one_lps, 2)},
     })

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from seqgen.data.tokenizers import Vocabulary, count_chars, is_boundary, split_symbols
+from seqgen.data.tokenizers import Vocabulary, count_chars, count_symbols, is_boundary
 from seqgen.runtime import map_tasks
 from seqgen.storage import Storage, join, write_parquet
 
@@ -91,12 +91,12 @@ def _read_owned(kind: str, chunk: Chunk) -> tuple[int, bytes]:
 def _count_task(kind: str, chunk: Chunk) -> dict:
     try:
         start, data = _read_owned(kind, chunk)
-        symbols = split_symbols(kind, data, start, chunk.url)
+        counts = count_symbols(kind, data, start, chunk.url)
     except ValueError as e:
         return {"error": str(e)}
     return {
-        "counts": Counter(symbols),
-        "tokens": len(symbols),
+        "counts": counts,
+        "tokens": counts.total(),
         "chars": count_chars(kind, data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
@@ -105,7 +105,7 @@ def _count_task(kind: str, chunk: Chunk) -> dict:
 def _encode_task(kind: str, chunk: Chunk, vocab_json: dict, out_url: str, block: int) -> int:
     vocab = Vocabulary.from_json(vocab_json)
     start, data = _read_owned(kind, chunk)
-    ids = vocab.encode_symbols(split_symbols(kind, data, start, chunk.url), chunk.url)
+    ids = vocab.encode_chunk(data, start, chunk.url)
     blocks = [ids[i : i + block] for i in range(0, len(ids), block)]
     table = pa.table({"tokens": pa.array(blocks, type=pa.list_(pa.int32()))})
     write_parquet(out_url, table)

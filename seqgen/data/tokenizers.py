@@ -35,6 +35,16 @@ def is_boundary(kind: str, prev: int | None, cur: int) -> bool:
     raise ValueError(f"unknown tokenizer {kind!r} (valid: {', '.join(KINDS)})")
 
 
+def _decode(data: bytes, offset: int, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{source}: invalid UTF-8 at byte offset {offset + e.start} "
+            f"(byte 0x{data[e.start]:02x}); use tokenizer 'byte' to accept any bytes"
+        ) from None
+
+
 def split_symbols(kind: str, data: bytes, offset: int = 0, source: str = "") -> list:
     """Cut one chunk of raw bytes into symbols (strings, or ints for ``byte``).
 
@@ -43,13 +53,7 @@ def split_symbols(kind: str, data: bytes, offset: int = 0, source: str = "") -> 
     """
     if kind == "byte":
         return list(data)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"{source}: invalid UTF-8 at byte offset {offset + e.start} "
-            f"(byte 0x{data[e.start]:02x}); use tokenizer 'byte' to accept any bytes"
-        ) from None
+    text = _decode(data, offset, source)
     if kind == "char":
         return list(text)
     lines = text.split("\n")
@@ -62,6 +66,26 @@ def split_symbols(kind: str, data: bytes, offset: int = 0, source: str = "") -> 
         if i < len(lines) - 1:  # a newline ends this line (the last piece has none yet)
             out.append(EOS if kind == "word" else "\n")
     return out
+
+
+def _codes(kind: str, data: bytes, offset: int, source: str) -> np.ndarray:
+    """A char / byte chunk as an array of code points / byte values: the vectorised path of the
+    preprocessing tasks (~10x faster than Python lists of one-character strings)."""
+    if kind == "byte":
+        return np.frombuffer(data, np.uint8)
+    return np.frombuffer(_decode(data, offset, source).encode("utf-32-le"), np.uint32)
+
+
+def _symbol(kind: str, code: int):
+    return code if kind == "byte" else chr(code)
+
+
+def count_symbols(kind: str, data: bytes, offset: int = 0, source: str = "") -> Counter:
+    """Symbol frequencies of one chunk (= ``Counter(split_symbols(...))``)."""
+    if kind not in ("char", "byte"):
+        return Counter(split_symbols(kind, data, offset, source))
+    values, counts = np.unique(_codes(kind, data, offset, source), return_counts=True)
+    return Counter({_symbol(kind, int(v)): int(c) for v, c in zip(values, counts)})
 
 
 def count_chars(kind: str, data: bytes) -> int:
@@ -113,6 +137,18 @@ class Vocabulary:
                 raise ValueError(f"{source}: symbol {s!r} is not in the vocabulary")
             ids[i] = j
         return ids
+
+    def encode_chunk(self, data: bytes, offset: int = 0, source: str = "") -> np.ndarray:
+        """Ids of one chunk of raw bytes (= ``encode_symbols(split_symbols(...))``)."""
+        if self.kind not in ("char", "byte"):
+            return self.encode_symbols(split_symbols(self.kind, data, offset, source), source)
+        codes = _codes(self.kind, data, offset, source)
+        keys = np.array([s if self.kind == "byte" else ord(s) for s in self.symbols], np.int64)  # sorted (build)
+        ids = np.minimum(np.searchsorted(keys, codes), len(keys) - 1)
+        unknown = np.flatnonzero(keys[ids] != codes)
+        if len(unknown):
+            raise ValueError(f"{source}: symbol {_symbol(self.kind, int(codes[unknown[0]]))!r} is not in the vocabulary")
+        return ids.astype(np.int32)
 
     def encode(self, text: str) -> np.ndarray:
         """Encode user text (a prompt, a sentence to score); unknown symbols are errors."""

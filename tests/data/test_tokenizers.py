@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from seqgen.data.text import DatasetError, TextSpec, load_split, preprocess_text
-from seqgen.data.tokenizers import EOS, KINDS, UNK, Vocabulary, count_chars, is_boundary, split_symbols
+from seqgen.data.tokenizers import (EOS, KINDS, UNK, Vocabulary, count_chars, count_symbols, is_boundary,
+                                    split_symbols)
 from seqgen.storage import Storage
 
 SAMPLE = (
@@ -196,6 +197,27 @@ def test_preprocess_tail_splits_independent_of_chunking(kind):
     assert all(streams[0][s] for s in ("train", "valid", "test"))
     if kind in ("char", "byte"):  # cutting between symbols never changes them
         assert joined == split_symbols(kind, data)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_vectorised_count_and_encode_equal_the_symbol_lists(kind):
+    """count_symbols / encode_chunk (numpy for char and byte) agree with the plain symbol lists."""
+    data = (SAMPLE * 3).encode("utf-8") + (b"\x00\xff" if kind == "byte" else b"")
+    symbols = split_symbols(kind, data)
+    assert count_symbols(kind, data) == Counter(symbols)
+    vocab = _vocab_for(kind, symbols)
+    ids = vocab.encode_chunk(data)
+    assert ids.dtype == np.int32 and np.array_equal(ids, vocab.encode_symbols(symbols))
+
+
+def test_encode_chunk_names_a_symbol_outside_the_vocabulary():
+    vocab = _vocab_for("char", list("abc"))
+    with pytest.raises(ValueError, match="f.txt: symbol 'é' is not in the vocabulary"):
+        vocab.encode_chunk("abcébz".encode(), source="f.txt")
+    with pytest.raises(ValueError, match="f.txt: symbol 255 is not in the vocabulary"):
+        _vocab_for("byte", list(b"abc")).encode_chunk(b"ab\xff", source="f.txt")
+    with pytest.raises(ValueError, match="invalid UTF-8 at byte offset 12"):
+        count_symbols("char", b"ab\xff", offset=10, source="f.txt")
 
 
 # ---------------------------------------------------------------------------------------------
