@@ -65,7 +65,8 @@ class HandwritingModel(nn.Module):
             # Start kappa's step exp(kappahat) (eq. 50) at the data's mean pace, 1 / points_per_char
             # characters per point. With the default bias 0 the window advances one character per
             # point, runs off the end of a ~30-character line within ~30 of its ~650 points and stays
-            # there, so the net learns to ignore it (observed: no alignment after 700 updates).
+            # there, so the net learns to ignore it (observed: no alignment after 700 updates; with
+            # this start the same config aligned within 300, docs/handwriting.md).
             with torch.no_grad():
                 self.window.bias[2 * self.K :].fill_(-math.log(points_per_char))
         self.head = nn.Linear(self.rnn.output_size, output_size(self.M))  # eq. 17
