@@ -11,7 +11,6 @@ import copy
 
 import pytest
 import torch
-from torch.func import functional_call
 
 from seqgen.models.layers import LSTMLayer, RNNLayer, SCRNLayer, clip_gradient, make_layer
 from seqgen.models.stack import DeepRecurrent, detach_state
@@ -187,21 +186,11 @@ def test_fast_path_equals_time_loop():
     torch.testing.assert_close(f32(x32, s32)[0], l32(x32, s32)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_gradcheck_peephole_lstm_loop():
+def test_gradcheck_peephole_lstm_loop(gradcheck_lstm_layer):
     torch.manual_seed(4)
     layer = LSTMLayer(3, 2, peephole=True).double()
     assert not layer.uses_fast_path
-    names = [n for n, _ in layer.named_parameters()]
-
-    def f(x, h0, c0, *params):
-        y, (h, c) = functional_call(layer, dict(zip(names, params)), (x, (h0, c0)))
-        return y, h, c
-
-    x = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
-    params = [_leaf(p) for p in layer.parameters()]
-    assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
+    assert gradcheck_lstm_layer(layer, 3)
 
 
 def test_gradcheck_clip_gradient():

@@ -11,7 +11,6 @@ import copy
 
 import pytest
 import torch
-from torch.func import functional_call
 
 from seqgen.models.layers import LSTMFunction, LSTMLayer, clip_gradient, lstm_sequence
 
@@ -156,21 +155,10 @@ def test_gradcheck_function_small_clip_fails():
     assert not torch.autograd.gradcheck(lambda *a: LSTMFunction.apply(*a, 1e-3), inputs, raise_exception=False)
 
 
-def test_gradcheck_layer_with_clip_through_parameters():
+def test_gradcheck_layer_with_clip_through_parameters(gradcheck_lstm_layer):
     """Whole layer (input projection under autograd + Function) w.r.t. x, h0, c0 and parameters."""
     torch.manual_seed(7)
-    layer = LSTMLayer(3, 2, peephole=True, deriv_clip=1e6).double()
-    names = [n for n, _ in layer.named_parameters()]
-
-    def f(x, h0, c0, *params):
-        y, (h, c) = functional_call(layer, dict(zip(names, params)), (x, (h0, c0)))
-        return y, h, c
-
-    x = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
-    params = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
-    assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
+    assert gradcheck_lstm_layer(LSTMLayer(3, 2, peephole=True, deriv_clip=1e6).double(), 3)
 
 
 # ---------------------------------------------------------------------------------------------
