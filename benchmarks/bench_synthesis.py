@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import save
+from common import pipeline_steady_state, save
 from seqgen import config
 from seqgen.handwriting.dataset import preprocess_handwriting
 from seqgen.handwriting.sampling import synthesize
@@ -58,12 +58,6 @@ def bare_loop(cfg, storage: Storage, steps: int) -> tuple[float, int]:
     return seconds, timesteps
 
 
-def pipeline_seconds(cfg, storage: Storage) -> float:
-    """Seconds of steps WARMUP+1..max_steps by the pipeline's own steady-state timer."""
-    evals = ckpt.load(train(cfg, storage).latest_checkpoint).progress["evals"]
-    return sum((e["step"] - prev["step"]) / e["steps_per_s"] for prev, e in zip(evals, evals[1:]))
-
-
 def lines_per_s(model, meta: dict, texts: list[str], at_once: int) -> tuple[float, float]:
     """(lines/s, points/s) writing ``texts`` ``at_once`` lines per batch (the stop rule ends each line)."""
     start, points = time.perf_counter(), 0
@@ -89,7 +83,7 @@ def main() -> None:
             f"train.max_steps={a.steps}", f"train.eval_every={WARMUP}", "train.eval_tokens=4", "train.max_minutes=0",
             "train.progress=false", "run_name=bench"])
         bare_before, timesteps = bare_loop(cfg, st, a.steps)
-        pipeline = pipeline_seconds(cfg, st)
+        pipeline = pipeline_steady_state(train(cfg, st))[1]  # steps WARMUP+1..max_steps
         bare = (bare_before + bare_loop(cfg, st, a.steps)[0]) / 2  # bracket the pipeline: load drifts
     texts = [f"line {i} of the benchmark" for i in range(32)]
     model, loaded = load_model(ckpt.resolve(Storage.from_url("/"), a.checkpoint))

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import save
+from common import pipeline_steady_state, save
 from seqgen import config
 from seqgen.data.presets import text_preset
 from seqgen.data.text import load_manifest, load_split, preprocess_text
@@ -22,7 +22,6 @@ from seqgen.evaluate import batchify
 from seqgen.models.stack import detach_state
 from seqgen.models.text import TextModel
 from seqgen.storage import Storage
-from seqgen.train import checkpoint as ckpt
 from seqgen.train.run import train
 
 
@@ -66,10 +65,7 @@ def main() -> None:
         before = bare_loop(cfg, ids, a.steps)
         result = train(cfg, st)
         bare = (before + bare_loop(cfg, ids, a.steps)) / 2  # bracket the pipeline: load drifts on a shared box
-        evals = ckpt.load(result.latest_checkpoint).progress["evals"]
-        intervals = [(e["step"] - prev["step"], e["steps_per_s"]) for prev, e in zip(evals, evals[1:])]
-        steps = sum(n for n, _ in intervals)  # the first interval (warm-up) is left out
-        seconds = sum(n / rate for n, rate in intervals)
+        steps, seconds = pipeline_steady_state(result)
         pipeline = steps * 32 * 100 / seconds
     save("train", {"model": f"{a.layers} x {a.hidden} LSTM, batch 32 x 100, Adam + clip 5",
                    "workers": a.workers, "pipeline_tokens_per_s": round(pipeline),

@@ -27,3 +27,13 @@ def save(name: str, result: dict) -> None:
     result = {"machine": machine(), **result}
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def pipeline_steady_state(result) -> tuple[int, float]:
+    """(steps, seconds) a seqgen training run spent in training steps after its first evaluation:
+    the pipeline's own step timer (evaluation and checkpoint I/O excluded), warm-up left out."""
+    from seqgen.train import checkpoint
+
+    evals = checkpoint.load(result.latest_checkpoint).progress["evals"]
+    intervals = [(e["step"] - prev["step"], e["steps_per_s"]) for prev, e in zip(evals, evals[1:])]
+    return sum(n for n, _ in intervals), sum(n / rate for n, rate in intervals)
