@@ -1,7 +1,7 @@
 """Serve endpoint throughput: batched generation (max_batch_size 32) vs one request at a time (1).
 
 A realistic-size text model (2 x 256 LSTM over the Tiny Shakespeare characters; random weights,
-throughput does not depend on them) is saved with ``seqgen.train.checkpoint.save`` and served on
+throughput does not depend on them) is saved with ``seqgen.checkpoint.save`` and served on
 127.0.0.1 by ``seqgen.serve.app.build_app``. For each mode, ``--clients`` concurrent HTTP
 clients (asyncio + httpx, closed loop: each sends its next request when the last one is answered)
 ask for ``--length``-symbol samples for ``--duration`` seconds. Only answers that arrive inside
@@ -47,7 +47,7 @@ def make_checkpoint(root: str, hidden_size: int, num_layers: int) -> str:
     from seqgen.data.presets import BUNDLED_SHAKESPEARE
     from seqgen.data.tokenizers import Vocabulary
     from seqgen.models import build_model
-    from seqgen.train import checkpoint
+    from seqgen import checkpoint
 
     text = Path(BUNDLED_SHAKESPEARE).read_text(encoding="utf-8")
     vocab = Vocabulary("char", sorted(set(text)))

@@ -27,7 +27,7 @@ from seqgen.handwriting.sampling import synthesize
 from seqgen.handwriting.task import HandwritingTask
 from seqgen.models import load_model
 from seqgen.storage import Storage
-from seqgen.train import checkpoint as ckpt
+from seqgen import checkpoint as ckpt
 from seqgen.train.optim import GravesRMSProp
 from seqgen.train.run import train
 

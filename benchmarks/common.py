@@ -32,7 +32,7 @@ def save(name: str, result: dict) -> None:
 def pipeline_steady_state(result) -> tuple[int, float]:
     """(steps, seconds) a seqgen training run spent in training steps after its first evaluation:
     the pipeline's own step timer (evaluation and checkpoint I/O excluded), warm-up left out."""
-    from seqgen.train import checkpoint
+    from seqgen import checkpoint
 
     evals = checkpoint.load(result.latest_checkpoint).progress["evals"]
     intervals = [(e["step"] - prev["step"], e["steps_per_s"]) for prev, e in zip(evals, evals[1:])]

@@ -14,7 +14,7 @@ import os
 
 from seqgen.serve.app import build_app
 from seqgen.storage import Storage
-from seqgen.train.checkpoint import resolve
+from seqgen.checkpoint import resolve
 
 
 def _env(name: str, cast, default):

@@ -17,7 +17,7 @@ from seqgen.handwriting.sampling import synthesize
 from seqgen.handwriting.styles import from_sjvasquez
 from seqgen.models import load_model
 from seqgen.storage import Storage
-from seqgen.train import checkpoint as ckpt
+from seqgen import checkpoint as ckpt
 
 DOCS = Path(__file__).parent / "img"
 ASSET = Path(__file__).resolve().parents[1] / "seqgen" / "assets" / "handwriting"

@@ -106,7 +106,7 @@ def train(
 def _load(checkpoint: str, storage: Optional[str]):
     from seqgen.data.tokenizers import Vocabulary
     from seqgen.models import load_model
-    from seqgen.train.checkpoint import resolve
+    from seqgen.checkpoint import resolve
 
     try:
         model, loaded = load_model(resolve(Storage.from_url(storage), checkpoint))
@@ -229,7 +229,7 @@ def serve(
     """Serve generate/score over HTTP JSON with Ray Serve (blocks until Ctrl-C)."""
     from seqgen.runtime import ensure_ray
     from seqgen.serve.app import run
-    from seqgen.train.checkpoint import resolve
+    from seqgen.checkpoint import resolve
 
     ensure_ray(address)
     run(resolve(Storage.from_url(storage), checkpoint), host=host, port=port, num_replicas=replicas,
@@ -255,7 +255,7 @@ def write(
     from seqgen.handwriting.sampling import synthesize
     from seqgen.handwriting.styles import resolve_style
     from seqgen.models import load_model
-    from seqgen.train.checkpoint import resolve
+    from seqgen.checkpoint import resolve
 
     st = Storage.from_url(storage)
     if checkpoint is None and not (DEFAULT_HANDWRITING / "manifest.json").exists():

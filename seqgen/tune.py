@@ -274,7 +274,9 @@ def run_search(
         child = {"CPU": _local_cpus(t.cpus_per_worker), **({"GPU": 1} if t.use_gpu else {})}
         resources = tune.PlacementGroupFactory([{}, child])
     driver = tune.with_parameters(_driver, base=to_dict(base), storage_url=storage.url, search=name, child=child)
-    path, filesystem = _tune_storage(storage)
+    from seqgen.train.run import ray_storage
+
+    path, filesystem = ray_storage(storage, storage.tune_dir())
     tuner = tune.Tuner(
         tune.with_resources(driver, resources),
         param_space=space,
@@ -298,15 +300,6 @@ def _warn_without_state_api() -> None:
             "its workers' resources and later trials may wait forever. Run on a Ray started with the "
             "dashboard (`ray start --head`), or use train.num_workers=0 on one machine.",
             str(e).splitlines()[0][:200])
-
-
-def _tune_storage(storage: Storage):
-    """(storage_path, storage_filesystem) for Tune's RunConfig, on the same root (see train.run)."""
-    if storage.is_local or storage.url.split("://")[0] in ("s3", "gs", "gcs", "hdfs"):
-        return storage.url_of(storage.tune_dir()), None
-    import pyarrow.fs
-
-    return storage.tune_dir(), pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(storage.fs))
 
 
 def _summarise(base, storage: Storage, name: str, keys: list[str], metric: str, grid_results) -> SearchResult:
@@ -355,7 +348,7 @@ def _run_summary(storage: Storage, run: str, metric: str, max_steps: int) -> dic
     """Best metric over the run's whole evaluation history (seqgen's own record on storage)."""
     out = {f"best_{metric}": math.nan, "best_valid_loss": math.nan, "best_valid_bpc": math.nan,
            "steps": 0, "status": "no result", "checkpoint": ""}
-    from seqgen.train import checkpoint as ckpt
+    from seqgen import checkpoint as ckpt
 
     run_url = storage.url_of(storage.run_dir(run))
     found = ckpt.list_checkpoints(run_url)
@@ -382,28 +375,6 @@ def _read_evals(checkpoint_url: str) -> list[dict] | None:
             return json.loads(f.read()).get("evals", [])
     except (FileNotFoundError, json.JSONDecodeError):  # pruned or being replaced: read it next time
         return None
-
-
-def _latest_checkpoint(run_url: str) -> str | None:
-    """The run's newest complete checkpoint, as ``checkpoint.list_checkpoints`` finds them, without
-    importing torch (the trial driver only relays metrics; torch would cost seconds per trial)."""
-    from fsspec.core import url_to_fs
-
-    fs, path = url_to_fs(run_url)
-    try:
-        names = sorted(p for p in fs.ls(path, detail=False)
-                       if p.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_"))
-    except FileNotFoundError:
-        return None
-    for p in reversed(names):
-        if fs.exists(join(p, "manifest.json")):
-            return _url(fs, p)
-    return None
-
-
-def _url(fs, path: str) -> str:
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    return path if protocol in ("file", "local") else f"{protocol}://{path.lstrip('/')}"
 
 
 def _fmt(value) -> str:
@@ -466,13 +437,16 @@ def _fit_local_and_relay(cfg: ExperimentConfig, storage: Storage, child: dict) -
     import ray
     from ray import tune
 
+    from seqgen import checkpoint as ckpt
+
     ref = ray.remote(_fit_local).options(num_cpus=child["CPU"], num_gpus=child.get("GPU", 0),
                                          max_retries=0).remote(to_dict(cfg), storage.url)
     run_url = storage.url_of(storage.run_dir(cfg.run_name))
     reported, seen, settle = 0, None, 0
     while True:
         done, _ = ray.wait([ref], timeout=_POLL_SECONDS)
-        latest = _latest_checkpoint(run_url)
+        found = ckpt.list_checkpoints(run_url)  # imports no torch: the driver only relays metrics
+        latest = found[-1] if found else None
         if latest and latest != seen:
             evals = _read_evals(latest)
             if evals is not None:

@@ -20,7 +20,7 @@ def build_model(cfg: ExperimentConfig, meta: dict) -> nn.Module:
 
 def load_model(url: str, device: str = "cpu"):
     """(model in eval mode, LoadedCheckpoint) for a checkpoint directory URL."""
-    from seqgen.train import checkpoint
+    from seqgen import checkpoint
 
     loaded = checkpoint.load(url)
     model = build_model(loaded.config, loaded.meta)

@@ -537,7 +537,7 @@ def app_builder(args: dict):
     ``checkpoint`` (else ``$SEQGEN_CHECKPOINT``) is a checkpoint directory, a run directory (its
     best checkpoint) or a run name under ``storage`` (else ``$SEQGEN_STORAGE``)."""
     from seqgen.storage import Storage
-    from seqgen.train.checkpoint import resolve
+    from seqgen.checkpoint import resolve
 
     args = dict(args)
     ref = args.pop("checkpoint", None) or os.environ.get("SEQGEN_CHECKPOINT")

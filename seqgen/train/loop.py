@@ -6,7 +6,7 @@ clip the global norm, step. Every ``eval_every`` steps: evaluate, and report met
 checkpoint under ``<storage>/runs/<run>/`` (metrics also go to Ray Train / Tune). On start, the
 latest complete checkpoint of the run restores model, optimiser, schedule,
 regulariser, data cursor, carried state, RNG and history: a re-run continues where it stopped,
-with no lost or repeated step. Checkpoints: see ``seqgen.train.checkpoint``.
+with no lost or repeated step. Checkpoints: see ``seqgen.checkpoint``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_map
 
 from seqgen.config import ExperimentConfig, load_json, to_dict
 from seqgen.storage import Storage, join
-from seqgen.train import checkpoint as ckpt
+from seqgen import checkpoint as ckpt
 from seqgen.train.curves import write_curves
 from seqgen.train.optim import build_lr_schedule, build_optimizer
 from seqgen.train.regularizers import build_regularizer

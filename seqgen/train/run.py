@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from seqgen.config import ExperimentConfig, to_dict
 from seqgen.runtime import ensure_ray
 from seqgen.storage import Storage, join
-from seqgen.train import checkpoint as ckpt
+from seqgen import checkpoint as ckpt
 
 
 @dataclass
@@ -18,13 +18,15 @@ class TrainResult:
     metrics: dict
 
 
-def ray_storage(storage: Storage):
-    """(storage_path, storage_filesystem) for RunConfig, on the same root as everything else."""
+def ray_storage(storage: Storage, path: str | None = None):
+    """(storage_path, storage_filesystem) for a Train or Tune RunConfig at ``path`` (default: the
+    runs directory), on the same root as everything else."""
+    path = storage.runs_dir() if path is None else path
     if storage.is_local or storage.url.split("://")[0] in ("s3", "gs", "gcs", "hdfs"):
-        return storage.url_of(storage.runs_dir()), None  # Ray's own (pyarrow) file systems
+        return storage.url_of(path), None  # Ray's own (pyarrow) file systems
     import pyarrow.fs
 
-    return storage.runs_dir(), pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(storage.fs))
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(storage.fs))
 
 
 def run_config(cfg: ExperimentConfig, storage: Storage, callbacks=None):

@@ -10,7 +10,7 @@ from seqgen import config
 from seqgen.data.presets import text_preset
 from seqgen.data.text import load_manifest, preprocess_text
 from seqgen.storage import Storage
-from seqgen.train import checkpoint as ckpt
+from seqgen import checkpoint as ckpt
 from seqgen.train.run import train
 
 pytestmark = pytest.mark.ray

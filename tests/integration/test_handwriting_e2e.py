@@ -12,7 +12,7 @@ from seqgen.handwriting.dataset import preprocess_handwriting
 from seqgen.handwriting.iam import discover_forms
 from seqgen.models import load_model
 from seqgen.storage import Storage
-from seqgen.train import checkpoint as ckpt
+from seqgen import checkpoint as ckpt
 from seqgen.train.run import train
 
 pytestmark = [pytest.mark.ray, pytest.mark.data]

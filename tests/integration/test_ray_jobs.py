@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from seqgen.runtime import LOCAL_ENV
-from seqgen.train import checkpoint as ckpt
+from seqgen import checkpoint as ckpt
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]

@@ -62,7 +62,7 @@ def tiny_checkpoint(ray_session, tmp_path_factory) -> str:
     from seqgen.data.presets import text_preset
     from seqgen.data.text import preprocess_text
     from seqgen.storage import Storage
-    from seqgen.train.checkpoint import resolve
+    from seqgen.checkpoint import resolve
     from seqgen.train.run import train
 
     storage = Storage.from_url(str(tmp_path_factory.mktemp("serve-storage")))

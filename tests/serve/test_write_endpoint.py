@@ -21,7 +21,7 @@ def hw_url(serve_url, tmp_path_factory):
     from seqgen.handwriting.iam import full_alphabet
     from seqgen.models import build_model
     from seqgen.serve.app import build_app
-    from seqgen.train import checkpoint as ckpt
+    from seqgen import checkpoint as ckpt
 
     cfg = config.load(None, ["run_name=hw-tiny", "model.kind=handwriting_synthesis", "model.hidden_size=16",
                              "model.num_layers=1", "model.mixture_components=3", "model.window_components=2"])

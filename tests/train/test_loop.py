@@ -17,7 +17,7 @@ from seqgen.data.presets import text_preset
 from seqgen.data.text import preprocess_text
 from seqgen.models import load_model
 from seqgen.storage import Storage
-from seqgen.train import checkpoint as ckpt
+from seqgen import checkpoint as ckpt
 from seqgen.train.run import train
 
 pytestmark = pytest.mark.ray

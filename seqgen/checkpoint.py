@@ -15,7 +15,6 @@ import io
 import json
 from dataclasses import dataclass
 
-import torch
 from fsspec.core import url_to_fs
 
 from seqgen.config import ExperimentConfig, load_json, to_dict
@@ -63,6 +62,8 @@ def save(url: str, cfg: ExperimentConfig, meta: dict, model_state: dict, trainer
 
 
 def _torch_bytes(obj) -> bytes:
+    import torch  # imported here: listing checkpoints (the Tune driver) must not pay for torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
@@ -111,6 +112,8 @@ def load(url: str, with_trainer: bool = False, rank: int = 0) -> LoadedCheckpoin
             return json.loads(f.read())
 
     def read_torch(name):
+        import torch
+
         with fs.open(join(path, name), "rb") as f:
             return torch.load(f, map_location="cpu", weights_only=True)
 
