@@ -160,7 +160,7 @@ def sample(
     storage: Optional[str] = StorageOpt,
 ):
     """Generate text from a checkpoint."""
-    from seqgen import sampling
+    from seqgen import text_sampling as sampling
 
     model, _, vocab = _load(checkpoint, storage)
     try:
@@ -181,7 +181,7 @@ def score(
     storage: Optional[str] = StorageOpt,
 ):
     """Total log-probability, bits per token and perplexity of a text."""
-    from seqgen.sampling import score_text
+    from seqgen.text_sampling import score_text
 
     model, _, vocab = _load(checkpoint, storage)
     try:
@@ -283,7 +283,7 @@ def demo(
 ):
     """The main job on the embedded default: preprocess Tiny Shakespeare -> train -> print samples."""
     from seqgen import config as cfgmod
-    from seqgen import sampling
+    from seqgen import text_sampling as sampling
     from seqgen.data.presets import text_preset
     from seqgen.models import load_model
     from seqgen.data.tokenizers import Vocabulary

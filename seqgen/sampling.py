@@ -1,136 +1,202 @@
-"""Sampling controls and text generation, written once for every text model (the step protocol).
+"""The step protocol and the one free-running loop that every generator in seqgen runs on.
 
-* temperature tau: softmax(yhat / tau); tau = 0 is greedy (argmax)           (char-rnn)
-* top-k: only the k most likely symbols can be drawn
-* priming: the prompt is fed teacher-forced, then the model runs free        (sec. 6)
-* seeds: every output row has its own generator, so a request's text depends only on its seed,
-  not on which other requests share its batch
-* beam search: the k most probable continuations with their log-probabilities
-* scoring: total log-probability, bits per token and perplexity of a text  (WildML)
+A model kind (text: `seqgen.text_sampling.TextGenerator`; handwriting:
+`seqgen.handwriting.sampling.HandwritingGenerator`) supplies a `Generator`: how to start a state,
+how to feed a prompt teacher-forced (priming), one step ``x_t -> (output params, state)`` and its
+draw ``params -> x_{t+1}`` (categorical with temperature / top-k; mixture density with probability
+bias and the phi stop rule). Everything above that is written once, here:
 
-Generation starts from a start symbol (newline for character vocabularies, ``<eos>`` for words:
-the end of the previous sentence), standing in for the paper's all-zero first input.
+* `Row`: one output sequence being drawn (its seed, limit, sampling options, outputs so far);
+* `Job`: one prompt and the rows that run free from it (``n`` samples share one priming);
+* `Decoder`: a running batch of rows. ``step()`` advances every row by one symbol or pen point
+  with ONE model call, and rows can join and leave between any two steps — the loop body of
+  the CLI, the tests, the benchmarks and the serving engine (`seqgen.serve.engine`) alike;
+* `run`: prime jobs, then step a `Decoder` until every row has finished (offline use).
+
+Randomness is counter-based (`seqgen.rng`): row b's draw at step t is a function of (seed_b, t)
+only, so a request's output depends on its seed and never on which rows share its batch or when
+it joined. A row whose model outputs are not finite fails alone (``row.error``); rows are
+computed independently, so the others are untouched.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 from torch.utils._pytree import tree_map
 
-from seqgen.data.tokenizers import EOS, Vocabulary
+from seqgen import rng
+
+State = Any  # a pytree (tuples / named tuples) of batch-first tensors (B, ...)
 
 
-@dataclass
-class GenerateRequest:
-    prompt: str = ""
-    length: int = 200
-    temperature: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    n: int = 1
+@dataclass(eq=False)
+class Row:
+    """One sequence being drawn."""
+
+    seed: int  # row-specific seed (a request's seed + its row index), wrapped to int64
+    limit: int  # hard length limit: at most this many symbols / points
+    options: Any  # the kind's per-row sampling options (e.g. (temperature, top_k) or bias)
+    context: Any = None  # the kind's per-row conditioning (e.g. a text's character ids), or None
+    keep_aux: bool = False  # also keep the per-step aux output (e.g. phi, for Fig. 13)
+    drawn: int = 0
+    outputs: list = field(default_factory=list)  # what `Generator.emit` made of each drawn x
+    aux: list = field(default_factory=list)
+    stopped: bool = False  # the kind's own stop rule fired (else it ran to ``limit``)
+    error: str | None = None  # why this row failed alone (it has stopped)
+    owner: Any = None  # whoever waits for the row (the serving engine's request)
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped or self.error is not None or self.drawn >= self.limit
 
 
-def start_token(vocab: Vocabulary) -> int:
-    for symbol in (EOS, "\n", 10):
-        if symbol in vocab.index:
-            return vocab.index[symbol]
-    return 0
+@dataclass(eq=False)
+class Job:
+    """A prompt (fed teacher-forced) and the rows that then run free from its final state."""
+
+    prompt: Tensor  # (T, ...) inputs fed before free running; T may be 0
+    first: Tensor  # (...) the first free-running input (the prompt's last symbol / pen point)
+    rows: list[Row]
+    targets: Tensor | None = None  # (T,) scoring: prompt[t] predicts targets[t]; then no rows
 
 
-def filter_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
-    """logits (B, V) scaled by per-row temperature, with all but each row's top-k masked.
+class Generator(Protocol):
+    """The step protocol a model kind implements; shapes are batch-first, B rows."""
 
-    Rows with temperature 0 are returned one-hot at the argmax (greedy)."""
-    greedy = temperature <= 0
-    scaled = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
-    k = torch.where(top_k > 0, top_k, torch.full_like(top_k, logits.shape[-1])).clamp(max=logits.shape[-1])
-    kth = scaled.sort(dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
-    scaled = scaled.masked_fill(scaled < kth, -math.inf)
-    argmax = F.one_hot(logits.argmax(-1), logits.shape[-1]).bool()
-    return torch.where(greedy[:, None], torch.where(argmax, 0.0, -math.inf), scaled)
+    lanes: int  # uniforms in [0, 1) each row consumes per step (`seqgen.rng.uniform`)
 
+    def initial_state(self, batch: int) -> State: ...
 
-def _cat_states(states: list):
-    return tree_map(lambda *ts: torch.cat(ts, dim=0), *states) if len(states) > 1 else states[0]
+    def context(self, rows: list[Row]) -> Any:
+        """The rows' conditioning batched (e.g. padded character ids), or None."""
 
+    def options(self, rows: list[Row]) -> Any:
+        """The rows' sampling options batched as tensors."""
 
-@torch.no_grad()
-def generate_batch(model, vocab: Vocabulary, requests: list[GenerateRequest]) -> list[list[str]]:
-    """Serve many requests with one forward pass per step; returns n texts per request."""
-    model.eval()
-    device = next(model.parameters()).device
-    rows, states, lasts = [], [], []
-    for r in requests:
-        ids = torch.as_tensor([start_token(vocab), *vocab.encode(r.prompt)], dtype=torch.long, device=device)
-        state = model.initial_state(1, device)
-        if len(ids) > 1:  # prime: teacher-force all but the last prompt symbol
-            _, state = model(ids[None, :-1], state)
-        seed = r.seed if r.seed is not None else int(torch.randint(2**62, ()))
-        for i in range(r.n):
-            rows.append((r, torch.Generator().manual_seed(seed + i)))
-            states.append(state)
-            lasts.append(ids[-1])
-    state = _cat_states(states)
-    x = torch.stack(lasts)[:, None]
-    temperature = torch.tensor([r.temperature for r, _ in rows], device=device)
-    top_k = torch.tensor([r.top_k for r, _ in rows], device=device)
-    steps = max(r.length for r, _ in rows)
-    out = torch.zeros(len(rows), steps, dtype=torch.long)
-    for t in range(steps):
-        logits, state = model(x, state)
-        probs = filter_logits(logits[:, -1].float(), temperature, top_k).softmax(-1).cpu()
-        nxt = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, (_, g) in enumerate(rows)])
-        out[:, t] = nxt
-        x = nxt.to(device)[:, None]
-    texts, i = [], 0
-    for r in requests:
-        texts.append([vocab.decode(out[j, : r.length].tolist()) for j in range(i, i + r.n)])
-        i += r.n
-    return texts
+    def prefill(self, inputs: Tensor, state: State, context: Any) -> tuple[Tensor, State]:
+        """Teacher-forced (B, T, ...) -> (outputs (B, T, ...), state after the last input)."""
+
+    def step(self, x: Tensor, state: State, context: Any) -> tuple[Tensor, Any, State]:
+        """One step: x (B, ...) -> (output params (B, ...), aux (B, ...) or None, new state)."""
+
+    def draw(self, params: Tensor, aux: Any, options: Any, context: Any, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_next (B, ...), stop (B,) bool: the kind's stop rule, ok (B,) bool: params finite)."""
+
+    def emit(self, x: Tensor) -> list:
+        """x_next (B, ...) -> one plain Python value per row (a token id, a pen point)."""
 
 
-def generate(model, vocab: Vocabulary, prompt: str = "", length: int = 200, temperature: float = 1.0,
-             top_k: int = 0, seed: int | None = None, n: int = 1) -> list[str]:
-    return generate_batch(model, vocab, [GenerateRequest(prompt, length, temperature, top_k, seed, n)])[0]
+def cat_states(states: list[State]) -> State:
+    return states[0] if len(states) == 1 else tree_map(lambda *ts: torch.cat(ts, 0), *states)
 
 
-@torch.no_grad()
-def beam_search(model, vocab: Vocabulary, prompt: str = "", length: int = 50, width: int = 5) -> list[tuple[str, float]]:
-    """The ``width`` most probable continuations of ``prompt`` (log-probabilities in nats)."""
-    model.eval()
-    device = next(model.parameters()).device
-    ids = torch.as_tensor([start_token(vocab), *vocab.encode(prompt)], dtype=torch.long, device=device)
-    state = model.initial_state(1, device)
-    if len(ids) > 1:
-        _, state = model(ids[None, :-1], state)
-    x = ids[-1:][None]
-    scores = torch.zeros(1, device=device)
-    seqs = torch.zeros(1, 0, dtype=torch.long, device=device)
-    for _ in range(length):
-        logits, state = model(x, state)
-        logp = scores[:, None] + logits[:, -1].log_softmax(-1)  # (beams, V)
-        top = logp.flatten().topk(min(width, logp.numel()))
-        beam, token = top.indices // logp.shape[1], top.indices % logp.shape[1]
-        scores, seqs = top.values, torch.cat([seqs[beam], token[:, None]], dim=1)
-        state = tree_map(lambda t: t[beam], state)
-        x = token[:, None]
-    return [(vocab.decode(s.tolist()), float(v)) for s, v in zip(seqs, scores)]
+def select_state(state: State, index: Tensor) -> State:
+    return tree_map(lambda t: t.index_select(0, index), state)
 
 
-@torch.no_grad()
-def score_text(model, vocab: Vocabulary, text: str) -> dict:
-    """Log-probability of ``text`` after the start symbol, with per-token summaries."""
-    model.eval()
-    device = next(model.parameters()).device
-    ids = torch.as_tensor([start_token(vocab), *vocab.encode(text)], dtype=torch.long, device=device)
-    if len(ids) < 2:
-        raise ValueError("text to score is empty")
-    logits, _ = model(ids[None, :-1], model.initial_state(1, device))
-    logp = logits[0].log_softmax(-1).gather(1, ids[1:, None]).sum().item()
-    n = len(ids) - 1
-    return {"log_prob": logp, "tokens": n, "bits_per_token": -logp / math.log(2) / n,
-            "perplexity": math.exp(-logp / n)}
+def repeat_state(state: State, n: int) -> State:
+    return state if n == 1 else tree_map(lambda t: t.expand(n, *t.shape[1:]).contiguous(), state)
+
+
+def prime(gen: Generator, job: Job) -> tuple[State, Tensor | None]:
+    """(state of one row after the whole prompt, its outputs (T, ...) or None)."""
+    state = gen.initial_state(1)
+    if len(job.prompt) == 0:
+        return state, None
+    context = gen.context(job.rows[:1]) if job.rows else None
+    outputs, state = gen.prefill(job.prompt[None], state, context)
+    return state, outputs[0]
+
+
+class Decoder:
+    """A running batch of rows, advanced one symbol at a time by ONE model call per step."""
+
+    def __init__(self, gen: Generator):
+        self.gen = gen
+        self.rows: list[Row] = []
+        self.state: State = None
+        self.x: Tensor | None = None
+        self._batched = None  # (seeds, options, context) for the current rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def join(self, rows: list[Row], state: State, x: Tensor) -> None:
+        """Add rows with their state (B_new, ...) and next inputs (B_new, ...)."""
+        if not rows:
+            return
+        self.rows += rows
+        self.state = state if self.state is None else cat_states([self.state, state])
+        self.x = x if self.x is None else torch.cat([self.x, x])
+        self._batched = None
+
+    def join_job(self, job: Job, state: State) -> None:
+        """Add a primed job's rows: they all start from its one-row ``state``."""
+        n = len(job.rows)
+        self.join(job.rows, repeat_state(state, n), job.first.expand(n, *job.first.shape).clone())
+
+    def remove(self, drop: set[int]) -> None:
+        """Remove the rows at these positions (finished, failed or cancelled)."""
+        if not drop:
+            return
+        keep = [i for i in range(len(self.rows)) if i not in drop]
+        self.rows = [self.rows[i] for i in keep]
+        if keep:
+            index = torch.tensor(keep, device=self.x.device)
+            self.state, self.x = select_state(self.state, index), self.x.index_select(0, index)
+        else:
+            self.state, self.x = None, None
+        self._batched = None
+
+    def step(self) -> list[Row]:
+        """Draw one symbol for every row; returns (and removes) the rows that finished or failed."""
+        if not self.rows:
+            return []
+        gen = self.gen
+        if self._batched is None:
+            device = self.x.device
+            seeds = torch.tensor([r.seed for r in self.rows], dtype=torch.long, device=device)
+            self._batched = seeds, gen.options(self.rows), gen.context(self.rows)
+        seeds, options, context = self._batched
+        drawn = torch.tensor([r.drawn for r in self.rows], dtype=torch.long, device=seeds.device)
+        params, aux, self.state = gen.step(self.x, self.state, context)
+        u = rng.uniform(seeds, drawn, gen.lanes, params.dtype if params.is_floating_point() else torch.float32)
+        x_next, stop, ok = gen.draw(params, aux, options, context, u)
+        values = gen.emit(x_next)
+        stop, ok = stop.tolist(), ok.tolist()
+        aux_cpu = aux.cpu() if aux is not None and any(r.keep_aux for r in self.rows) else None
+        done = set()
+        for i, row in enumerate(self.rows):
+            if not ok[i]:
+                row.error = f"numerical fault: the model's outputs are not finite at step {row.drawn + 1}"
+            else:
+                row.outputs.append(values[i])
+                if aux_cpu is not None and row.keep_aux:
+                    row.aux.append(aux_cpu[i])
+                row.drawn += 1
+                row.stopped = bool(stop[i])
+            if row.finished:
+                done.add(i)
+        self.x = x_next
+        finished = [self.rows[i] for i in sorted(done)]
+        self.remove(done)
+        return finished
+
+
+@torch.inference_mode()
+def run(gen: Generator, jobs: list[Job]) -> list[Job]:
+    """Prime every job, then run all their rows free in one batch until each has finished.
+
+    Rows fill ``row.outputs`` (and ``row.aux`` with ``keep_aux``); a failed row has ``row.error``.
+    """
+    decoder = Decoder(gen)
+    for job in jobs:
+        state, _ = prime(gen, job)
+        decoder.join_job(job, state)
+    while decoder.rows:
+        decoder.step()
+    return jobs

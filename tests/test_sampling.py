@@ -12,7 +12,7 @@ import torch
 from seqgen.config import ModelConfig
 from seqgen.data.tokenizers import Vocabulary, split_symbols
 from seqgen.models.text import TextModel
-from seqgen.sampling import (
+from seqgen.text_sampling import (
     GenerateRequest,
     beam_search,
     filter_logits,

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqgen.models.layers import clip_gradient
+from seqgen.rng import normal_pair
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -103,35 +104,40 @@ def sse_per_point(params: MixtureParams, target: Tensor, mask: Tensor | None = N
 
 
 def sample_mixture(params: MixtureParams, bias: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
-    """Draw x_{t+1} (..., 3) = (dx, dy, eos) from y_t, with probability bias b (eqs. 61-62).
+    """Draw x_{t+1} (..., 3) = (dx, dy, eos) from y_t with probability bias b (eqs. 61-62), using
+    uniforms from ``generator``; see `draw_mixture`."""
+    M = params.log_pi.shape[-1]
+    u = torch.rand((*params.log_pi.shape[:-1], M + 3), generator=generator, dtype=params.mu.dtype,
+                   device=params.mu.device)
+    return draw_mixture(params, torch.full(params.e_logit.shape, float(bias), dtype=params.mu.dtype,
+                                           device=params.mu.device), u)
 
-    j ~ pi (Gumbel-max), (dx, dy) ~ N(mu^j, sigma^j, rho^j), eos ~ Bernoulli(e). As b -> inf, pi
-    puts all mass on the most likely component (the runner-up keeps odds exp(-b * gap in log pi)) and
-    sigma = exp(sigmahat - b) underflows to 0, so the draw becomes mu^{argmax pi} exactly.
-    ``bias=float('inf')`` returns that limit directly, with eos = 1[e > 0.5] (the mode of the
-    Bernoulli) in place of a draw; for finite b, eos is always a Bernoulli(e) draw. The bias adds
-    to any given to `split_mixture`: pass it in one place.
+
+def draw_mixture(params: MixtureParams, bias: Tensor, u: Tensor) -> Tensor:
+    """x_{t+1} (..., 3) = (dx, dy, eos) from y_t, each row with its own bias b (...) >= 0 and its
+    own M + 3 uniforms u (..., M + 3) in [0, 1) (`seqgen.rng`): every row's draw depends only on them.
+
+    j ~ pi (Gumbel-max on u[:M]), (dx, dy) ~ N(mu^j, sigma^j, rho^j) (Box-Muller on u[M], u[M+1]),
+    eos ~ Bernoulli(e) (u[M+2]). As b -> inf, pi puts all mass on the most likely component and
+    sigma = exp(sigmahat - b) underflows to 0, so the draw becomes mu^{argmax pi}; rows with
+    ``b = inf`` get that limit directly, with eos = 1[e > 0.5] (the Bernoulli's mode).
     """
-    if math.isinf(bias):
-        j = params.log_pi.argmax(-1, keepdim=True)  # (..., 1)
-        xy = params.mu.gather(-2, j.unsqueeze(-1).expand(*j.shape, 2)).squeeze(-2)
-        return torch.cat([xy, (params.e_logit > 0).to(xy.dtype).unsqueeze(-1)], -1)
-    p = apply_bias(params, bias)
-
-    def rand(*shape):
-        return torch.rand(shape, generator=generator, dtype=p.mu.dtype, device=p.mu.device)
-
-    tiny = torch.finfo(p.mu.dtype).tiny
-    gumbel = -torch.log((-torch.log(rand(*p.log_pi.shape).clamp_min(tiny))).clamp_min(tiny))
-    j = (p.log_pi + gumbel).argmax(-1, keepdim=True)  # (..., 1)
+    M = params.log_pi.shape[-1]
+    mode = torch.isinf(bias)
+    b = torch.where(mode, torch.zeros_like(bias), bias).to(params.mu.dtype)
+    log_pi = torch.log_softmax(params.log_pi * (1 + b)[..., None], -1)  # eq. 61
+    sigma = torch.exp(params.log_sigma - b[..., None, None])  # eq. 62
+    tiny = torch.finfo(u.dtype).tiny
+    gumbel = -torch.log((-torch.log(u[..., :M].clamp_min(tiny))).clamp_min(tiny))
+    j = torch.where(mode[..., None], log_pi.argmax(-1, keepdim=True), (log_pi + gumbel.to(log_pi.dtype)).argmax(-1, keepdim=True))
     pick = lambda t: t.gather(-1, j).squeeze(-1)  # noqa: E731  component j of an (..., M) tensor
-    mu1, mu2 = p.mu.unbind(-1)
-    s1, s2 = p.log_sigma.exp().unbind(-1)
-    rho = pick(p.rho)
-    n1, n2 = torch.randn((2, *j.shape[:-1]), generator=generator, dtype=p.mu.dtype, device=p.mu.device)
-    dx = pick(mu1) + pick(s1) * n1
-    dy = pick(mu2) + pick(s2) * (rho * n1 + torch.sqrt((1 - rho.square()).clamp_min(0)) * n2)
-    eos = (rand(*j.shape[:-1]) < torch.sigmoid(p.e_logit)).to(dx.dtype)
+    mu1, mu2 = pick(params.mu[..., 0]), pick(params.mu[..., 1])
+    s1, s2, rho = pick(sigma[..., 0]), pick(sigma[..., 1]), pick(params.rho)
+    n1, n2 = normal_pair(u[..., M].to(mu1.dtype), u[..., M + 1].to(mu1.dtype))
+    dx = torch.where(mode, mu1, mu1 + s1 * n1)
+    dy = torch.where(mode, mu2, mu2 + s2 * (rho * n1 + torch.sqrt((1 - rho.square()).clamp_min(0)) * n2))
+    e = torch.sigmoid(params.e_logit)
+    eos = torch.where(mode, e > 0.5, u[..., M + 2].to(e.dtype) < e).to(dx.dtype)
     return torch.stack([dx, dy, eos], -1)
 
 

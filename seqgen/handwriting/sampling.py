@@ -1,20 +1,19 @@
-"""Writing with the handwriting networks: one free-running loop, probability bias, priming (MODELS.md sec. 6).
+"""Writing with the handwriting networks on the step protocol (`seqgen.sampling`): probability
+bias, the stop rule and priming (MODELS.md sec. 6).
 
-`free_run` drives either network through the step protocol: feed x_t, read y_t, draw
-x_{t+1} ~ Pr(. | y_t) with probability bias b (eqs. 61-62), feed it back. With a text it also
-applies the stop rule of sec. 5: a row ends at the first step where phi(t, U+1) > phi(t, u) for
-all u <= U (the window has moved past its text), or at its hard length limit.
+`HandwritingGenerator` is what the one free-running loop (`seqgen.sampling.Decoder`) needs: feed
+x_t, read y_t, draw x_{t+1} ~ Pr(. | y_t) with probability bias b (eqs. 61-62), feed it back; with
+a text it also applies the stop rule of sec. 5.
 
 * `sample_strokes`: unconditional handwriting from the prediction network (sec. 4).
 * `synthesize`: a batch of texts from the synthesis network (sec. 5), each row with its own stop,
-  optionally primed: the text becomes c' = prime_text + " " + text, the pen is clamped to the
-  priming strokes for their T steps (one teacher-forced call), then the loop runs on from the
-  state that leaves (only the free-running part is returned).
+  optionally primed (only the free-running part is returned).
 
-Every row has its own ``torch.Generator`` seeded ``seed + row``, so a row's sample depends only on
-its seed and text, never on which other rows share its batch. The first input is the paper's
-all-zero x_1 ("no prior information", sec. 2). The networks see offsets normalised by
-``meta["offset_mean"]`` / ``meta["offset_std"]``; everything here takes and returns data units.
+Row i of a call uses seed ``seed + i`` and counter-based random numbers (`seqgen.rng`), so a row's
+sample depends only on its seed and text, never on which other rows share its batch. The first
+input is the paper's all-zero x_1 ("no prior information", sec. 2). The networks see offsets
+normalised by ``meta["offset_mean"]`` / ``meta["offset_std"]``; everything here takes and returns
+data units.
 """
 
 from __future__ import annotations
@@ -25,9 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqgen.handwriting.mdn import MixtureParams, sample_mixture, split_mixture
+from seqgen import rng
+from seqgen.handwriting.mdn import draw_mixture, split_mixture
 from seqgen.handwriting.models import HandwritingModel, meta_alphabet
 from seqgen.handwriting.window import should_stop
+from seqgen.sampling import Job, Row, run
 
 POINTS_PER_CHAR = 25  # sec. 4.2: IAM-OnDB has ~25 points a character; sizes the longest accepted text
 
@@ -61,46 +62,103 @@ def denormalise(x: Tensor, meta: dict) -> np.ndarray:
     return (x * std + mean).float().cpu().numpy()
 
 
-def _generators(seed: int | None, n: int) -> list[torch.Generator]:
-    base = int(torch.randint(2**62, ())) if seed is None else seed
-    return [torch.Generator().manual_seed(base + i) for i in range(n)]
-
-
-def _row(params: MixtureParams, b: int) -> MixtureParams:
-    return MixtureParams(*(p[b : b + 1] for p in params))
-
-
-@torch.no_grad()
-def free_run(model: HandwritingModel, state, x: Tensor, limits: Tensor, generators: list[torch.Generator],
-             bias: float = 0.0, chars: Tensor | None = None, char_mask: Tensor | None = None):
-    """Run ``model`` on its own samples from ``state``, feeding ``x`` first.
-
-    Args:
-        x: (B, 3) the next input (normalised); limits: (B,) hard length limit of each row;
-        generators: one per row; bias: b of eqs. 61-62 (``inf``: the most likely component's mean);
-        chars, char_mask: (B, U) the synthesis network's text; they also turn the stop rule on.
-    Returns:
-        samples (B, n, 3) normalised, phi (B, n, U + 1) on the CPU or None, and lengths (B,):
-        row b's sample is ``samples[b, :lengths[b]]`` (its last point is the one drawn at the step
-        where the stop rule first fired, or at its limit).
+class HandwritingGenerator:
+    """The `seqgen.sampling.Generator` of the handwriting networks: mixture-density draws with
+    per-row probability bias (eqs. 61-62) and, for the synthesis network, the sec. 5 stop rule: a
+    row ends at the first step where phi(t, U+1) > phi(t, u) for all u <= U (the window has moved
+    past its text). Inputs and draws are normalised offsets; `denormalise` turns them into data units.
     """
-    device = x.device
-    text_len = None if chars is None else (chars != 0 if char_mask is None else char_mask.bool()).sum(1).cpu()
-    lengths = limits.clone().cpu()
-    samples, phis = [], []
-    for t in range(int(lengths.max())):
-        yhat, state, phi = model(x[:, None], state, chars, char_mask, return_phi=True)
-        params = split_mixture(yhat[:, -1].cpu(), model.M)
-        x_next = torch.cat([sample_mixture(_row(params, b), bias, g) for b, g in enumerate(generators)])
-        samples.append(x_next)
-        if phi is not None:  # sec. 5 stop rule, per row
-            phis.append(phi[:, -1].cpu())
-            stop = should_stop(phis[-1], text_len)
-            lengths = torch.where(stop, lengths.clamp(max=t + 1), lengths)
-        if bool((lengths <= t + 1).all()):
-            break
-        x = x_next.to(device)
-    return torch.stack(samples, 1), (torch.stack(phis, 1) if phis else None), lengths
+
+    def __init__(self, model: HandwritingModel, meta: dict):
+        self.model = model.eval()
+        self.meta = meta
+        self.alphabet = meta_alphabet(meta)
+        self.lanes = model.M + 3  # Gumbel-max over M components, two normals, one Bernoulli
+        self.weight = model.head.weight  # dtype and device of the network
+
+    # -- the step protocol
+    def initial_state(self, batch: int):
+        return self.model.initial_state(batch)
+
+    def context(self, rows: list[Row]):
+        """(chars (B, U) padded with 0, lengths (B,)) of the synthesis rows' texts c', or None."""
+        if not self.model.synthesis:
+            return None
+        chars = torch.nn.utils.rnn.pad_sequence([r.context for r in rows], batch_first=True).to(self.weight.device)
+        return chars, torch.tensor([len(r.context) for r in rows])
+
+    def options(self, rows: list[Row]) -> Tensor:
+        return torch.tensor([r.options for r in rows], dtype=self.weight.dtype, device=self.weight.device)
+
+    def prefill(self, inputs: Tensor, state, context):
+        return self.model(inputs, state, None if context is None else context[0])
+
+    def step(self, x: Tensor, state, context):
+        chars = None if context is None else context[0]
+        yhat, state, phi = self.model(x[:, None], state, chars, return_phi=True)
+        return yhat[:, -1], (None if phi is None else phi[:, -1]), state
+
+    def draw(self, yhat: Tensor, phi, bias: Tensor, context, u: Tensor):
+        ok = torch.isfinite(yhat).all(-1)
+        yhat = torch.where(ok[:, None], yhat, torch.zeros_like(yhat))
+        x = draw_mixture(split_mixture(yhat, self.model.M), bias, u)
+        stop = torch.zeros_like(ok) if phi is None else should_stop(phi, context[1]).to(ok.device)
+        return x, stop, ok
+
+    def emit(self, x: Tensor) -> list:
+        return list(x.cpu().unbind(0))
+
+    # -- jobs
+    def job(self, text: str | None = None, bias: float = 0.0, seed: int | None = None,
+            prime: tuple[np.ndarray, str] | None = None, limit: int | None = None, n: int = 1,
+            keep_phi: bool = False, max_points_per_char: int = 40, max_points: int = 1500) -> Job:
+        """n lines of ``text`` (synthesis) or of free handwriting (prediction, ``limit`` points).
+
+        prime: (offsets (T, 3) in data units, their text) to imitate a writer: the text becomes
+        c' = prime_text + " " + text and the pen is clamped to the priming strokes (teacher-forced;
+        row 0 is replaced by the start input x_1 = 0), then the line runs free from that state.
+        The hard length limit is min(max_points, U * max_points_per_char) for a text.
+        """
+        w = self.weight
+        seed = random_seed() if seed is None else seed
+        x1 = torch.zeros(3, dtype=w.dtype, device=w.device)  # x_1 = 0: "no prior information" (sec. 2)
+        prompt, context = x1[:0, None].expand(0, 3), None
+        if self.model.synthesis:
+            if text is None:
+                raise ValueError("the synthesis network writes a text: pass one")
+            self.check_text(text, max_points)
+            prefix = ""
+            if prime is not None:
+                self.check_text(prime[1], what="priming text")
+                if len(prime[0]) == 0:
+                    raise ValueError("empty priming strokes")
+                prefix = prime[1] + " "
+            context = torch.as_tensor(self.alphabet.encode(prefix + text))
+            limit = min(max_points, max_points_per_char * len(text)) if limit is None else limit
+        elif text is not None or prime is not None:
+            raise ValueError("the prediction network writes no text and takes no priming text; use a synthesis model")
+        elif limit is None:
+            raise ValueError("free handwriting needs a length limit (points)")
+        if prime is not None:
+            p = normalise(prime[0], self.meta, w)
+            p[0] = 0  # the start input x_1
+            prompt, x1 = p[:-1], p[-1]  # the last priming point is the first free-running input
+        rows = [Row(rng.as_seed(seed + i), limit, float(bias), context, keep_aux=keep_phi) for i in range(n)]
+        return Job(prompt=prompt, first=x1, rows=rows)
+
+    def check_text(self, text: str, max_points: int | None = None, what: str = "text") -> None:
+        """ValueError for an empty text, characters outside the alphabet (naming them), or a text
+        longer than ``max_points // POINTS_PER_CHAR`` characters (it could not be written in full)."""
+        _check_text(self.alphabet, text, what)
+        if max_points is not None and len(text) > (max_chars := max_points // POINTS_PER_CHAR):
+            raise ValueError(f"text {text!r} is too long: {len(text)} characters, at most {max_chars} fit in "
+                             f"max_points={max_points} at ~{POINTS_PER_CHAR} points a character")
+
+
+def random_seed() -> int:
+    from seqgen.text_sampling import random_seed as draw
+
+    return draw()
 
 
 def sample_strokes(model: HandwritingModel, meta: dict, n_points: int = 700, bias: float = 0.0,
@@ -108,11 +166,9 @@ def sample_strokes(model: HandwritingModel, meta: dict, n_points: int = 700, bia
     """Unconditional handwriting from the prediction network: (n_points, 3) offsets in data units."""
     if model.synthesis:
         raise ValueError("sample_strokes needs the prediction network; use synthesize() for text")
-    model.eval()
-    w = model.head.weight
-    x = torch.zeros(1, 3, dtype=w.dtype, device=w.device)  # x_1 = 0 (sec. 2)
-    samples, _, _ = free_run(model, model.initial_state(1), x, torch.tensor([n_points]), _generators(seed, 1), bias)
-    return denormalise(samples[0], meta)
+    gen = HandwritingGenerator(model, meta)
+    (row,) = run(gen, [gen.job(bias=bias, seed=seed, limit=n_points)])[0].rows
+    return denormalise(torch.stack(row.outputs), meta)
 
 
 @torch.no_grad()
@@ -145,49 +201,25 @@ def synthesize(model: HandwritingModel, meta: dict, texts: list[str], bias: floa
     """Write ``texts`` in one batch with the synthesis network; row i uses seed ``seed + i``.
 
     Args:
-        prime: (offsets (T, 3) in data units, their text) to imitate a writer, or None. Row 0 of the
-            offsets (the origin of the line, iam.strokes_to_offsets) is replaced by the start input
-            x_1 = 0. Data must share the training data's y direction (negate dy of the y-up
-            sjvasquez styles for an IAM-trained model).
+        prime: (offsets (T, 3) in data units, their text) to imitate a writer, or None (see
+            `HandwritingGenerator.job`). Data must share the training data's y direction (negate
+            dy of the y-up sjvasquez styles for an IAM-trained model).
         max_points_per_char, max_points: the hard length limit, min(max_points, U * max_points_per_char).
     Raises ValueError for an empty text, characters outside the alphabet (naming them), or a text
     longer than ``max_points // POINTS_PER_CHAR`` characters (it could not be written in full).
     """
-    alphabet = meta_alphabet(meta)
-    if alphabet is None or not model.synthesis:
+    if meta_alphabet(meta) is None or not model.synthesis:
         raise ValueError("synthesize needs the synthesis network and meta['alphabet']")
     if not texts:
         raise ValueError("no texts to write")
-    max_chars = max_points // POINTS_PER_CHAR
-    for text in texts:
-        _check_text(alphabet, text)
-        if len(text) > max_chars:
-            raise ValueError(f"text {text!r} is too long: {len(text)} characters, at most {max_chars} fit in "
-                             f"max_points={max_points} at ~{POINTS_PER_CHAR} points a character")
-    model.eval()
-    w = model.head.weight
-    prefix = ""
-    if prime is not None:
-        _check_text(alphabet, prime[1], "priming text")
-        if len(prime[0]) == 0:
-            raise ValueError("empty priming strokes")
-        prefix = prime[1] + " "
-    encoded = [torch.as_tensor(alphabet.encode(prefix + text)) for text in texts]  # c' = prime + " " + text
-    chars = torch.nn.utils.rnn.pad_sequence(encoded, batch_first=True).to(w.device)  # (B, U'), 0 = pad
-    B = len(texts)
-    state = model.initial_state(B)
-    x = torch.zeros(B, 3, dtype=w.dtype, device=w.device)  # x_1 = 0 (sec. 2)
-    if prime is not None:
-        p = normalise(prime[0], meta, w)
-        p[0] = 0  # the start input x_1
-        with torch.no_grad():  # teacher-forced: clamp the pen to the priming strokes (one call)
-            if len(p) > 1:
-                _, state = model(p[None, :-1].expand(B, -1, -1), state, chars)
-        x = p[-1].expand(B, 3)  # ... the last one is the first step of the free-running loop
-    limits = torch.tensor([min(max_points, max_points_per_char * len(text)) for text in texts])
-    samples, phi, lengths = free_run(model, state, x, limits, _generators(seed, B), bias, chars)
-    u0 = len(prefix)
-    return [
-        Result(text, denormalise(samples[b, :n], meta), phi[b, :n, u0 : u0 + len(text)].float().numpy())
-        for b, (text, n) in enumerate(zip(texts, lengths.tolist()))
-    ]
+    gen = HandwritingGenerator(model, meta)
+    seed = random_seed() if seed is None else seed
+    jobs = [gen.job(text, bias, seed + i, prime, keep_phi=True, max_points_per_char=max_points_per_char,
+                    max_points=max_points) for i, text in enumerate(texts)]
+    u0 = 0 if prime is None else len(prime[1]) + 1  # phi over the text itself, not the priming text
+    results = []
+    for text, job in zip(texts, run(gen, jobs)):
+        (row,) = job.rows
+        phi = torch.stack(row.aux)[:, u0 : u0 + len(text)]
+        results.append(Result(text, denormalise(torch.stack(row.outputs), meta), phi.float().numpy()))
+    return results

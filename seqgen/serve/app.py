@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from seqgen.sampling import GenerateRequest
+from seqgen.text_sampling import GenerateRequest
 
 # Request limits (a request above them is refused before any work is done).
 MAX_LENGTH = 5000  # symbols generated per sample
@@ -273,12 +273,12 @@ class TextHandler(ModelHandler):
         return GenerateRequest(body.prompt, body.length, body.temperature, body.top_k, body.seed, body.n)
 
     def generate_batch(self, requests: list[GenerateRequest]) -> list[list[str]]:
-        from seqgen.sampling import generate_batch
+        from seqgen.text_sampling import generate_batch
 
         return generate_batch(self.model, self.vocab, requests)
 
     def score(self, body: ScoreBody) -> dict:
-        from seqgen.sampling import score_text
+        from seqgen.text_sampling import score_text
 
         self.check_text(body.text)
         return score_text(self.model, self.vocab, body.text)

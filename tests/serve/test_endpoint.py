@@ -58,7 +58,7 @@ def test_n_samples(serve_url):
 
 
 def test_temperature_zero_is_library_greedy(serve_url, local_model):
-    from seqgen.sampling import generate
+    from seqgen.text_sampling import generate
 
     model, vocab = local_model
     r = post(serve_url, "/generate", {"prompt": "First Citizen:\n", "length": 60, "temperature": 0.0})
@@ -113,7 +113,7 @@ def test_oversize_is_refused(serve_url):
 
 
 def test_score(serve_url, local_model):
-    from seqgen.sampling import score_text
+    from seqgen.text_sampling import score_text
 
     text = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
     r = post(serve_url, "/score", {"text": text})
