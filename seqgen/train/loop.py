@@ -17,7 +17,6 @@ import time
 
 import ray.train
 import torch
-from torch.func import functional_call
 from torch.utils._pytree import tree_map
 
 from seqgen.config import ExperimentConfig, load_json, to_dict
@@ -25,7 +24,7 @@ from seqgen.storage import Storage, join
 from seqgen import checkpoint as ckpt
 from seqgen.train.curves import write_curves
 from seqgen.train.optim import build_lr_schedule, build_optimizer
-from seqgen.train.regularizers import build_regularizer
+from seqgen.train.regularizers import Regularized, build_regularizer
 
 
 def make_task(cfg: ExperimentConfig, storage: Storage, rank: int, world: int, device):
@@ -76,14 +75,11 @@ def train_loop_per_worker(config: dict) -> None:
     if not resume:  # per-worker dropout / weight-noise streams (a resumed run restores its RNG)
         torch.manual_seed(cfg.train.seed + 1000 * rank)
 
-    net = model
+    # forward(*args): the model on a fresh weight sample per window (fixed / adaptive noise). DDP
+    # wraps model and regulariser together, so AWN's sigma gradients are averaged like the weights'.
+    forward = Regularized(model, reg)
     if world > 1:
-        net = ray.train.torch.prepare_model(model, move_to_device=False)
-    prefix = "module." if net is not model else ""
-
-    def forward(*args):
-        params = reg.sample(model)  # a fresh weight sample per window (fixed / adaptive noise)
-        return functional_call(net, {prefix + k: v for k, v in params.items()}, args)
+        forward = ray.train.torch.prepare_model(forward, move_to_device=False)
 
     reporter = _Reporter(cfg, storage, run_url, rank, world, progress)
     start, t = time.time(), cfg.train
@@ -98,7 +94,7 @@ def train_loop_per_worker(config: dict) -> None:
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if o.grad_norm_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_norm_clip)
+            torch.nn.utils.clip_grad_norm_([*model.parameters(), *reg.parameters()], o.grad_norm_clip)
         optimizer.step()
         schedule.step()
         step_seconds += time.perf_counter() - tick
@@ -112,7 +108,7 @@ def train_loop_per_worker(config: dict) -> None:
             steps_done = progress["step"] - (progress["evals"][-1]["step"] if progress["evals"] else 0)
             metrics = {"step": progress["step"], "epoch": task.epoch, "lr": optimizer.param_groups[0]["lr"],
                        "steps_per_s": steps_done / max(step_seconds, 1e-9),
-                       "train_loss": since_eval.metrics("train")["train_loss"], **task.evaluate(model)}
+                       "train_loss": since_eval.metrics("train")["train_loss"], **reg.metrics(), **task.evaluate(model)}
             metrics["score"] = metrics.get("valid_loss", metrics["train_loss"])  # keep-best ranks by this
             since_eval, step_seconds = None, 0.0
             improved = metrics.get("valid_loss", -math.inf) < progress["best"]

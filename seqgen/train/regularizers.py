@@ -15,6 +15,9 @@ attributes, so a naive attribute swap would silently keep the clean weights (pyt
 torch 2.0 (pytorch#91111) ``RNNBase.forward`` first checks whether the parameter tensors changed and
 rebuilds ``_flat_weights`` if so, which makes ``functional_call`` correct (tested in tests/train).
 The rebuilt list keeps a reference to the last noisy tensors until the next forward call (harmless).
+
+Under DDP, wrap ``Regularized(model, reg)`` rather than the model, so that the regulariser's own
+parameters are averaged across workers with the weights.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch.func import functional_call
 
 __all__ = [
     "Regularizer", "NoRegularizer", "FixedWeightNoise", "AdaptiveWeightNoise",
-    "kl_to_optimal_prior", "build_regularizer", "REGULARIZERS",
+    "Regularized", "kl_to_optimal_prior", "build_regularizer", "REGULARIZERS",
 ]
 
 
@@ -49,9 +52,31 @@ class Regularizer(nn.Module):
         return torch.zeros((), device=None if p is None else p.device,
                            dtype=None if p is None else p.dtype)
 
+    def metrics(self) -> dict:
+        """Scalars worth logging beside the loss (none unless the regulariser learns something)."""
+        return {}
+
     def forward(self, model: nn.Module, *args, **kwargs):
         """Run ``model(*args, **kwargs)`` with freshly sampled weights."""
         return functional_call(model, self.sample(model), args, kwargs)
+
+
+class Regularized(nn.Module):
+    """``model`` run on ``reg``'s weight sample, as one module holding both.
+
+    This is the module to wrap in DistributedDataParallel: DDP averages the gradients of every
+    parameter *of the module it wraps*, so the regulariser's own parameters (adaptive noise's log
+    sigma) are averaged across workers exactly like the weights, and every worker keeps the same
+    posterior. (Wrapping only ``model`` would leave each worker's sigmas to drift on its own data.)
+    ``state_dict`` keys are ``model.*`` and ``reg.*``; checkpoints store the two parts separately.
+    """
+
+    def __init__(self, model: nn.Module, reg: Regularizer):
+        super().__init__()
+        self.model, self.reg = model, reg
+
+    def forward(self, *args, **kwargs):
+        return functional_call(self.model, self.reg.sample(self.model), args, kwargs)
 
 
 class NoRegularizer(Regularizer):
@@ -108,10 +133,13 @@ class AdaptiveWeightNoise(Regularizer):
     A diagonal Gaussian posterior q(w) = N(mu, sigma^2) over all weights. The model's own
     parameters are the means mu; this module holds one learned log sigma per weight in
     ``log_sigma`` (a ParameterDict keyed by the parameter name with '.' replaced by '__'), so
-    ``parameters()`` must be given to the optimiser alongside the model's. The training cost is
-    E_q[L(x)] + KL(q || p) / num_examples per example, i.e. the description length divided by the
-    training-set size; ``penalty`` is that second term, so the task loss must be the *mean over
-    training examples* of the per-example loss (if it is a mean per token, pass the token count).
+    ``parameters()`` must be given to the optimiser alongside the model's. The description
+    length of the training set S is E_q[L(S)] + KL(q || p); divided by |S| in the loss's own
+    unit it is E_q[mean loss] + KL / |S|, and ``penalty`` is that second term. So
+    ``num_examples`` is the size of the *whole* training set (all workers) in the unit the task
+    loss averages over: tokens for a mean per token (text), lines for a mean per line
+    (handwriting). It does not depend on the batch size, window length or worker count: under
+    DDP each worker adds the same penalty and the averaged gradient is that of the mean.
 
     ``sample`` draws w = mu + sigma * xi, xi ~ N(0, I), once per call, i.e. one sample shared by a
     minibatch of sequences instead of the paper's one per sequence: still an unbiased estimate of
@@ -145,6 +173,12 @@ class AdaptiveWeightNoise(Regularizer):
         names, mu = zip(*model.named_parameters())
         kl = kl_to_optimal_prior(mu, [self.log_sigma[self.key(k)] for k in names])
         return kl / self.num_examples
+
+    def metrics(self) -> dict:
+        """The mean posterior std over all weights (it starts at ``init_std``)."""
+        with torch.no_grad():
+            total = sum(s.exp().sum() for s in self.log_sigma.values())
+            return {"awn_sigma_mean": float(total) / sum(s.numel() for s in self.log_sigma.values())}
 
     def extra_repr(self) -> str:
         return f"num_examples={self.num_examples}"

@@ -36,7 +36,10 @@ class TextTask:
         self.valid = load_split(storage, self.manifest, "valid", rank, world) if "valid" in self.manifest["splits"] else None
         if self.valid is not None and t.eval_tokens:
             self.valid = self.valid[: t.eval_tokens // world]
-        self.num_train_examples = self.streams.shape[0] * self.num_windows  # windows per epoch
+        # The training set's size in the loss's unit, for adaptive weight noise's KL / |S|: the loss
+        # is a mean per predicted token, so |S| is every worker's tokens together, whatever the
+        # window length, batch size or worker count (Graves 2013 sec. 3.2; regularizers.py).
+        self.num_train_examples = int(self.manifest["splits"]["train"]["tokens"])
         self.epoch, self.window = 0, 0  # the data cursor
         self.state = None  # carried RNN state, (B, H) tensors
         self._order = None

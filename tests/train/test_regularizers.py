@@ -199,3 +199,127 @@ def test_build_regularizer(net):
     torch.testing.assert_close(ada.sigma("out.weight"), torch.full((5, 8), 0.05))
     with pytest.raises(ValueError, match="none.*weight_noise.*adaptive_weight_noise"):
         build_regularizer("dropout", net, 0.1, 10)
+
+
+# -- the KL weight follows the loss's unit; sigmas inside DDP and the global-norm clip ----------
+
+TEXT = ["model.hidden_size=8", "model.num_layers=1", "train.batch_size=4", "train.progress=false",
+        "reg.kind=adaptive_weight_noise", "reg.std=0.05"]
+
+
+@pytest.fixture(scope="module")
+def shakespeare(tmp_path_factory):
+    from seqgen.data.presets import text_preset
+    from seqgen.data.text import preprocess_text
+    from seqgen.storage import Storage
+
+    storage = Storage.from_url(str(tmp_path_factory.mktemp("awn") / "store"))
+    manifest = preprocess_text(storage, "shakespeare", text_preset("shakespeare"), use_ray=False)
+    return storage, manifest
+
+
+@pytest.mark.parametrize("seq_len", [20, 50])
+@pytest.mark.parametrize("world", [1, 2])
+def test_text_kl_weight_is_one_over_the_training_tokens(shakespeare, seq_len, world):
+    """Loss = mean nats per token, so the KL is divided by the corpus' training tokens (all
+    workers), whatever the window length and worker count: the same weight in all four cases."""
+    from seqgen.config import load
+    from seqgen.train.text_task import TextTask
+
+    storage, manifest = shakespeare
+    tokens = manifest["splits"]["train"]["tokens"]
+    assert tokens > 900_000  # Tiny Shakespeare's 90%
+    cfg = load(None, [*TEXT, f"train.seq_len={seq_len}"])
+    for rank in range(world):
+        task = TextTask(cfg, storage, rank, world)
+        torch.manual_seed(0)
+        model = task.build_model()
+        reg = build_regularizer("adaptive_weight_noise", model, 0.05, task.num_train_examples)
+        names, mu = zip(*model.named_parameters())
+        kl = kl_to_optimal_prior(mu, [reg.log_sigma[reg.key(k)] for k in names])
+        assert reg.penalty(model).item() == pytest.approx(kl.item() / tokens, rel=1e-6)
+        # the old divisor (windows on this worker) would have been ~seq_len * world times smaller
+        windows = task.streams.shape[0] * task.num_windows
+        assert tokens / windows == pytest.approx(seq_len * world, rel=0.01)
+
+
+def test_regularized_module_routes_gradients_to_weights_and_sigmas(net, x):
+    from seqgen.train.regularizers import Regularized
+
+    reg = AdaptiveWeightNoise(net, init_std=0.075, num_examples=100)
+    wrapped = Regularized(net, reg)
+    assert {k for k, _ in wrapped.named_parameters()} == \
+        {f"model.{k}" for k, _ in net.named_parameters()} | {f"reg.log_sigma.{k}" for k in reg.log_sigma}
+    torch.manual_seed(4)
+    y = wrapped(x)
+    torch.manual_seed(4)
+    torch.testing.assert_close(y, reg(net, x))  # the same sample, the same output
+    y.pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in wrapped.parameters())
+    assert reg.metrics()["awn_sigma_mean"] == pytest.approx(0.075)
+    assert NoRegularizer().metrics() == {} and FixedWeightNoise(0.1).metrics() == {}
+
+
+def test_global_norm_clip_includes_the_sigmas(shakespeare, ray_session):
+    """One plain-SGD step (lr 1) of the real loop with a tiny clip: the whole update -- weights and
+    log sigmas together -- has exactly the clip's norm. Clipping only the weights would make the
+    weights' part alone that long and the whole update longer."""
+    from seqgen.checkpoint import list_checkpoints, load as load_checkpoint
+    from seqgen.config import load
+    from seqgen.train.run import make_trainer
+    from seqgen.train.text_task import TextTask
+
+    storage, _ = shakespeare
+    clip = 1e-3
+    cfg = load(None, [*TEXT, "run_name=clip", "train.seq_len=20", "train.max_steps=1", "train.eval_every=1",
+                      "train.eval_tokens=500", "optim.name=sgd", "optim.momentum=0", "optim.lr=1",
+                      f"optim.grad_norm_clip={clip}"])
+    make_trainer(cfg, storage).fit()  # local mode: in this process
+    torch.manual_seed(cfg.train.seed)  # the loop's initial weights
+    initial = TextTask(cfg, storage).build_model().state_dict()
+    loaded = load_checkpoint(list_checkpoints(storage.url_of(storage.run_dir("clip")))[-1], with_trainer=True)
+    dw = torch.cat([(loaded.model_state[k] - initial[k]).flatten() for k in initial])
+    ds = torch.cat([(v - math.log(0.05)).flatten() for v in loaded.trainer_state["regularizer"].values()])
+    assert ds.norm() > 0.01 * clip  # the sigmas did move
+    assert torch.cat([dw, ds]).norm().item() == pytest.approx(clip, rel=1e-3)
+
+
+class _SigmaRecorder:
+    """Ray Train callback (runs in the controller): every worker's reported awn_sigma_mean, one
+    JSON line per report, into a file the test reads."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def after_report(self, run_context, metrics, checkpoint):
+        import json
+
+        with open(self.path, "a") as f:
+            f.write(json.dumps([m.get("awn_sigma_mean") for m in metrics]) + "\n")
+
+
+@pytest.mark.ray
+def test_two_ddp_workers_keep_identical_sigmas(shakespeare, ray_session, tmp_path):
+    """Real Ray Train, two DDP workers on different shares of the corpus, adaptive weight noise:
+    every evaluation, both workers report the same mean sigma, and it has moved from its start."""
+    import json
+    import sys
+
+    import ray.cloudpickle
+    from ray.train import UserCallback
+
+    from seqgen.config import load
+    from seqgen.train.run import make_trainer
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the callback class lives here
+    recorder = type("Recorder", (_SigmaRecorder, UserCallback), {})(tmp_path / "sigmas.jsonl")
+    storage, _ = shakespeare
+    cfg = load(None, [*TEXT, "run_name=ddp-awn", "train.seq_len=20", "train.max_steps=6", "train.eval_every=2",
+                      "train.eval_tokens=1000", "train.num_workers=2", "train.cpus_per_worker=1",
+                      "optim.lr=0.01"])
+    make_trainer(cfg, storage, callbacks=[recorder]).fit()
+    reports = [json.loads(line) for line in (tmp_path / "sigmas.jsonl").read_text().splitlines()]
+    assert len(reports) == 3
+    for per_worker in reports:
+        assert len(per_worker) == 2 and per_worker[0] == per_worker[1], reports
+    assert reports[-1][0] != pytest.approx(0.05, abs=1e-6)  # trained, not just initialised
