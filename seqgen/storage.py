@@ -11,10 +11,13 @@ Layout under the root (nothing else in seqgen builds paths by hand)::
 
 The root comes from ``--storage`` or ``$SEQGEN_STORAGE``; the default is ``./seqgen-storage``.
 ``memory://`` works in-process (tests), ``s3://`` / ``gs://`` need the ``s3`` / ``gcs`` extras.
+For an S3-compatible server (MinIO, moto, Ceph) set ``AWS_ENDPOINT_URL``: botocore (s3fs) and
+pyarrow's ``FileSystem.from_uri`` (Ray Train's and Tune's storage) both read it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,6 +30,12 @@ from fsspec.core import url_to_fs
 
 DEFAULT_ROOT = "./seqgen-storage"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# s3fs and gcsfs cache directory listings for the life of a process. Here other processes write
+# beside us all the time (Ray workers' checkpoints, a Tune trial's run, a dataset's shards), so a
+# cached listing would hide them: seqgen never caches listings.
+for _protocol in ("s3", "gcs", "gs"):
+    fsspec.config.conf.setdefault(_protocol, {}).setdefault("use_listings_cache", False)
 
 
 def default_root() -> str:
@@ -72,7 +81,7 @@ class Storage:
     @property
     def shared_across_processes(self) -> bool:
         """``memory://`` lives in one process: Ray tasks and workers cannot see it."""
-        return not self.url.startswith("memory://")
+        return shared_across_processes(self.url)
 
     def path(self, *parts: str) -> str:
         """A path under the root from relative parts."""
@@ -119,13 +128,19 @@ class Storage:
         return self.fs.exists(path)
 
 
+def shared_across_processes(url: str) -> bool:
+    """Can another process (a Ray task or worker) open ``url``? Not ``memory://``."""
+    return not str(url).startswith("memory://")
+
+
 def join(base: str, *parts: str) -> str:
     """Join path components with '/', whatever the file system."""
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts if p]])
 
 
-def write_parquet(url: str, table) -> None:
-    """Write a pyarrow table as one Parquet file at any fsspec URL (a task's shard)."""
+def write_parquet(url: str, table) -> str:
+    """Write a pyarrow table as one Parquet file at any fsspec URL (a task's shard); returns the
+    sha256 of the file's bytes, for the manifest that lists it."""
     import io
 
     import pyarrow.parquet as pq
@@ -134,8 +149,10 @@ def write_parquet(url: str, table) -> None:
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     buf = io.BytesIO()
     pq.write_table(table, buf)
+    data = buf.getvalue()
     with fs.open(path, "wb") as f:
-        f.write(buf.getvalue())
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 @contextmanager

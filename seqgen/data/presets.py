@@ -1,11 +1,19 @@
-"""Named datasets: the bundled Tiny Shakespeare and the corpora in the shared data directory."""
+"""Named datasets: the bundled Tiny Shakespeare and the corpora in the shared data directory.
+
+A preset is a set of `TextSpec` settings plus where its files live. The settings are also CLI
+options of ``seqgen preprocess``, so the same dataset (same fingerprint) can be built from any copy
+of the files: ``--data-dir s3://bucket/data`` moves the whole preset, ``-i/--valid/--test`` replace its
+files, and each setting given on the command line overrides the preset's.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from seqgen.data.text import TextSpec
+from seqgen.storage import join
 
 BUNDLED_SHAKESPEARE = str(Path(__file__).resolve().parents[1] / "assets" / "tinyshakespeare.txt")
 
@@ -28,19 +36,68 @@ def require_data_dir(what: str) -> Path:
     return d
 
 
+def data_root(what: str, override: str | None = None) -> str:
+    """The data directory as a path or fsspec URL: ``override``, else ``$SEQGEN_DATA_DIR`` when it is a
+    URL, else the local `data_dir`."""
+    if override:
+        return str(override).rstrip("/")
+    env = os.environ.get("SEQGEN_DATA_DIR", "")
+    return env.rstrip("/") if "://" in env else str(require_data_dir(what))
+
+
+@dataclass(frozen=True)
+class TextPreset:
+    settings: dict  # TextSpec fields
+    files: dict[str, list[str]] = field(default_factory=dict)  # split -> paths relative to the data dir
+    bundled: dict[str, list[str]] = field(default_factory=dict)  # split -> files shipped with seqgen
+
+
 def _ptb(prefix: str) -> dict[str, list[str]]:
-    root = require_data_dir("PTB") / "text" / "ptb"
-    return {s: [str(root / f"{prefix}.{s}.txt")] for s in ("train", "valid", "test")}
+    return {s: [f"text/ptb/{prefix}.{s}.txt"] for s in ("train", "valid", "test")}
 
 
-def text_preset(name: str) -> TextSpec:
-    if name == "shakespeare":  # char-rnn's corpus; validation = the last 10% of the file
-        return TextSpec("char", {"train": [BUNDLED_SHAKESPEARE]}, valid_fraction=0.1)
-    if name == "ptb-word":  # 10k words incl. <eos> (Mikolov's simple-examples)
-        return TextSpec("word", _ptb("ptb"), max_vocab=10000)
-    if name == "ptb-char":  # space-separated symbols, '_' between words: 50 symbols with <eos>
-        return TextSpec("word", _ptb("ptb.char"), tokens_are_chars=True)
-    raise KeyError(name)
+PRESETS = {
+    # char-rnn's corpus; validation = the last 10% of the file
+    "shakespeare": TextPreset({"tokenizer": "char", "valid_fraction": 0.1}, bundled={"train": [BUNDLED_SHAKESPEARE]}),
+    # 10k words incl. <eos> (Mikolov's simple-examples)
+    "ptb-word": TextPreset({"tokenizer": "word", "max_vocab": 10000}, _ptb("ptb")),
+    # space-separated symbols, '_' between words: 50 symbols with <eos>; one token = one character
+    "ptb-char": TextPreset({"tokenizer": "word", "tokens_are_chars": True}, _ptb("ptb.char")),
+}
+TEXT_PRESETS = tuple(PRESETS)
+SETTINGS = tuple(f.name for f in fields(TextSpec) if f.name != "files")
 
 
-TEXT_PRESETS = ("shakespeare", "ptb-word", "ptb-char")
+def text_preset(name: str, data_dir: str | None = None) -> TextSpec:
+    """Preset ``name`` with its files (under ``data_dir``, a path or URL, default: the data directory)."""
+    preset = PRESETS[name]
+    files = dict(preset.bundled)
+    if preset.files:
+        root = data_root(f"preset {name}", data_dir)
+        files |= {split: [join(root, p) for p in paths] for split, paths in preset.files.items()}
+    return TextSpec(files=files, **preset.settings)
+
+
+def text_spec(name: str, inputs=(), valid=(), test=(), preset: str | None = None, data_dir: str | None = None,
+              **settings) -> TextSpec:
+    """What ``seqgen preprocess NAME`` builds.
+
+    The settings start from the preset (``preset``, else ``name`` when it names one, else the
+    `TextSpec` defaults); each of ``settings`` that is not None overrides one. The files are
+    ``inputs`` (train) / ``valid`` / ``test`` when inputs are given, else the preset's.
+    """
+    if unknown := set(settings) - set(SETTINGS):
+        raise TypeError(f"unknown TextSpec settings {sorted(unknown)}")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (valid: {', '.join(TEXT_PRESETS)})")
+    preset = preset or (name if name in PRESETS else None)
+    if not inputs and not preset:
+        raise ValueError(f"no --input given and {name!r} is not a preset ({', '.join(TEXT_PRESETS)})")
+    if inputs:
+        files = {"train": list(inputs), **({"valid": list(valid)} if valid else {}), **({"test": list(test)} if test else {})}
+    else:
+        if valid or test:
+            raise ValueError("--valid / --test replace a preset's files only together with --input")
+        files = text_preset(preset, data_dir).files
+    base = PRESETS[preset].settings if preset else {}
+    return TextSpec(files=files, **(base | {k: v for k, v in settings.items() if v is not None}))

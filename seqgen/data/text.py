@@ -4,8 +4,12 @@ Two passes over fixed-size byte chunks, each chunk one task, so memory stays fla
 
     pass 1 (count):  chunk -> symbol counts, #tokens, #chars, sha256   (validates UTF-8 too)
     driver:          merge counts -> vocabulary; fingerprint unchanged? -> done (idempotent)
-    pass 2 (encode): chunk -> int32 ids -> <dataset>/<version>/<split>/part-NNNNN.parquet
+    pass 2 (encode): chunk -> int32 ids -> <dataset>/<version>/<split>/part-NNNNN.parquet (+ its sha256)
     driver:          manifest.json written last; older versions removed
+
+Inputs are paths or fsspec URLs (s3://, gs://, memory://, file://). The fingerprint depends on the
+settings and on the *content* of each split's inputs, never on where they were read from: the same
+corpus gives the same dataset from a local copy or from s3://.
 
 A chunk owns the bytes from the first tokeniser boundary at or after its start up to the first
 boundary at or after its end, so no symbol is cut in two and every byte is owned exactly once.
@@ -14,27 +18,29 @@ boundary at or after its end, so no symbol is cut in two and every byte is owned
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from seqgen.data.tokenizers import Vocabulary, count_chars, count_symbols, is_boundary
+from seqgen.data.shards import (  # noqa: F401  (DatasetError, remove_old_versions: re-exported)
+    DatasetError,
+    fingerprint,
+    new_version,
+    rank_slices,
+    read_shard,
+    remove_old_versions,
+    split_info,
+)
 from seqgen.runtime import map_tasks
-from seqgen.storage import Storage, join, write_parquet
+from seqgen.storage import Storage, join, shared_across_processes, write_parquet
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "valid", "test")
-
-
-class DatasetError(ValueError):
-    """Bad input for preprocessing; nothing was written."""
 
 
 @dataclass
@@ -51,7 +57,8 @@ class TextSpec:
     block_tokens: int = 1 << 16  # tokens per Parquet row
 
     def settings(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("chunk_bytes",)}
+        """What shapes the tokens (not where the inputs live, nor how they are cut into tasks)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("chunk_bytes", "files")}
 
 
 @dataclass(frozen=True)
@@ -102,14 +109,14 @@ def _count_task(kind: str, chunk: Chunk) -> dict:
     }
 
 
-def _encode_task(kind: str, chunk: Chunk, vocab_json: dict, out_url: str, block: int) -> int:
+def _encode_task(kind: str, chunk: Chunk, vocab_json: dict, out_url: str, block: int) -> tuple[int, str]:
+    """-> (tokens written, sha256 of the shard file)."""
     vocab = Vocabulary.from_json(vocab_json)
     start, data = _read_owned(kind, chunk)
     ids = vocab.encode_chunk(data, start, chunk.url)
     blocks = [ids[i : i + block] for i in range(0, len(ids), block)]
     table = pa.table({"tokens": pa.array(blocks, type=pa.list_(pa.int32()))})
-    write_parquet(out_url, table)
-    return len(ids)
+    return len(ids), write_parquet(out_url, table)
 
 
 def plan_chunks(spec: TextSpec) -> list[Chunk]:
@@ -145,54 +152,58 @@ def plan_chunks(spec: TextSpec) -> list[Chunk]:
 
 
 def preprocess_text(storage: Storage, name: str, spec: TextSpec, use_ray: bool | None = None, force: bool = False) -> dict:
-    """Build dataset ``name`` on ``storage``; returns its manifest. Idempotent unless ``force``."""
-    use_ray = storage.shared_across_processes if use_ray is None else use_ray
+    """Build dataset ``name`` on ``storage``; returns its manifest. Idempotent unless ``force``.
+
+    Ray tasks do the work unless the storage or an input is ``memory://`` (one process only)."""
+    if use_ray is None:
+        use_ray = storage.shared_across_processes and all(map(shared_across_processes, sum(spec.files.values(), [])))
     kind = spec.tokenizer
     chunks = plan_chunks(spec)
     counted = list(map_tasks(_count_task, [(kind, c) for c in chunks], use_ray))
     errors = [r["error"] for r in counted if "error" in r]
     if errors:
         raise DatasetError(errors[0])
-    sources: dict[str, hashlib._Hash] = {}
+    sources: dict[tuple[str, str], hashlib._Hash] = {}  # (split, url) -> hash of its chunks' hashes
     per_split = {s: Counter() for s in SPLITS}
     stats = {s: {"tokens": 0, "chars": 0} for s in SPLITS}
     for chunk, r in zip(chunks, counted):
         per_split[chunk.split].update(r["counts"])
         stats[chunk.split]["tokens"] += r["tokens"]
         stats[chunk.split]["chars"] += r["chars"]
-        sources.setdefault(chunk.url, hashlib.sha256()).update(bytes.fromhex(r["sha256"]))
+        sources.setdefault((chunk.split, chunk.url), hashlib.sha256()).update(bytes.fromhex(r["sha256"]))
     vocab = _build_vocab(kind, per_split, spec.max_vocab)
-    source_info = [{"url": u, "sha256_of_chunks": h.hexdigest()} for u, h in sources.items()]
-    fingerprint = hashlib.sha256(json.dumps([spec.settings(), source_info], sort_keys=True).encode()).hexdigest()
+    source_info = [{"split": s, "url": u, "sha256_of_chunks": h.hexdigest()} for (s, u), h in sources.items()]
+    fp = fingerprint(spec.settings(), [[i["split"], i["sha256_of_chunks"]] for i in source_info])
 
     manifest_path = join(storage.dataset_dir(name), "manifest.json")
     if not force and storage.exists(manifest_path):
         old = storage.read_json(manifest_path)
-        if old.get("fingerprint") == fingerprint:
+        if old.get("fingerprint") == fp:
             return old
 
-    version = f"v-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    version = new_version()
     base = join(storage.dataset_dir(name), version)
     out = [storage.url_of(f"{base}/{c.split}/part-{c.index:05d}.parquet") for c in chunks]
     vocab_json = vocab.to_json()
-    counts = list(map_tasks(_encode_task, [(kind, c, vocab_json, o, spec.block_tokens) for c, o in zip(chunks, out)], use_ray))
+    encoded = list(map_tasks(_encode_task, [(kind, c, vocab_json, o, spec.block_tokens) for c, o in zip(chunks, out)], use_ray))
     splits = {}
-    for chunk, n in zip(chunks, counts):
+    for chunk, (n, sha) in zip(chunks, encoded):
         entry = splits.setdefault(chunk.split, {"tokens": 0, "chars": stats[chunk.split]["chars"], "shards": []})
         entry["tokens"] += n
-        entry["shards"].append({"path": f"{version}/{chunk.split}/part-{chunk.index:05d}.parquet", "tokens": n})
+        entry["shards"].append({"path": f"{version}/{chunk.split}/part-{chunk.index:05d}.parquet", "tokens": n,
+                                "sha256": sha})
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "kind": "text",
-        "fingerprint": fingerprint,
+        "fingerprint": fp,
         "tokenizer": kind,
         "vocab": vocab_json,
         "vocab_size": len(vocab),
         "splits": splits,
         "sources": source_info,
         "settings": spec.settings(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": _now(),
     }
     storage.write_json_atomic(manifest_path, manifest)  # the dataset becomes visible here
     remove_old_versions(storage, name, keep=version)
@@ -207,12 +218,8 @@ def _build_vocab(kind: str, per_split: dict[str, Counter], max_vocab: int) -> Vo
     return Vocabulary.build(kind, train, max_vocab, needs_unk=bool(held_out - set(train)))
 
 
-def remove_old_versions(storage: Storage, name: str, keep: str) -> None:
-    fs = storage.fs
-    for entry in fs.ls(storage.dataset_dir(name), detail=False):
-        leaf = entry.rstrip("/").rsplit("/", 1)[-1]
-        if leaf.startswith("v-") and leaf != keep:
-            fs.rm(entry, recursive=True)
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 # reading ---------------------------------------------------------------------------------
@@ -235,21 +242,10 @@ def load_manifest(storage: Storage, name: str) -> dict:
 
 def load_split(storage: Storage, manifest: dict, split: str, rank: int = 0, world: int = 1) -> np.ndarray:
     """The token ids of ``split`` for worker ``rank`` of ``world``: a contiguous 1/world share,
-    reading only the shards that overlap it."""
-    info = manifest["splits"].get(split)
-    if info is None:
-        raise KeyError(f"dataset {manifest['name']!r} has no {split!r} split (has {sorted(manifest['splits'])})")
-    total = info["tokens"]
-    lo, hi = total * rank // world, total * (rank + 1) // world
-    parts, pos = [], 0
-    base = storage.dataset_dir(manifest["name"])
-    for shard in info["shards"]:
-        s_lo, s_hi = pos, pos + shard["tokens"]
-        pos = s_hi
-        if s_hi <= lo or s_lo >= hi or not shard["tokens"]:
-            continue
-        with storage.fs.open(f"{base}/{shard['path']}", "rb") as f:
-            column = pq.read_table(f, columns=["tokens"]).column("tokens")
-        ids = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        parts.append(ids[max(lo - s_lo, 0) : min(hi, s_hi) - s_lo])
+    reading (and verifying) only the shards that overlap it."""
+    info = split_info(manifest, split)
+    parts = []
+    for shard, start, stop in rank_slices(info["shards"], "tokens", info["tokens"], rank, world):
+        column = read_shard(storage, manifest, shard, ["tokens"]).column("tokens")
+        parts.append(column.combine_chunks().flatten().to_numpy(zero_copy_only=False)[start:stop])
     return np.concatenate(parts) if parts else np.zeros(0, np.int32)

@@ -1,10 +1,11 @@
 """IAM-OnDB -> Parquet shards of pen-offset lines + a manifest, parsed in parallel Ray tasks.
 
-    driver:  discover forms; fingerprint = settings + split assignment + (path, size) of every
-             input file: unchanged? -> return the existing manifest (idempotent)
+    driver:  discover forms (the root: a path or an fsspec URL); fingerprint = settings + split
+             assignment + (relative path, size) of every input file: unchanged? -> return the
+             existing manifest (idempotent; the same for a local copy and an s3:// copy)
              split BY FORM (all lines of a form share a split): explicit lists, else a salted hash
     tasks:   forms_per_task forms of one split -> `load_forms` -> one shard
-             <dataset>/<version>/<split>/part-NNNNN.parquet, plus the partial sums
+             <dataset>/<version>/<split>/part-NNNNN.parquet (+ its sha256), plus the partial sums
              (n, sum dx, sum dy, sum dx^2, sum dy^2), the characters seen and the skip report
     driver:  merge -> alphabet, train-split mean/std of (dx, dy), skip report;
              manifest.json written last (the dataset becomes visible there); older versions removed
@@ -18,31 +19,30 @@ are the per-axis statistics of the real steps (rows 1..T-1) of the *train* split
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
-import uuid
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
 
-from seqgen.data.presets import require_data_dir
-from seqgen.data.text import SPLITS, DatasetError, remove_old_versions
-from seqgen.handwriting.iam import SkipReport, discover_forms, full_alphabet, graves57_alphabet, load_forms
+from seqgen.data.presets import data_root
+from seqgen.data.shards import DatasetError, fingerprint, new_version, rank_slices, read_shard, remove_old_versions, split_info
+from seqgen.data.text import SPLITS
+from seqgen.handwriting.iam import SkipReport, discover_forms, full_alphabet, graves57_alphabet, list_files, load_forms
 from seqgen.runtime import map_tasks
-from seqgen.storage import Storage, join, write_parquet
+from seqgen.storage import Storage, join, shared_across_processes, write_parquet
 
 SCHEMA_VERSION = 1
 ALPHABETS = ("full", "graves57")
 _SALT = "seqgen-iam-split-v1"  # changing it reshuffles the fraction split
 
 
-def default_root() -> Path:
-    return require_data_dir("IAM-OnDB handwriting") / "handwriting" / "iam-ondb"
+def default_root(data_dir: str | None = None) -> str:
+    """``<data dir>/handwriting/iam-ondb``; the data dir is a path or an fsspec URL."""
+    return join(data_root("IAM-OnDB handwriting", data_dir), "handwriting", "iam-ondb")
 
 
 def assign_splits(complete: list[str], splits: dict | None, valid_fraction: float, test_fraction: float) -> dict[str, str]:
@@ -78,7 +78,8 @@ def assign_splits(complete: list[str], splits: dict | None, valid_fraction: floa
 def _parse_task(root: str, form_ids: list[str], out_url: str) -> dict:
     """One task: parse ``form_ids`` and write their lines to one shard (nothing if none is usable)."""
     records, report = load_forms(root, form_ids)
-    result = {"lines": len(records), "points": 0, "chars": "", "sums": [0.0] * 5, "skipped": report.skipped}
+    result = {"lines": len(records), "points": 0, "chars": "", "sums": [0.0] * 5, "skipped": report.skipped,
+              "sha256": None}
     if not records:
         return result
     offsets = [r.strokes for r in records]  # (T_i, 3) float32
@@ -91,25 +92,39 @@ def _parse_task(root: str, form_ids: list[str], out_url: str) -> dict:
                                             pa.array(np.concatenate([o.ravel() for o in offsets]), pa.float32())),
         "n_points": pa.array(sizes // 3, pa.int32()),
     })
-    write_parquet(out_url, table)
+    result["sha256"] = write_parquet(out_url, table)
     steps = np.concatenate([o[1:, :2] for o in offsets]).astype(np.float64)  # real steps only: row 0 is the origin
     result.update(points=int(sizes.sum() // 3), chars="".join(sorted(set("".join(r.text for r in records)))),
                   sums=[len(steps), *steps.sum(0).tolist(), *np.square(steps).sum(0).tolist()])
     return result
 
 
-def _sources(root: Path, forms) -> dict:
-    """The input's identity: sha256 over every file's relative path and size."""
+def _sources(root: str, forms) -> dict:
+    """The input's identity: sha256 over every file's path relative to the root and size (so a copy
+    of the tree elsewhere, local or s3://, has the same identity)."""
+    sizes = list_files(root, "ascii", ".txt", detail=True) | list_files(root, "lineStrokes", ".xml", detail=True)
     h, n = hashlib.sha256(), 0
     for form in forms:
         for p in ([form.transcription] if form.transcription else []) + list(form.lines):
-            h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
+            h.update(f"{_relative(p, root)}\t{sizes[p]}\n".encode())
             n += 1
-    return {"root": str(root), "files": n, "sha256_of_paths_and_sizes": h.hexdigest()}
+    return {"root": root, "files": n, "sha256_of_paths_and_sizes": h.hexdigest()}
 
 
-def _skip_summary(report: SkipReport, root: Path) -> dict:
-    rel = lambda f: os.path.relpath(f, root) if os.path.isabs(f) and f.startswith(str(root)) else f  # noqa: E731
+def _relative(path: str, root: str) -> str:
+    return path[len(root) + 1 :] if path.startswith(root + "/") else path
+
+
+def _root_url(root: str | None, data_dir: str | None) -> str:
+    """A local root as an absolute path (as tasks on other nodes see it), a URL as it is."""
+    if not root:
+        return default_root(data_dir).rstrip("/")
+    root = str(root)
+    return root.rstrip("/") if "://" in root else os.path.abspath(os.path.expanduser(root))
+
+
+def _skip_summary(report: SkipReport, root: str) -> dict:
+    rel = lambda f: _relative(f, root)  # noqa: E731
     return {"count": len(report),
             "by_reason": dict(Counter(reason.partition(":")[0] for _, reason in report.skipped).most_common()),
             "files": [[rel(f), reason] for f, reason in report.skipped]}
@@ -117,20 +132,23 @@ def _skip_summary(report: SkipReport, root: Path) -> dict:
 
 def preprocess_handwriting(storage: Storage, name: str, root: str | None = None, alphabet: str = "full",
                            splits: dict | None = None, valid_fraction: float = 0.1, test_fraction: float = 0.0,
-                           forms_per_task: int = 16, use_ray: bool | None = None, force: bool = False) -> dict:
+                           forms_per_task: int = 16, use_ray: bool | None = None, force: bool = False,
+                           data_dir: str | None = None) -> dict:
     """Build handwriting dataset ``name`` on ``storage`` from an IAM-OnDB root; returns its manifest.
 
-    ``root`` defaults to ``<data_dir>/handwriting/iam-ondb``; ``alphabet`` is "full" (every character
+    ``root`` (a path or an fsspec URL) defaults to ``<data_dir>/handwriting/iam-ondb``; ``alphabet`` is "full" (every character
     of the text, built from the data) or "graves57" (sec. 5); ``splits`` / fractions: see
     `assign_splits`. Skipped files are listed in ``manifest["skipped"]`` and summarised on stderr.
     Idempotent unless ``force``; raises `DatasetError` (nothing written) when no line is usable.
     """
-    use_ray = storage.shared_across_processes if use_ray is None else use_ray
     if alphabet not in ALPHABETS:
         raise DatasetError(f"unknown alphabet {alphabet!r}; valid: {', '.join(ALPHABETS)}")
-    root_path = Path(root).expanduser().resolve() if root else default_root()
-    if not root_path.is_dir():
+    root_path = _root_url(root, data_dir)
+    fs, path = url_to_fs(root_path)
+    if not fs.isdir(path):
         raise FileNotFoundError(f"IAM-OnDB root not found: {root_path}")
+    if use_ray is None:
+        use_ray = storage.shared_across_processes and shared_across_processes(root_path)
     forms = discover_forms(root_path)
     if not forms:
         raise DatasetError(f"no IAM-OnDB forms under {root_path} (expected ascii/**/*.txt and lineStrokes/**/*.xml)")
@@ -139,12 +157,11 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
     sources = _sources(root_path, forms)
     settings = {"alphabet": alphabet, "schema_version": SCHEMA_VERSION, "valid_fraction": valid_fraction,
                 "test_fraction": test_fraction, "explicit_splits": splits is not None}
-    fingerprint = hashlib.sha256(json.dumps([settings, sorted(assignment.items()), sources["sha256_of_paths_and_sizes"]],
-                                            sort_keys=True).encode()).hexdigest()
+    fp = fingerprint(settings, sorted(assignment.items()), sources["sha256_of_paths_and_sizes"])
     manifest_path = join(storage.dataset_dir(name), "manifest.json")
     if not force and storage.exists(manifest_path):
         old = storage.read_json(manifest_path)
-        if old.get("fingerprint") == fingerprint:
+        if old.get("fingerprint") == fp:
             return old
 
     # forms that cannot yield a line (text or strokes missing) are reported here, without a task;
@@ -157,12 +174,12 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
     for split in SPLITS:
         ids = sorted(f for f, s in assignment.items() if s == split)
         groups += [(split, ids[i : i + step]) for i in range(0, len(ids), step)]
-    version = f"v-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    version = new_version()
     base = join(storage.dataset_dir(name), version)
     paths = [f"{version}/{split}/part-{i:05d}.parquet" for i, (split, _) in enumerate(groups)]
     try:
         urls = [storage.url_of(join(storage.dataset_dir(name), p)) for p in paths]
-        results = list(map_tasks(_parse_task, [(str(root_path), ids, u) for (_, ids), u in zip(groups, urls)], use_ray))
+        results = list(map_tasks(_parse_task, [(root_path, ids, u) for (_, ids), u in zip(groups, urls)], use_ray))
         for r in results:
             report.skipped.extend(map(tuple, r["skipped"]))
         per_split: dict[str, dict] = {}
@@ -171,7 +188,7 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
             if r["lines"]:
                 entry["lines"] += r["lines"]
                 entry["points"] += r["points"]
-                entry["shards"].append({"path": path, "lines": r["lines"]})
+                entry["shards"].append({"path": path, "lines": r["lines"], "sha256": r["sha256"]})
         splits_out = {s: e for s, e in per_split.items() if e["lines"]}
         if "train" not in splits_out:
             what = "no usable line" if not splits_out else "no usable line in the train split"
@@ -191,7 +208,7 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
         "schema_version": SCHEMA_VERSION,
         "kind": "handwriting",
         "name": name,
-        "fingerprint": fingerprint,
+        "fingerprint": fp,
         "alphabet": text_alphabet.to_json(),
         "alphabet_kind": alphabet,
         "offset_mean": mean.tolist(),
@@ -212,21 +229,12 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
 # reading ---------------------------------------------------------------------------------
 def load_lines(storage: Storage, manifest: dict, split: str, rank: int = 0, world: int = 1) -> list[dict]:
     """The lines of ``split`` for worker ``rank`` of ``world``: a contiguous 1/world share by line
-    count, reading only the shards that overlap it. Each line is a dict with form_id, line_id,
-    text and offsets (T, 3) float32 (dx, dy, eos) in raw units (row 0 = (0, 0, eos_0))."""
-    info = manifest["splits"].get(split)
-    if info is None:
-        raise KeyError(f"dataset {manifest['name']!r} has no {split!r} split (has {sorted(manifest['splits'])})")
-    lo, hi = info["lines"] * rank // world, info["lines"] * (rank + 1) // world
-    out, pos = [], 0
-    base = storage.dataset_dir(manifest["name"])
-    for shard in info["shards"]:
-        s_lo, s_hi = pos, pos + shard["lines"]
-        pos = s_hi
-        if s_hi <= lo or s_lo >= hi:
-            continue
-        with storage.fs.open(f"{base}/{shard['path']}", "rb") as f:
-            table = pq.read_table(f).slice(max(lo - s_lo, 0), min(hi, s_hi) - max(lo, s_lo))
+    count, reading (and verifying) only the shards that overlap it. Each line is a dict with form_id,
+    line_id, text and offsets (T, 3) float32 (dx, dy, eos) in raw units (row 0 = (0, 0, eos_0))."""
+    info = split_info(manifest, split)
+    out = []
+    for shard, start, stop in rank_slices(info["shards"], "lines", info["lines"], rank, world):
+        table = read_shard(storage, manifest, shard).slice(start, stop - start)
         rows = np.array(table.column("offsets").combine_chunks().flatten(), np.float32).reshape(-1, 3)
         columns = {k: table.column(k).to_pylist() for k in ("form_id", "line_id", "text")}
         pieces = np.split(rows, np.cumsum(table.column("n_points").to_numpy())[:-1])

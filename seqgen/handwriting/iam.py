@@ -9,14 +9,19 @@ lifts after it). Coordinates stay in whiteboard units with y growing *downward* 
 styles have y up: negate dy to mix the two). Normalising offsets to mean 0 / std 1 is left to the
 dataset code, which owns the training-set statistics.
 
+The root is a local path or any fsspec URL (s3://, gs://, memory://); the files of a form are
+named by strings that fsspec opens (plain paths for a local root, URLs otherwise).
+
 Bad input never raises out of `load_forms` and is never dropped silently: every skipped form or
 line is listed, with the reason, in the returned `SkipReport`. Pure Python + numpy, no Ray.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import posixpath
 import re
 import string
 import xml.etree.ElementTree as ET
@@ -25,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Sequence
 
+import fsspec
 import numpy as np
+from fsspec.core import url_to_fs
 
 PathLike = str | os.PathLike
 
@@ -49,7 +56,10 @@ def read_line_strokes(path_or_fileobj: PathLike | IO[bytes]) -> list[np.ndarray]
     on malformed XML, a point without numeric x/y, or no points at all.
     """
     src = path_or_fileobj
-    name = src if isinstance(src, (str, os.PathLike)) else getattr(src, "name", "<stream>")
+    if isinstance(src, (str, os.PathLike)):
+        with fsspec.open(str(src), "rb") as f:
+            return read_line_strokes(_Named(f.read(), str(src)))
+    name = getattr(src, "name", "<stream>")
     try:
         root = ET.parse(src).getroot()
         strokes = [
@@ -66,9 +76,18 @@ def read_line_strokes(path_or_fileobj: PathLike | IO[bytes]) -> list[np.ndarray]
     return strokes
 
 
+class _Named(io.BytesIO):
+    """File bytes that remember the file's name, for error messages."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+
 def read_transcription(path: PathLike) -> list[str]:
     """The non-blank lines after ``CSR:`` (CRLF or LF; surrounding whitespace stripped)."""
-    lines = Path(path).read_bytes().decode("latin-1").splitlines()
+    with fsspec.open(str(path), "rb") as f:
+        lines = f.read().decode("latin-1").splitlines()
     try:
         start = next(i for i, line in enumerate(lines) if line.strip() == "CSR:")
     except StopIteration:
@@ -81,16 +100,32 @@ class FormFiles:
     """One form: its transcription (None if missing) and its line XMLs sorted by line number NN."""
 
     form_id: str
-    transcription: Path | None
-    lines: tuple[Path, ...] = ()
+    transcription: str | None
+    lines: tuple[str, ...] = ()
 
 
 _LINE_FILE = re.compile(r"^(?P<form>.+)-(?P<nn>\d+)$")
 
 
-def _line_key(path: Path) -> tuple[str, int]:
-    m = _LINE_FILE.match(path.stem)
-    return (m["form"], int(m["nn"])) if m else (path.stem, 0)
+def _stem(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(str(path)))[0]
+
+
+def _line_key(path: str) -> tuple[str, int]:
+    m = _LINE_FILE.match(_stem(path))
+    return (m["form"], int(m["nn"])) if m else (_stem(path), 0)
+
+
+def list_files(root: PathLike, subdir: str, suffix: str, detail: bool = False) -> dict[str, int] | list[str]:
+    """Files under ``<root>/<subdir>`` ending in ``suffix``, named ``<root>/<relative path>`` (openable by
+    fsspec whatever ``root`` is), sorted; with ``detail`` a dict name -> size in bytes."""
+    root = str(root).rstrip("/")
+    fs, base = url_to_fs(root)
+    base = base.rstrip("/")
+    top = f"{base}/{subdir}"
+    found = fs.find(top, detail=True) if fs.isdir(top) else {}
+    out = {f"{root}/{p[len(base) + 1:]}": info.get("size") for p, info in sorted(found.items()) if p.endswith(suffix)}
+    return out if detail else list(out)
 
 
 def discover_forms(root: PathLike) -> list[FormFiles]:
@@ -99,13 +134,12 @@ def discover_forms(root: PathLike) -> list[FormFiles]:
     Every form found in either tree is returned (``transcription`` None or ``lines`` empty when one
     side is missing) so that `load_forms` can report it instead of losing it.
     """
-    root = Path(root)
-    texts = {p.stem: p for p in sorted((root / "ascii").rglob("*.txt"))}
-    lines: dict[str, list[Path]] = defaultdict(list)
-    for p in (root / "lineStrokes").rglob("*.xml"):
+    texts = {_stem(p): p for p in list_files(root, "ascii", ".txt")}
+    lines: dict[str, list[str]] = defaultdict(list)
+    for p in list_files(root, "lineStrokes", ".xml"):
         lines[_line_key(p)[0]].append(p)
     return [
-        FormFiles(f, texts.get(f), tuple(sorted(lines.get(f, ()), key=lambda p: (_line_key(p)[1], p.name))))
+        FormFiles(f, texts.get(f), tuple(sorted(lines.get(f, ()), key=lambda p: (_line_key(p)[1], posixpath.basename(p)))))
         for f in sorted(texts.keys() | lines.keys())
     ]
 
@@ -236,7 +270,7 @@ def load_forms(
         by_id = {f.form_id: f for f in found}
         for f in wanted:
             if f not in by_id:
-                report.add(Path(root) / f, "not found: no ascii or lineStrokes files for this form id")
+                report.add(f"{str(root).rstrip('/')}/{f}", "not found: no ascii or lineStrokes files for this form id")
         found = [by_id[f] for f in wanted if f in by_id]
     for form in found:
         if form.transcription is None:
@@ -270,7 +304,7 @@ def load_forms(
             except OSError as e:
                 report.add(path, f"unreadable XML: {e}")
                 continue
-            records.append(LineRecord(form.form_id, path.stem, text, offsets))
+            records.append(LineRecord(form.form_id, _stem(path), text, offsets))
     return records, report
 
 

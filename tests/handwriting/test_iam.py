@@ -221,7 +221,7 @@ def test_real_line_strokes_and_discovery():
     assert sum(len(f.lines) for f in with_lines) == 1383  # SOURCES.md: 1,383 line files
     assert all(f.transcription is not None for f in with_lines)
     a01 = next(f for f in forms if f.form_id == "a01-000u")
-    assert [p.name for p in a01.lines] == [f"a01-000u-{k:02d}.xml" for k in range(1, 7)]
+    assert [Path(p).name for p in a01.lines] == [f"a01-000u-{k:02d}.xml" for k in range(1, 7)]
 
 
 @needs_iam
