@@ -1,7 +1,7 @@
 """Priming styles (sec. 5.5): a real line whose writer the synthesis network should imitate.
 
-A style is either one of sjvasquez's 13 shared priming lines (``3``) or any line of a seqgen
-handwriting dataset (``a01-000u-01``). Both come back as (offsets (T, 3) in the model's data
+A style is either one of sjvasquez's 13 shared priming lines (``3``), shipped inside the package
+(``seqgen/assets/styles``), or any line of a seqgen handwriting dataset (``a01-000u-01``). Both come back as (offsets (T, 3) in the model's data
 units, their text). The sjvasquez lines were preprocessed differently (y points up, slant
 removed, steps scaled to a median length of 1), so they are flipped to y-down and rescaled so that
 their step spread matches the training data's ``offset_std``.
@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqgen.data.presets import require_data_dir
+from pathlib import Path
+
 from seqgen.handwriting.iam import list_styles, load_style
 
+class UnknownStyle(ValueError):
+    """No such style: not a shipped style number, or not a line of the dataset."""
 
-def sjvasquez_dir():
-    return require_data_dir("sjvasquez priming styles") / "handwriting" / "sjvasquez-styles"
+
+STYLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "styles"
+
+
+def sjvasquez_dir() -> Path:
+    return STYLES_DIR
+
+
+def shipped_styles() -> list[int]:
+    return list_styles(STYLES_DIR)
 
 
 def from_sjvasquez(n: int, meta: dict) -> tuple[np.ndarray, str]:
-    available = list_styles(sjvasquez_dir())
+    available = shipped_styles()
     if n not in available:
-        raise ValueError(f"no priming style {n}: the shared styles are {available}")
+        raise UnknownStyle(f"no priming style {n}: the shipped styles are {available[0]}-{available[-1]}")
     offsets, text = load_style(sjvasquez_dir(), n)
     offsets = offsets.copy()
     offsets[:, 1] *= -1  # y up -> y down, as in IAM-OnDB
@@ -40,7 +51,7 @@ def from_dataset(storage, dataset: str, line_id: str) -> tuple[np.ndarray, str]:
         for line in load_lines(storage, manifest, split):
             if line["line_id"] == line_id:
                 return line["offsets"], line["text"]
-    raise ValueError(f"line {line_id!r} is not in handwriting dataset {dataset!r}")
+    raise UnknownStyle(f"line {line_id!r} is not in handwriting dataset {dataset!r}")
 
 
 def resolve_style(style: str, meta: dict, storage=None) -> tuple[np.ndarray, str]:
@@ -50,3 +61,12 @@ def resolve_style(style: str, meta: dict, storage=None) -> tuple[np.ndarray, str
     if storage is None:
         raise ValueError("a dataset line as style needs the storage holding the dataset")
     return from_dataset(storage, meta["dataset"], style)
+
+
+def dataset_line_ids(storage, dataset: str) -> list[str]:
+    """Every line id of a handwriting dataset (usable as a style), sorted."""
+    from seqgen.data.text import load_manifest
+    from seqgen.handwriting.dataset import load_lines
+
+    manifest = load_manifest(storage, dataset)
+    return sorted(line["line_id"] for split in manifest["splits"] for line in load_lines(storage, manifest, split))

@@ -1,318 +1,62 @@
-"""HTTP serving of a trained checkpoint with Ray Serve (FastAPI ingress, JSON in and out).
+"""The Ray Serve deployment: HTTP routes over one continuous-batching engine per replica.
 
-Routes::
+Routes (those the checkpoint's model kind cannot serve are absent from its OpenAPI document and
+answer 404)::
 
-    POST /generate   {prompt, length, temperature, top_k, seed, n} -> {"samples": [...], "model": {...}}
-    POST /score      {text}   -> {"log_prob", "tokens", "bits_per_token", "perplexity", "model"}
-    GET  /healthz    liveness
-    GET  /info       checkpoint URL, run name, kind, vocabulary, model config, batching settings
-    GET  /stats      this replica's counters: requests, samples, batches and a batch-size histogram
+    GET  /            a page: type text -> handwriting drawn as it streams; prompt -> streamed text
+    POST /generate    {prompt, length, temperature, top_k, seed, n, stream, timeout_s}   text models
+    POST /score       {text, timeout_s} -> log-probability, bits per token, perplexity    text models
+    POST /write       {text, bias, style, seed, stream, timeout_s} -> SVG + strokes       handwriting
+    GET  /healthz     liveness; answered on the event loop, never behind generation
+    GET  /info        checkpoint, model, limits
+    GET  /stats       this replica's engine counters (also exported as Ray Serve metrics)
+    GET  /openapi.json
 
-Concurrent ``/generate`` requests are collected by ``@serve.batch`` and answered by ONE
-``generate_batch`` call: one forward pass per step for all of them, every sample with its own
-generator (a seeded request gives the same text whatever else shares its batch).
-
-Serve forms a batch from the requests that arrive within ``batch_wait_timeout_s`` of its first
-one, even while the model is still busy with the previous batch. So the batched method only hands
-its requests to a ``Coalescer``, which runs one ``generate_batch`` at a time in a worker thread
-and gives each call everything that queued meanwhile (at most ``max_batch_size`` requests): a
-busy replica runs full batches rather than one 10 ms slice of traffic per call.
-
-Errors are JSON and never 500 for a bad request: schema violations -> 422 with the failing
-fields, unknown symbols in a prompt -> 400 naming them (any ``ValueError`` from the library is a
-400), bodies over ``MAX_BODY_BYTES`` -> 413, a route this checkpoint's model kind cannot serve -> 404.
-
-Model kinds: the deployment looks up a handler for ``config.model.kind`` in ``HANDLERS``.
-``TextHandler`` serves text models (``/generate``, ``/score``); another kind (handwriting
-synthesis) adds a handler class with its own capabilities and a route that calls
-``self._handler_for("<capability>")``; the shared parts (loading, errors, limits, stats, batching
-plumbing) stay as they are.
+Every request goes through the replica's `Engine` (`seqgen.serve.engine`): it joins the running
+batch at the next step, a full queue answers 503 at once, a deadline 504. Errors have one JSON
+shape (`seqgen.serve.errors`).
 """
 
-import asyncio
 import json
 import os
 import threading
 import time
-from collections import Counter
-from typing import Any, Callable
+from pathlib import Path
+from typing import Callable
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, StreamingResponse
 from ray import serve
 
-from seqgen.text_sampling import GenerateRequest
-
-# Request limits (a request above them is refused before any work is done).
-MAX_LENGTH = 5000  # symbols generated per sample
-MAX_SAMPLES = 16  # samples per request (n)
-MAX_PROMPT_CHARS = 10_000
-MAX_SCORE_CHARS = 20_000
-MAX_TOP_K = 1_000_000
-MAX_SEED = 2**63 - 1
-MAX_WRITE_CHARS = 200  # hard bound; the model's own limit (its max points) is usually lower
-MAX_BODY_BYTES = 256 * 1024  # well above the largest valid body (20k chars, JSON-escaped)
+from seqgen.serve import errors
+from seqgen.serve.engine import Engine
+from seqgen.serve.errors import COMMON, WORK, WRITE, BodyLimit, SafeJSONResponse, error_payload
+from seqgen.serve.handlers import HANDLERS, TextStream
+from seqgen.serve.schemas import (
+    MAX_BODY_BYTES, MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, MAX_TIMEOUT_S, GenerateBody,
+    GenerateResponse, Health, ScoreBody, ScoreResponse, WriteBody, WriteResponse,
+)
+from seqgen.text_sampling import random_seed, score_summary
 
 Loader = Callable[[str], tuple]  # checkpoint URL -> (model, LoadedCheckpoint)
-
-
-# --------------------------------------------------------------------------------------------
-# Request schemas
-
-
-class GenerateBody(BaseModel):
-    """Body of ``POST /generate``. Strict: ``"200"`` is not a length and ``true`` is not a number."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="text to continue (primes the network)")
-    length: int = Field(200, ge=1, le=MAX_LENGTH, description="symbols to generate per sample")
-    temperature: float = Field(1.0, ge=0.0, le=10.0, allow_inf_nan=False, description="0 = greedy")
-    top_k: int = Field(0, ge=0, le=MAX_TOP_K, description="sample among the k most likely; 0 = all")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i; null = random")
-    n: int = Field(1, ge=1, le=MAX_SAMPLES, description="number of samples")
-
-
-class ScoreBody(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    text: str = Field(..., min_length=1, max_length=MAX_SCORE_CHARS)
-
-
-class WriteBody(BaseModel):
-    """Body of ``POST /write`` (handwriting synthesis models)."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    text: str = Field(..., min_length=1, max_length=MAX_WRITE_CHARS, description="text to write")
-    bias: float = Field(0.75, ge=0.0, le=10.0, allow_inf_nan=False, description="probability bias b (eqs. 61-62)")
-    style: int | str | None = Field(None, description="priming style: 0-12 (shared styles) or a dataset line id")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-
-
-class UnknownSymbols(ValueError):
-    """A prompt or text holds symbols outside the model's vocabulary."""
-
-    def __init__(self, symbols: list[str], message: str):
-        super().__init__(message)
-        self.symbols = symbols
-
-
-class UnsupportedRoute(Exception):
-    """The loaded checkpoint's model kind has no handler for this route."""
-
-
-class SafeJSONResponse(JSONResponse):
-    """ASCII-escaped JSON (a lone surrogate from a request cannot break the encoder); no NaN."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
-
-
-def _error(status: int, error: str, message: str, **extra) -> SafeJSONResponse:
-    return SafeJSONResponse({"error": error, "message": message, **extra}, status_code=status)
-
-
-async def _validation_error(request: Request, exc: RequestValidationError) -> SafeJSONResponse:
-    # Only location, message and type: echoing the input back could be huge, NaN (unencodable)
-    # or hold objects that are not JSON.
-    details = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-        for e in exc.errors()
-    ]
-    summary = "; ".join(f"{'.'.join(d['loc'][1:]) or 'body'}: {d['msg']}" for d in details[:5])
-    return _error(422, "invalid_request", summary or "invalid request", detail=details)
-
-
-async def _value_error(request: Request, exc: ValueError) -> SafeJSONResponse:
-    extra = {"unknown_symbols": exc.symbols} if isinstance(exc, UnknownSymbols) else {}
-    return _error(400, "bad_request", str(exc), **extra)
-
-
-async def _unsupported(request: Request, exc: UnsupportedRoute) -> SafeJSONResponse:
-    return _error(404, "unsupported_route", str(exc))
-
-
-async def _internal_error(request: Request, exc: Exception) -> SafeJSONResponse:
-    return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
-
-
-class BodyLimit:
-    """Pure ASGI middleware: 413 for request bodies over ``max_bytes`` (declared or streamed)."""
-
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def _too_large(self, scope, receive, send):
-        msg = f"request body exceeds {self.max_bytes} bytes"
-        await _error(413, "payload_too_large", msg)(scope, receive, send)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    return await self._too_large(scope, receive, send)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # client went away
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                return await self._too_large(scope, receive, send)
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
+PAGE = Path(__file__).parent / "static" / "index.html"
+ROUTE_CAPABILITY = {"/generate": "generate", "/score": "score", "/write": "write"}
+HEADROOM = 8  # ongoing requests beyond the engine's capacity: /healthz, /info, requests being refused
 
 api = FastAPI(
     title="seqgen",
-    description="Recurrent sequence generators (Graves 2013, char-rnn) served with Ray Serve.",
+    description="Recurrent sequence generators (Graves 2013, char-rnn) served with Ray Serve, "
+                "with iteration-level batching of generation.",
     default_response_class=SafeJSONResponse,
 )
 api.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-api.add_exception_handler(RequestValidationError, _validation_error)
-api.add_exception_handler(ValueError, _value_error)
-api.add_exception_handler(UnsupportedRoute, _unsupported)
-api.add_exception_handler(Exception, _internal_error)
+errors.install(api)
 
-
-# --------------------------------------------------------------------------------------------
-# Model-kind handlers
-
-
-class ModelHandler:
-    """What one model kind serves. ``capabilities`` names the routes it answers."""
-
-    capabilities: frozenset[str] = frozenset()
-
-    def __init__(self, model, loaded, checkpoint_url: str):
-        self.model = model
-        self.loaded = loaded
-        self.checkpoint_url = checkpoint_url
-
-    @property
-    def kind(self) -> str:
-        return self.loaded.config.model.kind
-
-    def summary(self) -> dict:
-        """Short description of the model, returned with every answer."""
-        return {
-            "run_name": self.loaded.config.run_name,
-            "kind": self.kind,
-            "checkpoint": self.checkpoint_url,
-            "step": self.loaded.progress.get("step"),
-        }
-
-    def info(self) -> dict:
-        from seqgen.config import to_dict
-
-        return {
-            **self.summary(),
-            "dataset": self.loaded.config.dataset,
-            "model_config": to_dict(self.loaded.config.model),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-            "device": str(next(self.model.parameters()).device),
-            "routes": sorted(self.capabilities),
-        }
-
-
-class TextHandler(ModelHandler):
-    """Text models (char / byte / word / bigram vocabularies): ``/generate`` and ``/score``."""
-
-    capabilities = frozenset({"generate", "score"})
-
-    def __init__(self, model, loaded, checkpoint_url: str):
-        super().__init__(model, loaded, checkpoint_url)
-        from seqgen.data.tokenizers import Vocabulary
-
-        self.vocab = Vocabulary.from_json(loaded.meta["vocab"])
-
-    def info(self) -> dict:
-        return {**super().info(), "vocab_size": len(self.vocab), "vocab_kind": self.vocab.kind}
-
-    def check_text(self, text: str) -> None:
-        """Raise ``UnknownSymbols`` (a ValueError, so a 400) naming what the vocabulary lacks."""
-        from seqgen.data.tokenizers import split_symbols
-
-        try:
-            self.vocab.encode(text)
-        except UnicodeError as e:
-            raise ValueError(f"text is not valid Unicode: {e}") from None
-        except ValueError as e:
-            unknown = sorted({str(s) for s in split_symbols(self.vocab.kind, text.encode("utf-8"))
-                              if s not in self.vocab.index})
-            raise UnknownSymbols(unknown, str(e)) from None
-
-    def prepare_generate(self, body: GenerateBody) -> GenerateRequest:
-        self.check_text(body.prompt)  # before batching: a bad prompt must not fail its batch-mates
-        return GenerateRequest(body.prompt, body.length, body.temperature, body.top_k, body.seed, body.n)
-
-    def generate_batch(self, requests: list[GenerateRequest]) -> list[list[str]]:
-        from seqgen.text_sampling import generate_batch
-
-        return generate_batch(self.model, self.vocab, requests)
-
-    def score(self, body: ScoreBody) -> dict:
-        from seqgen.text_sampling import score_text
-
-        self.check_text(body.text)
-        return score_text(self.model, self.vocab, body.text)
-
-
-class HandwritingHandler(ModelHandler):
-    """Handwriting synthesis (Graves sec. 5): ``/write`` -> SVG + the strokes as JSON."""
-
-    capabilities = frozenset({"write"})
-
-    def __init__(self, model, loaded, checkpoint_url: str):
-        super().__init__(model, loaded, checkpoint_url)
-        from seqgen.handwriting.models import meta_alphabet
-
-        self.alphabet = meta_alphabet(loaded.meta)
-
-    def info(self) -> dict:
-        return {**super().info(), "alphabet": "".join(self.alphabet.chars[1:])}
-
-    def write(self, body: WriteBody, storage=None) -> dict:
-        from seqgen.handwriting.render import strokes_svg
-        from seqgen.handwriting.sampling import synthesize
-        from seqgen.handwriting.styles import resolve_style
-
-        if self.alphabet.fallback is None and (bad := self.alphabet.unknown_chars(body.text)):
-            raise UnknownSymbols(sorted(bad), f"text has characters the model cannot write: {bad}")
-        prime = resolve_style(str(body.style), self.loaded.meta, storage) if body.style is not None else None
-        result = synthesize(self.model, self.loaded.meta, [body.text], bias=body.bias, seed=body.seed, prime=prime)[0]
-        return {"svg": strokes_svg([result.offsets]), "strokes": result.offsets.round(3).tolist(),
-                "points": len(result.offsets)}
-
-
-# model kind -> handler class.
-HANDLERS: dict[str, type[ModelHandler]] = {"text": TextHandler, "handwriting_synthesis": HandwritingHandler}
+SSE = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+             "description": "JSON, or with stream=true a text/event-stream"}}
+NDJSON = {200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                "description": "JSON, or with stream=true newline-delimited JSON"}}
 
 
 def default_loader(checkpoint_url: str):
@@ -324,92 +68,6 @@ def default_loader(checkpoint_url: str):
     return load_model(checkpoint_url, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
-class Stats:
-    """Per-replica counters (thread-safe; generation runs in a worker thread)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.started = time.time()
-        self.requests: Counter = Counter()
-        self.samples = 0
-        self.symbols = 0
-        self.batches = 0
-        self.batch_sizes: Counter = Counter()  # requests per generate_batch call -> count
-        self.busy_s = 0.0
-
-    def request(self, route: str) -> None:
-        with self._lock:
-            self.requests[route] += 1
-
-    def batch(self, requests: list[GenerateRequest], seconds: float) -> None:
-        with self._lock:
-            self.batches += 1
-            self.batch_sizes[len(requests)] += 1
-            self.samples += sum(r.n for r in requests)
-            self.symbols += sum(r.n * r.length for r in requests)
-            self.busy_s += seconds
-
-    def as_dict(self) -> dict:
-        with self._lock:
-            return {
-                "uptime_s": time.time() - self.started,
-                "requests": dict(self.requests),
-                "samples": self.samples,
-                "symbols_generated": self.symbols,
-                "batches": self.batches,
-                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
-                "max_batch_size_seen": max(self.batch_sizes, default=0),
-                "generate_busy_s": self.busy_s,
-                "replica": _replica_id(),
-            }
-
-
-class Coalescer:
-    """Runs ``fn(requests)`` in a worker thread, one call at a time, merging what queued meanwhile.
-
-    ``enqueue`` returns one future per request at once (so the ``@serve.batch`` call that hands
-    them over finishes immediately and Serve can form its next batch). While a generation runs,
-    later requests wait here; the next call takes up to ``max_requests`` of them in arrival order.
-    A request whose caller went away (cancelled future) is dropped before it costs anything; an
-    exception fails every request of that call.
-    """
-
-    def __init__(self, fn: Callable[[list], list], max_requests: int):
-        self.fn = fn
-        self.max_requests = max_requests
-        self.pending: list[tuple[Any, asyncio.Future]] = []
-        self.running = False
-
-    def enqueue(self, requests: list) -> list[asyncio.Future]:
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in requests]
-        self.pending.extend(zip(requests, futures))
-        if not self.running:
-            self.running = True
-            loop.create_task(self._drain())
-        return futures
-
-    async def _drain(self) -> None:
-        try:
-            while self.pending:
-                self.pending = [(r, f) for r, f in self.pending if not f.done()]
-                taken, self.pending = self.pending[: self.max_requests], self.pending[self.max_requests :]
-                if not taken:
-                    continue
-                try:
-                    results = await asyncio.to_thread(self.fn, [r for r, _ in taken])
-                except Exception as e:  # noqa: BLE001 - handed to every caller of this call
-                    for _, future in taken:
-                        if not future.done():
-                            future.set_exception(e)
-                    continue
-                for (_, future), result in zip(taken, results):
-                    if not future.done():
-                        future.set_result(result)
-        finally:
-            self.running = False
-
-
 def _replica_id() -> str | None:
     try:
         return serve.get_replica_context().replica_tag
@@ -417,36 +75,104 @@ def _replica_id() -> str | None:
         return None
 
 
-# --------------------------------------------------------------------------------------------
-# The deployment
+class MetricsExporter:
+    """Publishes the engine's statistics as Ray Serve metrics (Prometheus, via Ray's metrics agent)
+    once a second: batch occupancy, running rows, queue length, symbols/s and request outcomes."""
+
+    def __init__(self, engine: Engine, period_s: float = 1.0):
+        from ray.serve import metrics
+
+        self.engine = engine
+        self.period_s = period_s
+        self.gauges = {
+            "occupancy": metrics.Gauge("seqgen_batch_occupancy", description="rows in the running batch / max streams"),
+            "running_rows": metrics.Gauge("seqgen_running_rows", description="rows in the running batch"),
+            "queue_length": metrics.Gauge("seqgen_queue_length", description="requests waiting for a slot"),
+            "symbols_per_s": metrics.Gauge("seqgen_symbols_per_second", description="symbols drawn per second"),
+        }
+        self.requests = metrics.Counter("seqgen_requests", description="requests by outcome", tag_keys=("outcome",))
+        self.symbols = metrics.Counter("seqgen_symbols", description="symbols and pen points drawn")
+        self._seen: dict = {}
+        self._seen_symbols = 0
+        threading.Thread(target=self._run, name="seqgen-metrics", daemon=True).start()
+
+    def export(self) -> None:
+        s = self.engine.stats
+        self.gauges["occupancy"].set(s.running_rows / s.max_streams)
+        self.gauges["running_rows"].set(s.running_rows)
+        self.gauges["queue_length"].set(s.queue_length)
+        self.gauges["symbols_per_s"].set(s.symbols_per_s())
+        for outcome, count in list(s.counts.items()):
+            if count > self._seen.get(outcome, 0):
+                self.requests.inc(count - self._seen.get(outcome, 0), tags={"outcome": outcome})
+                self._seen[outcome] = count
+        if s.symbols > self._seen_symbols:
+            self.symbols.inc(s.symbols - self._seen_symbols)
+            self._seen_symbols = s.symbols
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.period_s)
+            try:
+                self.export()
+            except Exception:  # noqa: BLE001 - metrics must never take the replica down
+                pass
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=True, separators=(',', ':'))}\n\n"
+
+
+def _ndjson(data: dict) -> str:
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
 @serve.deployment(name="SeqgenServer")
 @serve.ingress(api)
 class SeqgenServer:
-    def __init__(self, checkpoint_url: str, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.01,
+    def __init__(self, checkpoint_url: str, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
+                 prefill_chunk: int = 64, flush_every: int = 16, storage: str | None = None,
                  loader: Loader | None = None):
+        from seqgen.storage import Storage
+
         model, loaded = (loader or default_loader)(checkpoint_url)
         kind = loaded.config.model.kind
         if kind not in HANDLERS:
             raise ValueError(f"no serving handler for model kind {kind!r} (served kinds: {', '.join(HANDLERS)})")
-        self.handler = HANDLERS[kind](model, loaded, checkpoint_url)
-        self.max_batch_size = max_batch_size
-        self.batch_wait_timeout_s = batch_wait_timeout_s
-        self._generate_batched.set_max_batch_size(max_batch_size)
-        self._generate_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.stats = Stats()
-        self.coalescer = Coalescer(self._run_generate, max_batch_size)
+        self.handler = HANDLERS[kind](model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
+        self.timeout_s = min(timeout_s, MAX_TIMEOUT_S)
+        self.engine = Engine(self.handler.gen, max_streams=max_streams, max_queued=max_queued,
+                             prefill_chunk=prefill_chunk, flush_every=flush_every)
+        self.metrics = MetricsExporter(self.engine)
+        api.openapi_schema = None  # built for this model on first use
+        api.openapi = self._openapi
+
+    def _openapi(self) -> dict:
+        """The OpenAPI document of THIS model: only its routes, with what it can read stated."""
+        if api.openapi_schema is None:
+            schema = get_openapi(title=api.title, version="1", description=api.description, routes=api.routes)
+            schema["paths"] = {path: ops for path, ops in schema["paths"].items()
+                               if ROUTE_CAPABILITY.get(path, "") in self.handler.capabilities | {""}}
+            self.handler.openapi_limits(schema.get("components", {}).get("schemas", {}))
+            api.openapi_schema = schema
+        return api.openapi_schema
 
     def _handler_for(self, capability: str):
         if capability not in self.handler.capabilities:
-            raise UnsupportedRoute(
+            raise errors.NotFound(
                 f"this checkpoint holds a {self.handler.kind!r} model, which does not serve /{capability} "
                 f"(it serves: {', '.join('/' + c for c in sorted(self.handler.capabilities))})"
             )
         return self.handler
 
-    @api.get("/healthz")
+    def _timeout(self, requested: float | None) -> float:
+        return min(requested or self.timeout_s, MAX_TIMEOUT_S)
+
+    @api.get("/", response_class=HTMLResponse, responses={200: {"description": "the web page"}})
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text())
+
+    @api.get("/healthz", response_model=Health)
     async def healthz(self) -> dict:
         return {"status": "ok"}
 
@@ -454,103 +180,170 @@ class SeqgenServer:
     async def info(self) -> dict:
         import torch
 
-        return {
-            **self.handler.info(),
-            "batching": {"max_batch_size": self.max_batch_size, "batch_wait_timeout_s": self.batch_wait_timeout_s},
-            "limits": {"length": MAX_LENGTH, "n": MAX_SAMPLES, "prompt_chars": MAX_PROMPT_CHARS,
-                       "score_chars": MAX_SCORE_CHARS, "body_bytes": MAX_BODY_BYTES},
-            "torch_threads": torch.get_num_threads(),
-        }
+        e = self.engine
+        return {**self.handler.info(),
+                "engine": {"max_streams": e.max_streams, "max_queued": e.max_queued, "prefill_chunk": e.prefill_chunk,
+                           "flush_every": e.flush_every, "default_timeout_s": self.timeout_s},
+                "limits": {"length": MAX_LENGTH, "n": MAX_SAMPLES, "prompt_chars": MAX_PROMPT_CHARS,
+                           "score_chars": MAX_SCORE_CHARS, "body_bytes": MAX_BODY_BYTES, "timeout_s": MAX_TIMEOUT_S},
+                "torch_threads": torch.get_num_threads()}
 
     @api.get("/stats")
-    async def get_stats(self) -> dict:
-        return self.stats.as_dict()
+    async def stats(self) -> dict:
+        return {**self.engine.stats.as_dict(), "replica": _replica_id()}
 
-    @api.post("/generate")
-    async def generate(self, body: GenerateBody) -> dict:
+    # ------------------------------------------------------------------------------ /generate
+    @api.post("/generate", response_model=GenerateResponse, responses={**WORK, **SSE})
+    async def generate(self, body: GenerateBody):
         handler = self._handler_for("generate")
-        self.stats.request("generate")
-        request = handler.prepare_generate(body)
-        samples = await (await self._generate_batched(request))
-        return {"samples": samples, "model": handler.summary()}
+        seed = random_seed() if body.seed is None else body.seed
+        ticket = self.engine.submit(handler.generate_job(body, seed), self._timeout(body.timeout_s))
+        stream = TextStream(handler, body.n)
+        if body.stream:
+            return StreamingResponse(self._generate_events(ticket, stream, seed), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        async for kind, payload in self.engine.events(ticket):
+            if kind == "chunk":
+                stream.add(payload)
+        return {"samples": stream.texts(), "seed": seed, "model": handler.summary()}
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)  # sizes reset per deployment in __init__
-    async def _generate_batched(self, requests: list[GenerateRequest]) -> list[asyncio.Future]:
-        # Hands the batch to the coalescer and returns at once: one future per request.
-        return self.coalescer.enqueue(requests)
+    async def _generate_events(self, ticket, stream: TextStream, seed: int):
+        t0, symbols = time.monotonic(), 0
+        yield _sse("start", {"seed": seed, "samples": len(stream.ids), "model": self.handler.summary()})
+        try:
+            async for kind, payload in self.engine.events(ticket):
+                if kind == "chunk":
+                    symbols += sum(len(v) for v in payload.values())
+                    for i, text in stream.add(payload).items():
+                        yield _sse("chunk", {"sample": i, "text": text})
+                else:
+                    for i, text in stream.finish().items():
+                        yield _sse("chunk", {"sample": i, "text": text})
+                    yield _sse("done", {"samples": len(stream.ids), "symbols": symbols, "seed": seed,
+                                        "elapsed_s": round(time.monotonic() - t0, 4)})
+        except Exception as e:  # noqa: BLE001 - the status line is gone: report in the stream
+            yield _sse("error", error_payload(e)[1])
 
-    def _run_generate(self, requests: list[GenerateRequest]) -> list[list[str]]:
-        # In a worker thread, so the replica's event loop keeps accepting (and queueing) requests
-        # for the next batch while this one runs.
-        t0 = time.perf_counter()
-        texts = self.handler.generate_batch(requests)
-        self.stats.batch(requests, time.perf_counter() - t0)
-        return texts
-
-    @api.post("/score")
+    # ------------------------------------------------------------------------------ /score
+    @api.post("/score", response_model=ScoreResponse, responses=WORK)
     async def score(self, body: ScoreBody) -> dict:
         handler = self._handler_for("score")
-        self.stats.request("score")
-        result = await asyncio.to_thread(handler.score, body)
-        return {**result, "model": handler.summary()}
+        ticket = self.engine.submit(handler.score_job(body), self._timeout(body.timeout_s))
+        async for kind, payload in self.engine.events(ticket):
+            if kind == "done":
+                return {**score_summary(payload["log_prob"], payload["tokens"]), "model": handler.summary()}
+        raise RuntimeError("scoring ended without a result")
 
-
-    @api.post("/write")
-    async def write(self, body: WriteBody) -> dict:
+    # ------------------------------------------------------------------------------ /write
+    @api.post("/write", response_model=WriteResponse, responses={**WRITE, **NDJSON})
+    async def write(self, body: WriteBody):
         handler = self._handler_for("write")
-        self.stats.request("write")
-        result = await asyncio.to_thread(handler.write, body)
-        return {**result, "model": handler.summary()}
+        seed = random_seed() if body.seed is None else body.seed
+        ticket = self.engine.submit(handler.write_job(body, seed), self._timeout(body.timeout_s))
+        if body.stream:
+            return StreamingResponse(self._write_events(ticket, seed), media_type="application/x-ndjson",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        outputs: list = []
+        async for kind, payload in self.engine.events(ticket):
+            if kind == "chunk":
+                outputs += payload.get(0, [])
+        offsets = handler.points(outputs)
+        return {"svg": handler.svg(offsets), "strokes": offsets.round(3).tolist(), "points": len(offsets),
+                "seed": seed, "model": handler.summary()}
+
+    async def _write_events(self, ticket, seed: int):
+        t0, points = time.monotonic(), 0
+        try:
+            async for kind, payload in self.engine.events(ticket):
+                if kind == "chunk":
+                    new = self.handler.points(payload.get(0, []))
+                    points += len(new)
+                    yield _ndjson({"points": new.round(3).tolist()})
+                else:
+                    yield _ndjson({"done": True, "points": points, "seed": seed,
+                                   "elapsed_s": round(time.monotonic() - t0, 4), "model": self.handler.summary()})
+        except Exception as e:  # noqa: BLE001 - the status line is gone: report in the stream
+            yield _ndjson(error_payload(e)[1])
 
 
 # --------------------------------------------------------------------------------------------
 # Building and running
 
 
-def build_app(checkpoint_url: str, *, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.01,
-              num_replicas: int = 1, num_cpus: float = 0.5, num_gpus: float = 0,
-              max_ongoing_requests: int | None = None, loader: Loader | None = None):
+def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
+              prefill_chunk: int = 64, flush_every: int = 16, num_replicas: int = 1,
+              autoscale: tuple[int, int] | None = None, target_ongoing_requests: float | None = None,
+              num_cpus: float = 0.5, num_gpus: float = 0, max_ongoing_requests: int | None = None,
+              storage: str | None = None, loader: Loader | None = None):
     """The Serve application for one checkpoint.
 
-    ``max_ongoing_requests`` (per replica) defaults to two full batches, so a full batch can
-    queue while one runs; ``loader`` (checkpoint URL -> (model, LoadedCheckpoint)) defaults to
-    ``load_model`` and runs inside each replica, so it must be picklable.
+    Serve's own limits follow the engine's: a replica takes at most ``max_streams + max_queued``
+    requests plus a little headroom (so /healthz is never turned away), and Serve queues at most
+    ``max_queued`` more before answering 503 itself. ``autoscale=(min, max)`` replaces
+    ``num_replicas`` with Serve autoscaling towards ``target_ongoing_requests`` per replica
+    (default: half the streams). ``loader`` (checkpoint URL -> (model, LoadedCheckpoint)) defaults
+    to ``load_model`` and runs inside each replica, so it must be picklable.
     """
-    if max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-    ongoing = max_ongoing_requests or max(2 * max_batch_size, 8)
-    actor_options: dict = {"num_cpus": num_cpus}
-    if num_gpus:
-        actor_options["num_gpus"] = num_gpus
-    return SeqgenServer.options(
-        num_replicas=num_replicas,
-        max_ongoing_requests=ongoing,
-        ray_actor_options=actor_options,
-    ).bind(checkpoint_url, max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, loader=loader)
+    if max_streams < 1 or max_queued < 0:
+        raise ValueError(f"max_streams must be >= 1 and max_queued >= 0, got {max_streams}, {max_queued}")
+    options: dict = {
+        "max_ongoing_requests": max_ongoing_requests or max_streams + max_queued + HEADROOM,
+        "max_queued_requests": max(max_queued, 1),
+        "ray_actor_options": {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})},
+    }
+    if autoscale:
+        low, high = autoscale
+        if not 0 <= low <= high or high < 1:
+            raise ValueError(f"autoscale needs 0 <= MIN <= MAX and MAX >= 1, got {low}:{high}")
+        options["autoscaling_config"] = {"min_replicas": low, "max_replicas": high,
+                                         "initial_replicas": max(low, 1),
+                                         "target_ongoing_requests": target_ongoing_requests or max(1, max_streams // 2)}
+    else:
+        options["num_replicas"] = num_replicas
+    return SeqgenServer.options(**options).bind(
+        checkpoint_url, max_streams=max_streams, max_queued=max_queued, timeout_s=timeout_s,
+        prefill_chunk=prefill_chunk, flush_every=flush_every, storage=storage, loader=loader)
+
+
+BUILDER_ARGS = {"max_streams": int, "max_queued": int, "timeout_s": float, "prefill_chunk": int, "flush_every": int,
+                "num_replicas": int, "num_cpus": float, "num_gpus": float, "max_ongoing_requests": int,
+                "target_ongoing_requests": float}
 
 
 def app_builder(args: dict):
     """Serve application builder for config files that need only the installed package:
-    ``import_path: seqgen.serve.app:app_builder`` with ``args:`` {checkpoint, storage,
-    max_batch_size, batch_wait_timeout_s, num_replicas, num_cpus, num_gpus, max_ongoing_requests}.
+    ``import_path: seqgen.serve.app:app_builder`` with ``args:`` {checkpoint, storage, autoscale
+    ("MIN:MAX"), and any of ``BUILDER_ARGS``}.
 
     ``checkpoint`` (else ``$SEQGEN_CHECKPOINT``) is a checkpoint directory, a run directory (its
     best checkpoint) or a run name under ``storage`` (else ``$SEQGEN_STORAGE``)."""
-    from seqgen.storage import Storage
     from seqgen.checkpoint import resolve
+    from seqgen.storage import Storage
 
     args = dict(args)
     ref = args.pop("checkpoint", None) or os.environ.get("SEQGEN_CHECKPOINT")
-    storage = args.pop("storage", None)
+    storage = args.pop("storage", None) or os.environ.get("SEQGEN_STORAGE")
+    autoscale = args.pop("autoscale", None)
     if not ref:
         raise ValueError("no checkpoint: pass args.checkpoint or set SEQGEN_CHECKPOINT")
-    checkpoint = resolve(Storage.from_url(storage), str(ref))
-    casts = {"max_batch_size": int, "batch_wait_timeout_s": float, "num_replicas": int,
-             "num_cpus": float, "num_gpus": float, "max_ongoing_requests": int}
-    unknown = sorted(set(args) - set(casts))
+    unknown = sorted(set(args) - set(BUILDER_ARGS))
     if unknown:
-        raise ValueError(f"unknown serve argument(s) {unknown} (valid: checkpoint, storage, {', '.join(casts)})")
-    return build_app(checkpoint, **{k: casts[k](v) for k, v in args.items()})
+        raise ValueError(f"unknown serve argument(s) {unknown} (valid: checkpoint, storage, autoscale, "
+                         f"{', '.join(BUILDER_ARGS)})")
+    st = Storage.from_url(storage)
+    return build_app(resolve(st, str(ref)), storage=st.url, autoscale=parse_autoscale(autoscale),
+                     **{k: BUILDER_ARGS[k](v) for k, v in args.items()})
+
+
+def parse_autoscale(text: str | None) -> tuple[int, int] | None:
+    """``"MIN:MAX"`` -> (MIN, MAX); None stays None."""
+    if text is None or text == "":
+        return None
+    try:
+        low, high = (int(p) for p in str(text).split(":"))
+    except ValueError:
+        raise ValueError(f"autoscale must be MIN:MAX (two integers), got {text!r}") from None
+    return low, high
 
 
 def run(checkpoint_url: str, host: str = "127.0.0.1", port: int = 8000, blocking: bool = True,

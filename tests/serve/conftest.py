@@ -88,7 +88,7 @@ def serve_url(ray_session, serve_started, tiny_checkpoint):
     thread.join(timeout=120)
     if errors:
         raise errors[0]
-    app = build_app(tiny_checkpoint, max_batch_size=32, batch_wait_timeout_s=0.05, num_cpus=0.5)
+    app = build_app(tiny_checkpoint, max_streams=32, max_queued=32, num_cpus=0.5)
     serve.run(app, name="seqgen-test", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30

@@ -1,0 +1,346 @@
+"""Iteration-level (continuous) batching of recurrent generation: one engine per Serve replica.
+
+Request-level batching runs a batch until its longest request is done, so a 20-symbol request
+waits behind a 2,000-symbol one and a finished row keeps its slot. Here (the idea of BatchMaker,
+EuroSys 2018, and of Orca/vLLM for transformers) one background thread owns a running batch of
+rows (`seqgen.sampling.Decoder`) and, between any two steps of it:
+
+* removes the rows of finished, failed, cancelled (client gone) and expired (deadline) requests;
+* admits waiting requests while there are free slots (a request with n samples needs n), FIFO;
+* primes the admitted prompts chunk by chunk, several joiners in one model call per chunk
+  length, so a long prompt never stalls the running rows for more than one chunk.
+
+A request that finds ``max_queued`` requests already waiting is refused at once (`Overloaded`,
+HTTP 503) instead of queueing without bound. Outputs go back to the request's asyncio queue in
+chunks of ``flush_every`` symbols. A numerical fault ends its own request only: rows are computed
+independently, so a non-finite output in one row cannot reach another (`Decoder.step`).
+
+Thread model: `submit` and the event iterators run on the replica's asyncio loop; the engine
+thread only touches tickets through their ``cancelled`` flag and ``post`` (thread-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import torch
+
+from seqgen.sampling import Decoder, Generator, Job, cat_states, select_state
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """The engine's queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before it was done."""
+
+
+class StreamFailed(Exception):
+    """The request failed inside the engine (a numerical fault, or an error in a model call)."""
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request inside the engine, and its way back to the caller."""
+
+    job: Job
+    loop: asyncio.AbstractEventLoop
+    deadline: float  # time.monotonic() by which it must be done
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+    # engine-side progress
+    submitted: float = field(default_factory=time.monotonic)
+    state: Any = None  # the one-row state while its prompt is being fed
+    cursor: int = 0  # prompt inputs fed so far
+    log_prob: float = 0.0  # scoring: sum of log p(target) so far
+    sent: list[int] = field(default_factory=list)  # outputs already posted, per row
+    rows_left: int = 0
+
+    @property
+    def slots(self) -> int:
+        return max(1, len(self.job.rows))
+
+    def post(self, kind: str, payload: Any = None) -> None:
+        """Hand an event to the caller's event loop (from any thread)."""
+        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Stats:
+    """Counters of one engine (written by the engine thread, read by anyone)."""
+
+    def __init__(self, max_streams: int):
+        self.started = time.time()
+        self.max_streams = max_streams
+        self.counts: Counter = Counter()  # admitted, completed, rejected, cancelled, expired, failed
+        self.steps = 0
+        self.row_steps = 0  # sum over steps of the rows stepped: occupancy = row_steps / (steps * max)
+        self.symbols = 0
+        self.prefill_inputs = 0
+        self.busy_s = 0.0
+        self.queue_length = 0
+        self.running_rows = 0
+        self.batch_sizes: Counter = Counter()  # rows per step -> steps
+        self._window: deque = deque(maxlen=256)  # (time, symbols) for the recent rate
+
+    def step(self, rows: int, seconds: float) -> None:
+        self.steps += 1
+        self.row_steps += rows
+        self.symbols += rows
+        self.busy_s += seconds
+        self.batch_sizes[rows] += 1
+        self._window.append((time.monotonic(), self.symbols))
+
+    def symbols_per_s(self) -> float:
+        """Symbols drawn per second over the last few seconds (0 when idle)."""
+        now = time.monotonic()
+        recent = [(t, s) for t, s in self._window if now - t < 5.0]
+        if len(recent) < 2 or now - recent[-1][0] > 1.0:
+            return 0.0
+        (t0, s0), (t1, s1) = recent[0], recent[-1]
+        return (s1 - s0) / max(t1 - t0, 1e-6)
+
+    def as_dict(self) -> dict:
+        return {
+            "uptime_s": time.time() - self.started,
+            "requests": dict(self.counts),
+            "steps": self.steps,
+            "symbols_generated": self.symbols,
+            "prefill_inputs": self.prefill_inputs,
+            "mean_batch_occupancy": self.row_steps / (self.steps * self.max_streams) if self.steps else 0.0,
+            "max_batch_size_seen": max(self.batch_sizes, default=0),
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+            "running_rows": self.running_rows,
+            "queue_length": self.queue_length,
+            "symbols_per_s": self.symbols_per_s(),
+            "busy_s": self.busy_s,
+        }
+
+
+class Engine:
+    """Continuous batching over one `Generator` (one model) in a background thread.
+
+    Args:
+        max_streams: rows in the running batch (and slots reserved by requests being primed).
+        max_queued: requests waiting for slots; one more is refused with `Overloaded`.
+        prefill_chunk: prompt inputs fed per request per iteration.
+        flush_every: outputs per row collected before they are posted (streaming granularity).
+    """
+
+    def __init__(self, gen: Generator, max_streams: int = 64, max_queued: int = 64, prefill_chunk: int = 64,
+                 flush_every: int = 16):
+        if max_streams < 1 or max_queued < 0 or prefill_chunk < 1 or flush_every < 1:
+            raise ValueError("max_streams, prefill_chunk and flush_every must be >= 1, max_queued >= 0")
+        self.gen = gen
+        self.max_streams = max_streams
+        self.max_queued = max_queued
+        self.prefill_chunk = prefill_chunk
+        self.flush_every = flush_every
+        self.stats = Stats(max_streams)
+        self.decoder = Decoder(gen)
+        self._waiting: deque[Ticket] = deque()
+        self._priming: list[Ticket] = []
+        self._lock = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="seqgen-engine", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- caller side (event loop)
+    def submit(self, job: Job, timeout_s: float) -> Ticket:
+        """Queue ``job``; raises `Overloaded` at once when ``max_queued`` requests are waiting."""
+        ticket = Ticket(job, asyncio.get_running_loop(), time.monotonic() + timeout_s)
+        if ticket.slots > self.max_streams:
+            raise ValueError(f"{len(job.rows)} samples in one request exceed this server's {self.max_streams} streams")
+        with self._lock:
+            if len(self._waiting) >= self.max_queued:
+                self.stats.counts["rejected"] += 1
+                raise Overloaded(f"the server is at capacity ({self.max_streams} streams running, "
+                                 f"{len(self._waiting)} requests waiting)", retry_after=self._retry_after())
+            self._waiting.append(ticket)
+            self.stats.queue_length = len(self._waiting)
+            self._lock.notify()
+        return ticket
+
+    def _retry_after(self) -> float:
+        """A rough wait: the queue drains at about the completion rate (at least 1 s)."""
+        done = self.stats.counts["completed"]
+        rate = done / max(time.time() - self.stats.started, 1e-6)
+        return max(1.0, min(60.0, len(self._waiting) / rate)) if rate > 0 else 1.0
+
+    async def events(self, ticket: Ticket) -> AsyncIterator[tuple[str, Any]]:
+        """The ticket's events ("chunk" {row: [outputs]}, then "done" {...}); raises the engine's
+        error. If the caller stops iterating (client gone, task cancelled) the request is cancelled
+        and its slots are freed at the next step."""
+        try:
+            while True:
+                remaining = ticket.deadline - time.monotonic() + 5.0  # the engine enforces the deadline
+                try:
+                    kind, payload = await asyncio.wait_for(ticket.events.get(), timeout=max(remaining, 0.1))
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded("the request's deadline passed") from None
+                if kind == "error":
+                    raise payload
+                yield kind, payload
+                if kind == "done":
+                    return
+        finally:
+            ticket.cancel()  # a no-op for a finished ticket: the engine no longer holds it
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._lock.notify()
+        self._thread.join(timeout=10)
+
+    # ---------------------------------------------------------------- engine thread
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)  # grad mode is per thread
+        while True:
+            with self._lock:
+                while not (self._stopped or self._waiting or self._priming or len(self.decoder)):
+                    self._lock.wait()
+                if self._stopped:
+                    return
+                self._admit()
+            try:
+                self._iteration()
+            except Exception as e:  # noqa: BLE001 - a failed model call fails its requests, not the engine
+                log.exception("engine iteration failed")
+                self._fail_all(StreamFailed(f"generation failed: {type(e).__name__}: {e}"))
+
+    def _admit(self) -> None:
+        """Waiting requests -> priming, FIFO, while slots are free (called with the lock held)."""
+        used = len(self.decoder) + sum(t.slots for t in self._priming)
+        while self._waiting and used + self._waiting[0].slots <= self.max_streams:
+            ticket = self._waiting.popleft()
+            if ticket.cancelled:
+                self.stats.counts["cancelled"] += 1
+                continue
+            ticket.state = self.gen.initial_state(1)
+            ticket.sent = [0] * len(ticket.job.rows)
+            ticket.rows_left = len(ticket.job.rows)
+            for i, row in enumerate(ticket.job.rows):
+                row.owner = (ticket, i)
+            self._priming.append(ticket)
+            self.stats.counts["admitted"] += 1
+            used += ticket.slots
+        self.stats.queue_length = len(self._waiting)
+
+    def _iteration(self) -> None:
+        t0 = time.perf_counter()
+        self._reap()
+        self._prime()
+        rows = len(self.decoder)
+        if rows:
+            finished = self.decoder.step()
+            self._dispatch(finished)
+            self.stats.step(rows, time.perf_counter() - t0)
+        self.stats.running_rows = len(self.decoder)
+
+    def _reap(self) -> None:
+        """Drop rows and primings of cancelled and expired requests; expire waiting ones."""
+        now = time.monotonic()
+        with self._lock:
+            for ticket in [t for t in self._waiting if t.cancelled or now > t.deadline]:
+                self._waiting.remove(ticket)
+                self._end(ticket, DeadlineExceeded("the request's deadline passed while it waited for a slot")
+                          if not ticket.cancelled else None)
+            self.stats.queue_length = len(self._waiting)
+        gone = {t for t in self._priming if t.cancelled or now > t.deadline}
+        gone |= {row.owner[0] for row in self.decoder.rows if row.owner[0].cancelled or now > row.owner[0].deadline}
+        if not gone:
+            return
+        self._priming = [t for t in self._priming if t not in gone]
+        self.decoder.remove({i for i, row in enumerate(self.decoder.rows) if row.owner[0] in gone})
+        for ticket in gone:
+            self._end(ticket, None if ticket.cancelled else DeadlineExceeded("the request's deadline passed"))
+
+    def _end(self, ticket: Ticket, error: Exception | None) -> None:
+        """A request leaves the engine early: cancelled (error None) or failed."""
+        if error is None:
+            self.stats.counts["cancelled"] += 1
+            return
+        self.stats.counts["expired" if isinstance(error, DeadlineExceeded) else "failed"] += 1
+        ticket.post("error", error)
+
+    def _prime(self) -> None:
+        """Feed one chunk of every priming request's prompt; requests with equal chunk lengths share
+        one model call. Finished prompts join the running batch (or, when scoring, are answered)."""
+        if not self._priming:
+            return
+        groups: dict[int, list[Ticket]] = {}
+        for ticket in self._priming:
+            groups.setdefault(min(self.prefill_chunk, len(ticket.job.prompt) - ticket.cursor), []).append(ticket)
+        for length, tickets in groups.items():
+            if length > 0:
+                self._prime_group(length, tickets)
+        still = []
+        for ticket in self._priming:
+            if ticket.cursor < len(ticket.job.prompt):
+                still.append(ticket)
+            elif ticket.job.targets is not None:  # scoring ends with its prompt
+                self.stats.counts["completed"] += 1
+                ticket.post("done", {"log_prob": ticket.log_prob, "tokens": len(ticket.job.targets)})
+            else:
+                self.decoder.join_job(ticket.job, ticket.state)
+                ticket.state = None
+        self._priming = still
+
+    def _prime_group(self, length: int, tickets: list[Ticket]) -> None:
+        inputs = torch.stack([t.job.prompt[t.cursor : t.cursor + length] for t in tickets])
+        with_rows = all(t.job.rows for t in tickets)
+        context = self.gen.context([t.job.rows[0] for t in tickets]) if with_rows else None
+        outputs, state = self.gen.prefill(inputs, cat_states([t.state for t in tickets]), context)
+        for i, ticket in enumerate(tickets):
+            ticket.state = state if len(tickets) == 1 else select_state(state, torch.tensor([i], device=inputs.device))
+            if ticket.job.targets is not None:
+                ticket.log_prob += self.gen.log_prob(outputs[i], ticket.job.targets[ticket.cursor : ticket.cursor + length])
+            ticket.cursor += length
+        self.stats.prefill_inputs += length * len(tickets)
+
+    def _dispatch(self, finished: list) -> None:
+        """Post each request's new outputs every ``flush_every`` symbols and when a row finishes."""
+        chunks: dict[Ticket, dict[int, list]] = {}
+        for row in [*self.decoder.rows, *finished]:
+            ticket, i = row.owner
+            new = row.drawn - ticket.sent[i]
+            if new and (new >= self.flush_every or row.finished):
+                chunks.setdefault(ticket, {})[i] = row.outputs[ticket.sent[i] :]
+                ticket.sent[i] = row.drawn
+        for ticket, chunk in chunks.items():
+            ticket.post("chunk", chunk)
+        failed = {row.owner[0]: row.error for row in finished if row.error}
+        for ticket, message in failed.items():  # the request fails alone; its other rows leave too
+            self.decoder.remove({i for i, row in enumerate(self.decoder.rows) if row.owner[0] is ticket})
+            self._end(ticket, StreamFailed(message))
+        for row in finished:
+            ticket = row.owner[0]
+            if ticket in failed:
+                continue
+            ticket.rows_left -= 1
+            if ticket.rows_left == 0:
+                self.stats.counts["completed"] += 1
+                ticket.post("done", {"rows": [{"length": r.drawn, "stopped": r.stopped} for r in ticket.job.rows]})
+
+    def _fail_all(self, error: Exception) -> None:
+        """After an unexpected error in a model call: fail every request being worked on."""
+        tickets = {row.owner[0] for row in self.decoder.rows} | set(self._priming)
+        self.decoder.remove(set(range(len(self.decoder))))
+        self._priming = []
+        for ticket in tickets:
+            self._end(ticket, error)

@@ -1,0 +1,118 @@
+"""The endpoint's request and response bodies, with every limit stated in the OpenAPI schema.
+
+Bodies are strict (``"200"`` is not a length, ``true`` is not a number) and refuse unknown fields.
+What a schema cannot say per model (the vocabulary or alphabet a text may use, the longest text a
+handwriting model can write, the dataset lines usable as styles) is added to the served OpenAPI
+document by the model's handler (`seqgen.serve.handlers`), so a schema-valid request is one the
+model can answer.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from seqgen.text_sampling import TEMPERATURE_FLOOR
+
+MAX_LENGTH = 5000  # symbols generated per sample
+MAX_SAMPLES = 16  # samples per request (n)
+MAX_PROMPT_CHARS = 10_000
+MAX_SCORE_CHARS = 20_000
+MAX_TOP_K = 1_000_000
+MAX_SEED = 2**63 - 1
+MAX_WRITE_CHARS = 200  # hard bound; the model's own limit (its max points) is usually lower
+MAX_BODY_BYTES = 256 * 1024  # well above the largest valid body (20k chars, JSON-escaped)
+MAX_TIMEOUT_S = 600.0
+
+_strict = ConfigDict(strict=True, extra="forbid")
+_Seed = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i (wrapping at 2^64); null = a random seed, "
+              "returned in the answer so the output can be repeated")
+_Timeout = Field(None, gt=0, le=MAX_TIMEOUT_S, description="deadline in seconds (null = the server's default); "
+                 "past it the answer is 504")
+_Stream = Field(False, description="stream the output as it is drawn")
+
+
+class GenerateBody(BaseModel):
+    """Body of ``POST /generate``."""
+
+    model_config = _strict
+
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="text to continue (primes the network)")
+    length: int = Field(200, ge=1, le=MAX_LENGTH, description="symbols to generate per sample")
+    temperature: float = Field(1.0, ge=0.0, le=10.0, allow_inf_nan=False,
+                               description=f"softmax temperature; below {TEMPERATURE_FLOOR} (0 included) sampling "
+                                           "is greedy (argmax)")
+    top_k: int = Field(0, ge=0, le=MAX_TOP_K, description="sample among the k most likely; 0 = all")
+    seed: int | None = _Seed
+    n: int = Field(1, ge=1, le=MAX_SAMPLES, description="number of samples")
+    stream: bool = Field(False, description="answer text/event-stream: 'chunk' events of new text per sample, "
+                                            "then a 'done' event with totals")
+    timeout_s: float | None = _Timeout
+
+
+class ScoreBody(BaseModel):
+    """Body of ``POST /score``."""
+
+    model_config = _strict
+
+    text: str = Field(..., min_length=1, max_length=MAX_SCORE_CHARS, description="text to score")
+    timeout_s: float | None = _Timeout
+
+
+class WriteBody(BaseModel):
+    """Body of ``POST /write`` (handwriting synthesis models)."""
+
+    model_config = _strict
+
+    text: str = Field(..., min_length=1, max_length=MAX_WRITE_CHARS, description="text to write")
+    bias: float = Field(0.75, ge=0.0, le=100.0, allow_inf_nan=False,
+                        description="probability bias b (eqs. 61-62): 0 = unbiased, larger = neater")
+    style: int | str | None = Field(None, description="priming style: 0-12 (the shipped styles) or a line id of "
+                                                      "the model's training dataset on the server's storage")
+    seed: int | None = _Seed
+    stream: bool = Field(False, description="answer application/x-ndjson: {\"points\": [[dx, dy, eos], ...]} "
+                                            "lines as the pen moves, then {\"done\": true, ...}")
+    timeout_s: float | None = _Timeout
+
+
+class ModelSummary(BaseModel):
+    run_name: str
+    kind: str
+    checkpoint: str
+    step: int | None = None
+
+
+class GenerateResponse(BaseModel):
+    samples: list[str]
+    seed: int = Field(..., description="the seed used (sample i used seed + i)")
+    model: ModelSummary
+
+
+class ScoreResponse(BaseModel):
+    log_prob: float = Field(..., description="natural-log probability of the text after the start symbol")
+    tokens: int
+    bits_per_token: float
+    perplexity: float
+    model: ModelSummary
+
+
+class WriteResponse(BaseModel):
+    svg: str
+    strokes: list[list[float]] = Field(..., description="pen offsets [dx, dy, eos] in data units")
+    points: int
+    seed: int
+    model: ModelSummary
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape."""
+
+    error: str = Field(..., description="machine-readable code, e.g. invalid_request, overloaded")
+    message: str = Field(..., description="what went wrong, for a person")
+    detail: list[dict] | None = Field(None, description="per-field problems (invalid_request)")
+    unknown_symbols: list[str] | None = Field(None, description="symbols the model cannot read (bad_request)")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]

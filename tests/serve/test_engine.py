@@ -1,0 +1,224 @@
+"""The continuous-batching engine in-process (its thread, asyncio tickets), on tiny random models:
+equal outputs alone / batched / joining mid-batch, short requests not held back, cancellation,
+deadlines, back-pressure, a numerical fault confined to its request, chunked priming and scoring."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from seqgen.config import ModelConfig
+from seqgen.data.tokenizers import Vocabulary, split_symbols
+from seqgen.handwriting.iam import END, Alphabet
+from seqgen.handwriting.models import HandwritingModel
+from seqgen.handwriting.sampling import HandwritingGenerator, synthesize
+from seqgen.models.text import TextModel
+from seqgen.serve.engine import DeadlineExceeded, Engine, Overloaded, StreamFailed
+from seqgen.text_sampling import TextGenerator, generate, score_text
+
+CORPUS = "the quick brown fox jumps over the lazy dog.\nTHE END, 42!\n"
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Vocabulary:
+    return Vocabulary.build("char", Counter(split_symbols("char", CORPUS.encode())))
+
+
+@pytest.fixture(scope="module")
+def model(vocab) -> TextModel:
+    torch.manual_seed(0)
+    m = TextModel(ModelConfig(hidden_size=16, num_layers=2), len(vocab))
+    with torch.no_grad():
+        m.head.weight.mul_(4.0)
+    return m.eval()
+
+
+@pytest.fixture
+def gen(model, vocab):
+    return TextGenerator(model, vocab)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, timeout=60))
+
+
+async def collect(engine: Engine, ticket) -> dict:
+    """All outputs per row, and the final event."""
+    rows: dict[int, list] = {}
+    async for kind, payload in engine.events(ticket):
+        if kind == "chunk":
+            for i, values in payload.items():
+                rows.setdefault(i, []).extend(values)
+        else:
+            return {"rows": rows, "done": payload}
+
+
+def texts(gen, result) -> list[str]:
+    return [gen.vocab.decode(result["rows"][i]) for i in sorted(result["rows"])]
+
+
+def test_outputs_equal_alone_batched_and_joining_mid_batch(gen, model, vocab):
+    specs = [("the ", 60, 0.9, 0, 11, 1), ("", 25, 1.3, 5, 12, 2), ("THE", 40, 0.0, 0, 13, 1), ("q", 90, 0.5, 3, 14, 1)]
+    alone = [generate(model, vocab, *spec) for spec in specs]
+
+    async def main():
+        engine = Engine(gen, max_streams=8, flush_every=4)
+        first = [engine.submit(gen.job(*s), 30) for s in specs[:2]]
+        await asyncio.sleep(0.05)  # the first two are running when the others join
+        later = [engine.submit(gen.job(*s), 30) for s in specs[2:]]
+        results = [await collect(engine, t) for t in first + later]
+        engine.stop()
+        return results, engine.stats.as_dict()
+
+    results, stats = run(main())
+    assert [texts(gen, r) for r in results] == alone
+    assert stats["max_batch_size_seen"] >= 2 and stats["requests"]["completed"] == 4
+
+
+def test_short_request_joining_a_long_one_finishes_first(gen):
+    async def main():
+        engine = Engine(gen, max_streams=4, flush_every=8)
+        order = []
+
+        async def one(name, length):
+            ticket = engine.submit(gen.job("", length, seed=1), 60)
+            await collect(engine, ticket)
+            order.append(name)
+
+        long = asyncio.create_task(one("long", 3000))
+        await asyncio.sleep(0.1)
+        await one("short", 20)
+        still_running = not long.done()
+        await long
+        engine.stop()
+        return order, still_running
+
+    order, still_running = run(main())
+    assert order == ["short", "long"] and still_running
+
+
+def test_cancel_frees_the_slot_at_the_next_step(gen):
+    async def main():
+        engine = Engine(gen, max_streams=2)
+        ticket = engine.submit(gen.job("", 5000, seed=1), 60)
+        events = engine.events(ticket)
+        await events.__anext__()  # running
+        await events.aclose()  # the client went away
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if engine.stats.running_rows == 0:
+                break
+        stats = engine.stats.as_dict()
+        engine.stop()
+        return stats
+
+    stats = run(main())
+    assert stats["running_rows"] == 0 and stats["requests"]["cancelled"] == 1
+    assert stats["symbols_generated"] < 5000
+
+
+def test_deadline_and_overload(gen):
+    async def main():
+        engine = Engine(gen, max_streams=1, max_queued=1)
+        running = engine.submit(gen.job("", 100_000, seed=1), 0.3)
+        waiting = engine.submit(gen.job("", 10, seed=2), 0.2)
+        with pytest.raises(Overloaded) as refused:
+            engine.submit(gen.job("", 10, seed=3), 30)
+        outcomes = []
+        for ticket in (running, waiting):
+            try:
+                await collect(engine, ticket)
+                outcomes.append("done")
+            except DeadlineExceeded:
+                outcomes.append("deadline")
+        engine.stop()
+        return refused.value, outcomes, engine.stats.as_dict()
+
+    refused, outcomes, stats = run(main())
+    assert refused.retry_after >= 1
+    assert outcomes == ["deadline", "deadline"]
+    assert stats["requests"]["rejected"] == 1 and stats["requests"]["expired"] == 2
+
+
+def test_a_numerical_fault_ends_its_own_request_only(gen, model, vocab):
+    """A row whose model outputs turn NaN fails alone; its batch-mates are exactly as without it."""
+
+    class Poisoned(TextGenerator):
+        def step(self, x, state, context):
+            logits, aux, state = super().step(x, state, context)
+            bad = torch.tensor([r.seed == 666 for r in self._rows], device=logits.device)
+            return torch.where(bad[:, None], torch.nan, logits), aux, state
+
+        def options(self, rows):
+            self._rows = rows
+            return super().options(rows)
+
+    poisoned = Poisoned(model, vocab)
+    specs = [("the", 50, 1.0, 0, s, 1) for s in range(8)]
+
+    async def main():
+        engine = Engine(poisoned, max_streams=16)
+        tickets = [engine.submit(poisoned.job(*s), 30) for s in specs]
+        bad = engine.submit(poisoned.job("x", 50, 1.0, 0, 666, 1), 30)
+        results = [await collect(engine, t) for t in tickets]
+        with pytest.raises(StreamFailed, match="not finite"):
+            await collect(engine, bad)
+        engine.stop()
+        return results
+
+    results = run(main())
+    assert [texts(poisoned, r) for r in results] == [generate(model, vocab, *s) for s in specs]
+
+
+def test_chunked_priming_and_scoring_equal_one_pass(gen, model, vocab):
+    prompt = ("the quick brown fox jumps over the lazy dog. " * 6)[:250]
+
+    async def main():
+        engine = Engine(gen, max_streams=4, prefill_chunk=16)
+        a = engine.submit(gen.job(prompt, 30, 0.7, 0, 5, 1), 30)
+        b = engine.submit(gen.score_job(prompt), 30)
+        c = engine.submit(gen.job(prompt[:37], 30, 0.7, 0, 6, 1), 30)  # a remainder chunk of another length
+        results = [await collect(engine, t) for t in (a, b, c)]
+        engine.stop()
+        return results
+
+    gen_a, scored, gen_c = run(main())
+    assert texts(gen, gen_a) == generate(model, vocab, prompt, 30, 0.7, 0, 5)
+    assert texts(gen, gen_c) == generate(model, vocab, prompt[:37], 30, 0.7, 0, 6)
+    expected = score_text(model, vocab, prompt)
+    assert scored["done"]["tokens"] == expected["tokens"]
+    assert scored["done"]["log_prob"] == pytest.approx(expected["log_prob"], rel=1e-5)
+
+
+def test_handwriting_rows_equal_synthesize_alone():
+    alphabet = Alphabet([END, *"abcdef "])
+    meta = {"alphabet": alphabet.to_json(), "offset_mean": [0.5, -0.2], "offset_std": [2.0, 3.0]}
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=8, num_layers=2, mixture_components=3, window_components=2)
+    m = HandwritingModel(cfg, len(alphabet)).eval()
+    with torch.no_grad():
+        m.window.weight.zero_()
+        m.window.bias.zero_()
+        m.window.bias[2 * m.K :] = math.log(0.4)
+    hw = HandwritingGenerator(m, meta)
+    texts_ = ["abc", "fed cba", "a"]
+
+    async def main():
+        engine = Engine(hw, max_streams=4, flush_every=3)
+        first = engine.submit(hw.job(texts_[0], 0.3, 10), 30)
+        await asyncio.sleep(0.02)
+        rest = [engine.submit(hw.job(t, 0.3, 10 + i), 30) for i, t in enumerate(texts_[1:], 1)]
+        out = [await collect(engine, t) for t in [first, *rest]]
+        engine.stop()
+        return out
+
+    for i, (text, result) in enumerate(zip(texts_, run(main()))):
+        (alone,) = synthesize(m, meta, [text], bias=0.3, seed=10 + i)
+        got = torch.stack(result["rows"][0])
+        from seqgen.handwriting.sampling import denormalise
+
+        torch.testing.assert_close(torch.as_tensor(denormalise(got, meta)), torch.as_tensor(alone.offsets))
