@@ -1,0 +1,241 @@
+"""Integration fixtures: an S3-compatible server on 127.0.0.1 (moto's server mode) and a multi-node
+Ray cluster of our own on this machine (a head and worker nodes started with ``ray start``).
+
+Every process here is started in its own process group and stopped by signalling that group:
+never ``ray stop`` or a kill by name, which would hit the other Rays and servers on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from seqgen.runtime import LOCAL_ENV
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.5):
+    """Poll ``check()`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop_group(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> None:
+    """Signal ``proc``'s own process group (it was started with start_new_session), then SIGKILL it
+    if it has not exited after ``timeout`` s."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# S3 on 127.0.0.1
+@dataclass
+class S3Server:
+    endpoint: str
+    bucket: str
+    env: dict  # what a process needs to reach this server (endpoint, dummy credentials, region)
+
+    def url(self, prefix: str = "") -> str:
+        """A fresh ``s3://bucket/<prefix>-<uuid>`` root, so tests never see each other's objects."""
+        return f"s3://{self.bucket}/{prefix or 'root'}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """moto's S3 server on a free loopback port, a bucket, and AWS_ENDPOINT_URL + dummy credentials
+    in this process's environment (botocore/s3fs and pyarrow both read them); processes started
+    later (``ray start`` nodes, a local Ray's workers) inherit them."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        def up():
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(up, 60, f"moto_server on {endpoint}", 0.2)
+        os.environ.update(env)
+        import s3fs
+
+        bucket = "seqgen-test"
+        s3fs.S3FileSystem().mkdir(bucket)
+        yield S3Server(endpoint, bucket, env)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        stop_group(proc, timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# a multi-node Ray cluster on one machine
+@dataclass
+class Cluster:
+    """A head (no CPUs: it runs job drivers and Ray Train controllers) and worker nodes of 1 CPU,
+    each with a custom resource naming it ({"node_a": 1}); every port is a free one of our own."""
+
+    address: str  # GCS, for `ray start --address`
+    dashboard: str  # http://127.0.0.1:PORT: Jobs API and state API
+    temp_dir: str
+    env: dict
+    nodes: dict = field(default_factory=dict)  # name -> Popen of `ray start --block`
+
+    def _ports(self) -> list[str]:
+        # Own agent ports on every node: the defaults are shared by every Ray on the machine.
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+                "--min-worker-port=0", "--max-worker-port=0"]  # workers: ports the OS picks
+
+    def start_node(self, name: str, num_cpus: int = 1, timeout: float = 120) -> None:
+        """Start worker node ``name`` (resource {name: 1}) and wait until the cluster counts it."""
+        self.nodes[name] = _ray_start(["--address", self.address, f"--num-cpus={num_cpus}",
+                                       f"--resources={json.dumps({name: 1})}", *self._ports()], self)
+        wait_until(lambda: self.alive_nodes().get(name), timeout, f"worker node {name} to join")
+
+    def kill_node(self, name: str) -> None:
+        """A node failure: SIGKILL to the node's whole process group (raylet, its agents, its workers)."""
+        proc = self.nodes.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def alive_nodes(self) -> dict[str, str]:
+        """{custom node name or 'head': node id} of the nodes the GCS counts alive."""
+        from ray.util.state import list_nodes
+
+        out = {}
+        for n in list_nodes(address=self.dashboard, filters=[("state", "=", "ALIVE")], detail=True,
+                            raise_on_missing_output=False):
+            names = [k for k in (n.resources_total or {}) if k.startswith("node_")]
+            out[names[0] if names else "head"] = n.node_id
+        return out
+
+    def stop(self) -> None:
+        for proc in list(self.nodes.values())[::-1]:  # workers first, the head last
+            stop_group(proc)
+        self.nodes.clear()
+
+
+def _ray_start(args: list[str], cluster: Cluster) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
+                             "--object-store-memory=100000000", f"--temp-dir={cluster.temp_dir}",
+                             "--disable-usage-stats", *args],
+                            env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3, tmp_path_factory):
+    """Head + two worker nodes (node_a, node_b), all on 127.0.0.1, nodes reaching the S3 server."""
+    # Short temp dir: Ray's socket paths must stay under the 107-byte AF_UNIX limit.
+    temp = Path(f"/tmp/rc-{uuid.uuid4().hex[:8]}")
+    temp.mkdir()
+    # `python` in a job's entrypoint is this environment's; S3 settings reach every worker process.
+    env = {**os.environ, **LOCAL_ENV, **s3.env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = free_port(), free_port()
+    c = Cluster(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", str(temp), env)
+    c.nodes["head"] = _ray_start(["--head", f"--port={gcs}", "--num-cpus=0", "--dashboard-host=127.0.0.1",
+                                  f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
+                                  *c._ports()], c)
+    try:
+        def jobs_api():
+            if c.nodes["head"].poll() is not None:
+                raise RuntimeError(f"ray start --head exited with {c.nodes['head'].returncode}")
+            try:
+                with urllib.request.urlopen(f"{c.dashboard}/api/version", timeout=5):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(jobs_api, 120, f"the Ray dashboard at {c.dashboard}", 1)
+        c.start_node("node_a")
+        c.start_node("node_b")
+        yield c
+    finally:
+        c.stop()
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def submit_job(cluster: Cluster, entrypoint: str, timeout: float = 300, wait: bool = True):
+    """Submit ``entrypoint`` with the repository as working_dir; with ``wait``, return its logs once
+    it succeeded (fail with the log tail otherwise), else return (client, job id)."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.dashboard)
+    runtime_env = {"working_dir": str(REPO), "excludes": [".venv", ".git", "seqgen-storage", "*.png", "*.svg"],
+                   "env_vars": {**LOCAL_ENV, "OMP_NUM_THREADS": "1"}}
+
+    def submitted():
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as e:  # the job agent may start a little after the dashboard answers
+            if "No available agent" not in str(e):
+                raise
+            return None
+
+    job = wait_until(submitted, 60, "a job agent to accept the job", 2)
+    return wait_job(client, job, entrypoint, timeout) if wait else (client, job)
+
+
+def wait_job(client, job: str, entrypoint: str, timeout: float = 300) -> str:
+    from ray.job_submission import JobStatus
+
+    done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
+    try:
+        status = wait_until(lambda: (s := client.get_job_status(job)) in done and s, timeout, f"job {entrypoint!r}", 1)
+    except TimeoutError:
+        client.stop_job(job)
+        raise AssertionError(f"{entrypoint} did not finish in {timeout} s:\n{client.get_job_logs(job)[-3000:]}")
+    logs = client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, f"{entrypoint} ended {status}:\n{logs[-4000:]}"
+    return logs

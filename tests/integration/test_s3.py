@@ -1,0 +1,103 @@
+"""Storage on s3:// against a real S3-compatible server on 127.0.0.1 (moto's server mode, the
+``s3`` fixture): both S3 clients reach it through AWS_ENDPOINT_URL, the pipeline runs on it, and a
+dataset built from s3:// inputs equals the local preset's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from seqgen.cli import app
+from seqgen.config import load
+from seqgen.data.presets import text_preset, text_spec
+from seqgen.data.text import load_manifest, load_split, preprocess_text
+from seqgen.storage import Storage
+
+pytestmark = pytest.mark.s3
+PTB_CHAR = [f"ptb.char.{s}.txt" for s in ("train", "valid", "test")]
+
+
+def test_s3fs_and_pyarrow_reach_the_local_server(s3):
+    import pyarrow.fs
+
+    st = Storage.from_url(s3.url("clients"))
+    assert st.url.startswith(f"s3://{s3.bucket}/") and st.shared_across_processes and not st.is_local
+    path = st.path("datasets", "d", "manifest.json")
+    st.write_json_atomic(path, {"a": 1})
+    assert st.read_json(path) == {"a": 1}
+    assert [p.rsplit("/", 1)[-1] for p in st.fs.ls(st.path("datasets", "d"), detail=False)] == ["manifest.json"]
+
+    # pyarrow opens URLs the way Ray Train opens its storage_path: FileSystem.from_uri
+    fs, key = pyarrow.fs.FileSystem.from_uri(st.url_of(path))
+    assert isinstance(fs, pyarrow.fs.S3FileSystem)
+    with fs.open_input_stream(key) as f:
+        assert json.loads(f.read()) == {"a": 1}
+    # what another process writes is seen at once: s3fs caches no listings (seqgen.storage)
+    with fs.open_output_stream(key.rsplit("/", 1)[0] + "/other.json") as f:
+        f.write(b"{}")
+    assert sorted(p.rsplit("/", 1)[-1] for p in st.fs.ls(st.path("datasets", "d"), detail=False)) == [
+        "manifest.json", "other.json"]
+
+
+@pytest.mark.ray
+def test_preprocess_train_sample_on_s3(s3, ray_session):
+    from seqgen import checkpoint as ckpt
+    from seqgen.train.run import train
+
+    st = Storage.from_url(s3.url("pipeline"))
+    m = preprocess_text(st, "shakespeare", text_preset("shakespeare"), use_ray=False)
+    assert all(sh["sha256"] for s in m["splits"].values() for sh in s["shards"])
+    cfg = load(overrides=["run_name=s3-run", "dataset=shakespeare", "model.hidden_size=16", "model.num_layers=2",
+                          "train.batch_size=8", "train.seq_len=20", "train.max_steps=4", "train.eval_every=2",
+                          "train.eval_tokens=1000", "train.num_workers=0", "train.progress=false"])
+    result = train(cfg, st)
+    assert result.run_url == st.url_of(st.run_dir("s3-run")) and result.run_url.startswith("s3://")
+    assert [u.rsplit("/", 1)[-1] for u in ckpt.list_checkpoints(result.run_url)][-1] == "checkpoint_00000004"
+    assert st.exists(st.path("runs", "s3-run", "metrics.csv"))
+
+    out = CliRunner().invoke(app, ["sample", "s3-run", "--storage", st.url, "--prompt", "ROMEO:", "--length", "30",
+                                   "--seed", "3"])
+    assert out.exit_code == 0 and out.output.startswith("ROMEO:"), out.output
+    assert len(out.output.strip()) >= len("ROMEO:") + 20
+
+
+@pytest.mark.data
+def test_ptb_char_from_s3_equals_the_preset(s3, shared_data, tmp_path):
+    """`seqgen preprocess` (a process of its own with its own local Ray, as a user runs it) reads
+    the PTB files from s3:// with the preset's settings given as options, writes to s3://, and
+    builds the very dataset the local preset gives."""
+    import s3fs
+
+    src = f"{s3.bucket}/ptb-{uuid.uuid4().hex[:8]}"
+    fs = s3fs.S3FileSystem()
+    for name in PTB_CHAR:
+        fs.put_file(str(shared_data / "text" / "ptb" / name), f"{src}/text/ptb/{name}")
+    local = Storage.from_url(str(tmp_path / "local"))
+    reference = preprocess_text(local, "ptb-char", text_preset("ptb-char"), use_ray=False)
+
+    st = Storage.from_url(s3.url("ptb"))
+    urls = [f"s3://{src}/text/ptb/{n}" for n in PTB_CHAR]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "seqgen"), "preprocess", "chars", "-i", urls[0],
+                           "--valid", urls[1], "--test", urls[2], "--tokenizer", "word", "--tokens-are-chars",
+                           "--storage", st.url], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    built = load_manifest(st, "chars")
+    assert built["fingerprint"] == reference["fingerprint"] and reference["fingerprint"][:12] in proc.stdout
+    assert built["vocab"] == reference["vocab"]
+    for split, info in reference["splits"].items():
+        assert [sh["sha256"] for sh in built["splits"][split]["shards"]] == [sh["sha256"] for sh in info["shards"]]
+        np.testing.assert_array_equal(load_split(st, built, split), load_split(local, reference, split))
+
+    # the whole preset moved to s3:// (--data-dir) is the same dataset too
+    moved = preprocess_text(st, "ptb-char", text_spec("ptb-char", data_dir=f"s3://{src}"), use_ray=False)
+    assert moved["fingerprint"] == reference["fingerprint"]
+    assert moved["sources"][0]["url"] == urls[0]
