@@ -4,21 +4,37 @@
     meta.json       what the model's input/output mean (vocabulary, or alphabet + offset stats)
     model.pt        model state dict                        (torch.load(weights_only=True))
     trainer.pt      optimiser, LR schedule, regulariser (the same on every worker)
-    worker-<r>.pt   worker r's own state: data cursor, carried RNN state, torch RNG state
+    worker-<r>.pt   worker r's own state: data cursor, carried RNN state, torch RNG states
     progress.json   step, loss history, evaluation history, best metric
-    manifest.json   file list with sizes, written last: a directory without it is not a checkpoint
+    manifest.json   written last (atomically): the number of workers and every file's size and
+                    sha256. A directory without it is not a checkpoint; a file whose size or hash
+                    differs from it makes the checkpoint damaged (format 1 manifests had sizes only).
+
+Used by training, serving, tuning and the CLI; it imports torch only to read or write tensors, so
+listing checkpoints stays cheap (the Tune trial driver polls it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
+import uuid
 from dataclasses import dataclass
 
 from fsspec.core import url_to_fs
 
 from seqgen.config import ExperimentConfig, load_json, to_dict
 from seqgen.storage import join
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is incomplete, damaged or unreadable; the message names it and the file."""
+
 
 def worker_file(rank: int) -> str:
     return f"worker-{rank}.pt"
@@ -44,6 +60,8 @@ def save(url: str, cfg: ExperimentConfig, meta: dict, model_state: dict, trainer
     """
     fs, path = url_to_fs(url)
     fs.makedirs(path, exist_ok=True)
+    if fs.exists(join(path, MANIFEST)):  # rewriting a step: it stops being a checkpoint meanwhile
+        fs.rm(join(path, MANIFEST))
     blobs = {
         "config.json": json.dumps(to_dict(cfg), indent=2).encode(),
         "meta.json": json.dumps(meta, indent=2).encode(),
@@ -54,11 +72,14 @@ def save(url: str, cfg: ExperimentConfig, meta: dict, model_state: dict, trainer
     for name, data in blobs.items():
         with fs.open(join(path, name), "wb") as f:
             f.write(data)
-    sizes = {name: len(data) for name, data in blobs.items()}
-    sizes |= {worker_file(r): fs.size(join(path, worker_file(r))) for r in range(workers)}
-    manifest = {"format": 1, "files": sizes}
-    with fs.open(join(path, "manifest.json"), "wb") as f:
-        f.write(json.dumps(manifest, indent=2).encode())
+    for r in range(workers):  # read back what the other workers wrote: hashes them, proves it landed
+        blobs[worker_file(r)] = fs.cat_file(join(path, worker_file(r)))
+    files = {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in blobs.items()}
+    manifest = json.dumps({"format": 2, "workers": workers, "files": files}, indent=2).encode()
+    tmp = join(path, f".tmp-{uuid.uuid4().hex}-{MANIFEST}")
+    with fs.open(tmp, "wb") as f:
+        f.write(manifest)
+    fs.mv(tmp, join(path, MANIFEST))  # a rename on local disks; one PUT (atomic) on object stores
 
 
 def _torch_bytes(obj) -> bytes:
@@ -90,33 +111,90 @@ class LoadedCheckpoint:
     model_state: dict
     progress: dict
     trainer_state: dict | None = None
+    workers: int = 0  # training workers that wrote it (0: inference only, not resumable)
+
+
+def read_manifest(url: str) -> dict:
+    """The manifest of checkpoint ``url``, as format 2 (``files``: name -> {size, sha256 or None})."""
+    fs, path = url_to_fs(url)
+    try:
+        manifest = json.loads(fs.cat_file(join(path, MANIFEST)))
+        files = manifest["files"]
+    except FileNotFoundError:
+        raise CheckpointError(f"not a complete checkpoint (no {MANIFEST}): {url}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {url} is damaged: {MANIFEST} is unreadable ({e})") from None
+    files = {name: v if isinstance(v, dict) else {"size": v, "sha256": None} for name, v in files.items()}
+    workers = manifest.get("workers", sum(name.startswith("worker-") for name in files))
+    return {"format": manifest.get("format", 1), "workers": workers, "files": files}
+
+
+def _read_verified(url: str, manifest: dict, name: str) -> bytes:
+    """File ``name`` of checkpoint ``url``, checked against the manifest's size and sha256."""
+    fs, path = url_to_fs(url)
+    entry = manifest["files"].get(name)
+    if entry is None:
+        raise CheckpointError(f"checkpoint {url} has no {name} in its manifest")
+    try:
+        data = fs.cat_file(join(path, name))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {url} is damaged: {name} is missing") from None
+    if len(data) != entry["size"]:
+        raise CheckpointError(f"checkpoint {url} is damaged: {name} has {len(data)} bytes, "
+                              f"its manifest says {entry['size']}")
+    if entry["sha256"] and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise CheckpointError(f"checkpoint {url} is damaged: {name} does not match its sha256 in the manifest")
+    return data
+
+
+def verify(url: str) -> dict:
+    """Check every file of checkpoint ``url`` against its manifest; returns the manifest.
+
+    Every worker of a resuming run checks the same files, so all of them agree on which
+    checkpoint is usable."""
+    manifest = read_manifest(url)
+    for name in manifest["files"]:
+        _read_verified(url, manifest, name)
+    return manifest
+
+
+def read_config(url: str) -> ExperimentConfig:
+    """The config a checkpoint was trained with (reads config.json only)."""
+    data = _read_verified(url, read_manifest(url), "config.json")
+    try:
+        return load_json(json.loads(data))
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {url} is damaged: config.json is unreadable ({e})") from None
 
 
 def load(url: str, with_trainer: bool = False, rank: int = 0) -> LoadedCheckpoint:
     """Load a checkpoint directory from any fsspec URL; tensors only, never pickled objects.
 
-    ``with_trainer`` adds the optimiser state and worker ``rank``'s own state (``trainer_state``
-    keys: optimizer, schedule, regularizer, worker)."""
-    fs, path = url_to_fs(url)
-    manifest_path = join(path, "manifest.json")
-    if not fs.exists(manifest_path):
-        raise FileNotFoundError(f"not a complete checkpoint (no manifest.json): {url}")
-    with fs.open(manifest_path, "rb") as f:
-        manifest = json.loads(f.read())
-    for name, size in manifest["files"].items():
-        if not fs.exists(join(path, name)) or fs.size(join(path, name)) != size:
-            raise ValueError(f"checkpoint {url} is damaged: {name} is missing or has the wrong size")
+    Every file read is checked against the manifest's size and sha256 first (a ``CheckpointError``
+    names the file and the checkpoint). ``with_trainer`` adds the optimiser state and worker
+    ``rank``'s own state (``trainer_state`` keys: optimizer, schedule, regularizer, worker)."""
+    import torch
+
+    manifest = read_manifest(url)
 
     def read_json(name):
-        with fs.open(join(path, name), "rb") as f:
-            return json.loads(f.read())
+        data = _read_verified(url, manifest, name)
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {url} is damaged: {name} is not JSON ({e})") from None
 
     def read_torch(name):
-        import torch
+        data = _read_verified(url, manifest, name)
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+            raise CheckpointError(f"checkpoint {url} is damaged: {name} cannot be read by torch.load "
+                                  f"({str(e).splitlines()[0][:200]})") from None
 
-        with fs.open(join(path, name), "rb") as f:
-            return torch.load(f, map_location="cpu", weights_only=True)
-
+    if with_trainer and worker_file(rank) not in manifest["files"]:
+        raise CheckpointError(f"checkpoint {url} has no state for worker {rank} "
+                              f"(written by {manifest['workers']} workers)")
     return LoadedCheckpoint(
         url=url,
         config=load_json(read_json("config.json")),
@@ -124,7 +202,38 @@ def load(url: str, with_trainer: bool = False, rank: int = 0) -> LoadedCheckpoin
         model_state=read_torch("model.pt"),
         progress=read_json("progress.json"),
         trainer_state={**read_torch("trainer.pt"), "worker": read_torch(worker_file(rank))} if with_trainer else None,
+        workers=manifest["workers"],
     )
+
+
+def load_latest(run_url: str, rank: int = 0) -> tuple[LoadedCheckpoint | None, list[str]]:
+    """The newest usable checkpoint of a run with worker ``rank``'s state, for resuming, and the
+    newer checkpoints skipped because they were damaged (each with a warning).
+
+    (None, []) for a run without checkpoints; a ``CheckpointError`` if every one is damaged."""
+    found = list_checkpoints(run_url)
+    damaged = []
+    for url in reversed(found):
+        try:
+            verify(url)
+            return load(url, with_trainer=True, rank=rank), damaged
+        except CheckpointError as e:
+            log.warning("%s; resuming from the checkpoint before it", e)
+            damaged.append(url)
+    if found:
+        raise CheckpointError(f"every checkpoint under {run_url} is damaged (newest: {found[-1]}): "
+                              "remove them to start over, or choose a new run_name")
+    return None, damaged
+
+
+def discard(url: str) -> None:
+    """Make a (damaged) checkpoint directory stop being a checkpoint: remove its manifest only, so
+    its files stay for inspection and the next save of that step overwrites them."""
+    fs, path = url_to_fs(url)
+    try:
+        fs.rm(join(path, MANIFEST))
+    except FileNotFoundError:
+        pass
 
 
 def list_checkpoints(run_url: str) -> list[str]:
@@ -133,7 +242,7 @@ def list_checkpoints(run_url: str) -> list[str]:
     if not fs.exists(path):
         return []
     found = [p for p in fs.ls(path, detail=False) if p.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_")]
-    found = [p for p in sorted(found) if fs.exists(join(p, "manifest.json"))]
+    found = [p for p in sorted(found) if fs.exists(join(p, MANIFEST))]
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     return [p if protocol in ("file", "local") else f"{protocol}://{p.lstrip('/')}" for p in found]
 
@@ -160,6 +269,6 @@ def resolve(storage, ref: str) -> str:
     if "/" not in ref and "://" not in ref:
         return best_checkpoint(storage.url_of(storage.run_dir(ref)))
     fs, path = url_to_fs(ref)
-    if fs.exists(join(path, "manifest.json")):
+    if fs.exists(join(path, MANIFEST)):
         return ref
     return best_checkpoint(ref)

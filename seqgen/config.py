@@ -67,8 +67,20 @@ class TrainConfig:
     init_from: str = ""  # checkpoint URL to initialise weights from (sec. 3.1 retraining)
     num_workers: int = 0  # Ray Train workers; 0 = run in the driver process (local mode)
     cpus_per_worker: int = 2
-    use_gpu: bool = False
+    use_gpu: str = "auto"  # auto (= when the Ray cluster has GPUs) | true | false
+    precision: str = "fp32"  # fp32 | bf16 (autocast on GPU only)
+    max_failures: int = 3  # worker-group restarts (from the last checkpoint) before the run fails; -1 = no limit
     progress: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.use_gpu, bool):  # Python callers may still pass a bool
+            self.use_gpu = str(self.use_gpu).lower()
+        for key, allowed in (("use_gpu", ("auto", "true", "false")), ("precision", ("fp32", "bf16"))):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"config key 'train.{key}' must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, key)!r}")
+        if self.max_failures < -1:
+            raise ConfigError(f"config key 'train.max_failures' must be >= -1, got {self.max_failures}")
 
 
 @dataclass
@@ -123,6 +135,8 @@ def _coerce(typ, value, where: str):
         return float(value)  # YAML 1.1 reads '1e-4' (no dot) as a string
     if typ is str and value is None:
         return ""
+    if typ is str and isinstance(value, bool):  # YAML reads true/false as booleans (train.use_gpu: true)
+        return str(value).lower()
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
         raise ConfigError(f"config key {where!r} must be {typ.__name__}, got {value!r}")
     return value

@@ -1,9 +1,16 @@
-"""The evaluation history beside a run: ``metrics.csv`` and a PNG of the learning curves."""
+"""The evaluation history beside a run: ``metrics.csv``, a PNG of the learning curves and a
+TensorBoard event file (``tensorboard --logdir <storage>`` shows every run and Tune trial).
+
+All three are rewritten from the whole history at every evaluation, never appended to: the
+history travels in the checkpoint, so after a resume (a re-run, or Ray Train restarting the
+workers) they hold each evaluation exactly once, in order.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import struct
 
 from seqgen.storage import Storage, join
 
@@ -20,8 +27,37 @@ def write_curves(storage: Storage, run_name: str, evals: list[dict], plot: bool 
     writer.writeheader()
     writer.writerows(evals)
     storage.write_bytes_atomic(join(run_dir, "metrics.csv"), buf.getvalue().encode())
+    storage.write_bytes_atomic(join(run_dir, EVENTS_FILE), tensorboard_events(evals))
     if plot:
         storage.write_bytes_atomic(join(run_dir, "curves.png"), _plot(run_name, evals))
+
+
+#: TensorBoard reads files whose name contains "tfevents"; one fixed name, replaced as it grows.
+EVENTS_FILE = "events.out.tfevents.seqgen"
+
+
+def tensorboard_events(evals: list[dict]) -> bytes:
+    """A TensorBoard event file: every numeric metric of every evaluation as a scalar at its step.
+
+    The file is a sequence of TFRecords (length, masked CRC-32C of the length, an ``Event``
+    protobuf, masked CRC-32C of it); tensorboardX provides the protobuf and the checksum."""
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.record_writer import masked_crc32c
+    from tensorboardX.summary import scalar
+
+    def record(event) -> bytes:
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
+
+    start = evals[0].get("wall_time", 0.0)
+    out = [record(Event(wall_time=start, file_version="brain.Event:2"))]
+    for e in evals:
+        for key, value in e.items():
+            if key not in ("step", "wall_time") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.append(record(Event(wall_time=e.get("wall_time", start), step=int(e["step"]),
+                                        summary=scalar(key, float(value)))))
+    return b"".join(out)
 
 
 def _plot(title: str, evals: list[dict]) -> bytes:

@@ -19,7 +19,7 @@ import ray.train
 import torch
 from torch.utils._pytree import tree_map
 
-from seqgen.config import ExperimentConfig, load_json, to_dict
+from seqgen.config import ExperimentConfig, load_json
 from seqgen.storage import Storage, join
 from seqgen import checkpoint as ckpt
 from seqgen.train.curves import write_curves
@@ -42,7 +42,11 @@ def train_loop_per_worker(config: dict) -> None:
     storage = Storage(config["storage"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device() if (world > 1 or cfg.train.use_gpu) else torch.device("cpu")
+    gpu = cfg.train.use_gpu == "true"  # resolved from "auto" by train.run.make_trainer
+    device = ray.train.torch.get_device() if (world > 1 or gpu) else torch.device("cpu")
+    # bf16 autocast on GPU (train.precision; refused on CPU by make_trainer): the forward pass and
+    # loss in bf16, weights, gradients and optimiser state in fp32, evaluation in fp32.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16" and device.type == "cuda")
     torch.manual_seed(cfg.train.seed)  # same initial weights on every worker
 
     task = make_task(cfg, storage, rank, world, device)
@@ -54,26 +58,35 @@ def train_loop_per_worker(config: dict) -> None:
     progress = {"step": 0, "losses": [], "evals": [], "best": math.inf, "bad_evals": 0}
 
     run_url = storage.url_of(storage.run_dir(cfg.run_name))
-    existing = ckpt.list_checkpoints(run_url)
-    resume = bool(existing)
+    # The newest checkpoint that verifies (a damaged one is skipped with a warning): a re-run of the
+    # command and a worker group restarted by Ray Train (train.max_failures) both come through here.
+    loaded, damaged = ckpt.load_latest(run_url, rank)
+    resume = loaded is not None
     if resume:
-        loaded = ckpt.load(existing[-1], with_trainer=True, rank=rank)
-        changed = sorted(k for k, v in to_dict(cfg.model).items() if to_dict(loaded.config.model)[k] != v)
-        if changed:
-            raise ValueError(f"run {cfg.run_name!r} exists with other model settings ({', '.join(changed)}): "
-                             "resume it with the same model config, or choose a new run_name")
+        from seqgen.train.run import resume_conflict
+
+        why = resume_conflict(cfg, loaded.config, loaded.workers, loaded.url)
+        if why:
+            raise ValueError(why)
         model.load_state_dict(loaded.model_state)
         st = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, loaded.trainer_state)
         optimizer.load_state_dict(st["optimizer"])
         schedule.load_state_dict(st["schedule"])
         reg.load_state_dict(st["regularizer"])
         task.load_state_dict(st["worker"]["task"])
-        torch.set_rng_state(loaded.trainer_state["worker"]["rng"])
+        _set_rng_state(loaded.trainer_state["worker"], device)  # this worker's own streams
         progress = loaded.progress
     elif cfg.train.init_from:  # retraining with more regularisation (sec. 3.1)
         model.load_state_dict(ckpt.load(cfg.train.init_from).model_state)
     if not resume:  # per-worker dropout / weight-noise streams (a resumed run restores its RNG)
         torch.manual_seed(cfg.train.seed + 1000 * rank)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every worker has chosen its checkpoint before rank 0 discards damaged ones
+    if rank == 0:
+        for url in damaged:  # newer than the one resumed from: their steps are redone and rewritten
+            ckpt.discard(url)
 
     # forward(*args): the model on a fresh weight sample per window (fixed / adaptive noise). DDP
     # wraps model and regulariser together, so AWN's sigma gradients are averaged like the weights'.
@@ -89,7 +102,8 @@ def train_loop_per_worker(config: dict) -> None:
     while progress["step"] < t.max_steps:
         tick = time.perf_counter()
         batch = task.next_batch()
-        loss, stats = task.loss(forward, model, batch)
+        with autocast:
+            loss, stats = task.loss(forward, model, batch)
         total = loss + reg.penalty(model)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -110,6 +124,7 @@ def train_loop_per_worker(config: dict) -> None:
                        "steps_per_s": steps_done / max(step_seconds, 1e-9),
                        "train_loss": since_eval.metrics("train")["train_loss"], **reg.metrics(), **task.evaluate(model)}
             metrics["score"] = metrics.get("valid_loss", metrics["train_loss"])  # keep-best ranks by this
+            metrics["wall_time"] = time.time()  # for TensorBoard's time axes
             since_eval, step_seconds = None, 0.0
             improved = metrics.get("valid_loss", -math.inf) < progress["best"]
             progress["best"] = min(progress["best"], metrics.get("valid_loss", math.inf))
@@ -117,11 +132,23 @@ def train_loop_per_worker(config: dict) -> None:
             progress["evals"].append(metrics)
             trainer_state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                              "regularizer": reg.state_dict()}
-            worker_state = {"task": task.state_dict(), "rng": torch.get_rng_state()}
+            worker_state = {"task": task.state_dict(), **_rng_state(device)}
             reporter.report(metrics, model, task.meta, trainer_state, worker_state)
             if out_of_time or (t.patience and progress["bad_evals"] >= t.patience):
                 break
     reporter.close()
+
+
+def _rng_state(device) -> dict:
+    """This worker's random streams (dropout, weight noise): CPU, and CUDA when it runs there."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"rng": torch.get_rng_state(), "cuda_rng": cuda}
+
+
+def _set_rng_state(worker: dict, device) -> None:
+    torch.set_rng_state(worker["rng"])
+    if worker.get("cuda_rng") is not None and device.type == "cuda":  # a GPU run resumed on a GPU
+        torch.cuda.set_rng_state(worker["cuda_rng"], device)
 
 
 class _Reporter:
@@ -156,7 +183,8 @@ class _Reporter:
         if self.rank != 0:
             ray.train.report(metrics)
             return
-        line = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        line = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+                         if k != "wall_time")
         if self.bar:
             self.bar.console.print(f"[{self.cfg.run_name}] {line}")
         else:

@@ -1,13 +1,21 @@
-"""Launch a training run with Ray Train (TorchTrainer, Train V2) on the configured storage."""
+"""Launch a training run with Ray Train (TorchTrainer, Train V2) on the configured storage.
+
+Failures: ``train.max_failures`` goes to Ray Train's ``FailureConfig``. When a worker process or
+its node dies, Ray Train tears the worker group down and starts a new one, whose training function
+resumes from the run's latest complete checkpoint on storage (``seqgen.train.loop``): seqgen keeps
+its own checkpoints rather than reporting them to Ray (Ray's local mode persists none), so the
+same resume path serves a restart, a re-run of the command and local mode.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from seqgen.config import ExperimentConfig, to_dict
+from seqgen import checkpoint as ckpt
+from seqgen.config import ConfigError, ExperimentConfig, to_dict
 from seqgen.runtime import ensure_ray
 from seqgen.storage import Storage, join
-from seqgen import checkpoint as ckpt
 
 
 @dataclass
@@ -37,7 +45,7 @@ def run_config(cfg: ExperimentConfig, storage: Storage, callbacks=None):
         name=cfg.run_name,
         storage_path=path,
         storage_filesystem=filesystem,
-        failure_config=FailureConfig(max_failures=0),
+        failure_config=FailureConfig(max_failures=cfg.train.max_failures),
         callbacks=callbacks,
     )
 
@@ -51,10 +59,16 @@ def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None):
     t = cfg.train
     if t.num_workers > 0 and not storage.shared_across_processes:
         raise ValueError(f"storage {storage.url} lives in one process: use train.num_workers=0 with it")
+    gpu = resolve_gpu(cfg)
+    if t.precision == "bf16" and not gpu:
+        raise ConfigError("train.precision=bf16 needs a GPU (bf16 autocast on CPU is slow and not what was "
+                          f"asked for): this run has none (train.use_gpu={t.use_gpu}); use train.precision=fp32")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, use_gpu=str(gpu).lower()))  # workers get the answer
+    check_resumable(cfg, storage)  # before starting workers: a config error must not be retried
     scaling = ScalingConfig(
         num_workers=t.num_workers,
-        use_gpu=t.use_gpu,
-        resources_per_worker=None if t.num_workers == 0 else ({"CPU": t.cpus_per_worker} if not t.use_gpu else None),
+        use_gpu=gpu,
+        resources_per_worker=None if t.num_workers == 0 else ({"CPU": t.cpus_per_worker} if not gpu else None),
     )
     return TorchTrainer(
         train_loop_per_worker,
@@ -62,6 +76,48 @@ def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None):
         scaling_config=scaling,
         run_config=run_config(cfg, storage, callbacks),
     )
+
+
+def resolve_gpu(cfg: ExperimentConfig) -> bool:
+    """``train.use_gpu``: true, false, or auto = whether the connected Ray cluster has GPUs."""
+    if cfg.train.use_gpu == "auto":
+        import ray
+
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return cfg.train.use_gpu == "true"
+
+
+def resume_conflict(cfg: ExperimentConfig, saved: ExperimentConfig, workers: int, url: str) -> str | None:
+    """Why run ``cfg`` cannot resume from checkpoint ``url`` (saved with config ``saved`` by
+    ``workers`` workers), or None. The data cursor and carried state are per worker, each over its
+    own share of the corpus, so they cannot be re-sharded onto another number of workers."""
+    changed = sorted(k for k, v in to_dict(cfg.model).items() if to_dict(saved.model).get(k) != v)
+    if changed:
+        return (f"run {cfg.run_name!r} exists with other model settings ({', '.join(changed)}): "
+                "resume it with the same model config, or choose a new run_name")
+    world = max(cfg.train.num_workers, 1)  # local mode (0) is one worker
+    if workers and workers != world:
+        same = f"{workers}" if workers > 1 else "0 or 1"
+        return (f"run {cfg.run_name!r}: checkpoint {url} was written by {workers} worker(s), but "
+                f"train.num_workers={cfg.train.num_workers} now; resume with train.num_workers={same}, or "
+                f"start a new run_name with train.init_from={url} (weights only)")
+    return None
+
+
+def check_resumable(cfg: ExperimentConfig, storage: Storage) -> None:
+    """Refuse early (in the driver, reading two small files) a re-run that its latest checkpoint
+    cannot continue; the training loop checks the checkpoint it actually resumes from again."""
+    found = ckpt.list_checkpoints(storage.url_of(storage.run_dir(cfg.run_name)))
+    if not found:
+        return
+    try:
+        manifest = ckpt.read_manifest(found[-1])
+        saved = ckpt.read_config(found[-1])
+    except (ckpt.CheckpointError, ConfigError):
+        return  # damaged: the loop falls back to an older checkpoint and checks that one
+    why = resume_conflict(cfg, saved, manifest["workers"], found[-1])
+    if why:
+        raise ValueError(why)
 
 
 def train(cfg: ExperimentConfig, storage: Storage, address: str | None = None) -> TrainResult:
