@@ -2,24 +2,86 @@
 
 Storage: ``--storage URL`` or ``$SEQGEN_STORAGE`` (default ``./seqgen-storage``). Ray: a local Ray
 on 127.0.0.1 is started on demand, or ``--address`` / ``$RAY_ADDRESS`` joins a cluster.
+
+Errors a user can fix (a missing or damaged checkpoint or dataset, a bad option combination, a
+failed training run) are one line on stderr and exit code 2: `user_error` is the one place that
+turns exceptions into those lines. ``SEQGEN_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from seqgen.data.text import preprocess_text
 from seqgen.storage import Storage
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# --------------------------------------------------------------------------------------------
+# errors: one line, exit code 2
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+    return (text or type(e).__name__)[:600]
+
+
+def _ray_cause(e: BaseException) -> BaseException | None:
+    """The exception a Ray Train worker / controller / task raised, out of Ray's wrappers."""
+    failures = getattr(e, "worker_failures", None)  # ray.train.WorkerGroupError
+    if failures:
+        return next(iter(failures.values()))
+    for attr in ("controller_failure", "cause"):  # ray.train.ControllerError, ray.exceptions.RayTaskError
+        inner = getattr(e, attr, None)
+        if isinstance(inner, BaseException) and type(e).__module__.startswith("ray."):
+            return inner
+    return None
+
+
+def user_error(e: BaseException) -> str | None:
+    """The one-line message for an error the user can fix, or None for a bug (keep its traceback)."""
+    inner = _ray_cause(e)
+    if inner is not None:
+        while _ray_cause(inner) is not None:
+            inner = _ray_cause(inner)
+        why = user_error(inner) or f"{type(inner).__name__}: {_one_line(inner)}"
+        return f"training failed in Ray: {why} (worker logs: /tmp/ray/session_latest/logs on the node)"
+    if type(e).__name__ == "TrainingFailedError" or type(e).__module__.startswith("ray."):
+        return f"Ray failed: {_one_line(e)} (logs: /tmp/ray/session_latest/logs)"
+    if isinstance(e, (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+                      NotADirectoryError)):  # ConfigError, DatasetError, CheckpointError are ValueErrors
+        return _one_line(e)
+    return None
+
+
+class _Commands(TyperGroup):
+    """Runs a command and maps the user errors it raises to one line on stderr + exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:  # noqa: BLE001 - the CLI boundary: users get a line, bugs a traceback
+            message = user_error(e)
+            if message is None or os.environ.get("SEQGEN_DEBUG"):
+                raise
+            typer.secho(f"error: {message}", fg="red", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, help=__doc__.split("\n\nErrors")[0],
+                  pretty_exceptions_enable=False)
 
 StorageOpt = typer.Option(None, "--storage", envvar="SEQGEN_STORAGE",
                           help="Storage root: a directory or an fsspec URL (s3://, gs://, memory://).")
 AddressOpt = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address; default: a local Ray.")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 CONFIGS = Path(__file__).parent / "configs"
 
 
@@ -33,6 +95,36 @@ def _config_path(config: Optional[str]) -> Optional[str]:
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(2)
+
+
+def versions() -> dict:
+    """seqgen's version and those of the libraries a bug report needs (no import of torch or ray)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("seqgen", "torch", "ray"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out | {"python": platform.python_version()}
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", help="Print the versions of seqgen, torch, ray and Python."),
+    as_json: bool = typer.Option(False, "--json", help="With --version: as JSON."),
+):
+    if version:
+        v = versions()
+        typer.echo(json.dumps(v) if as_json else f"seqgen {v['seqgen']} (torch {v['torch']}, ray {v['ray']}, "
+                                                   f"python {v['python']})")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
 
 
 @app.command()
@@ -106,25 +198,29 @@ def train(
     from seqgen import config as cfgmod
     from seqgen.train.run import train as run
 
-    try:
-        cfg = cfgmod.load(_config_path(config), overrides or [])
-    except (cfgmod.ConfigError, FileNotFoundError) as e:
-        _fail(str(e))
+    cfg = cfgmod.load(_config_path(config), overrides or [])
     result = run(cfg, Storage.from_url(storage), address)
     typer.echo(f"run: {result.run_url}\nbest checkpoint: {result.best_checkpoint}")
 
 
 def _load(checkpoint: str, storage: Optional[str]):
-    from seqgen.data.tokenizers import Vocabulary
-    from seqgen.models import load_model
-    from seqgen.checkpoint import resolve
+    """(model, LoadedCheckpoint) for what the user typed, with the catalog's clear errors."""
+    from seqgen.catalog import find_checkpoint, load_model
 
-    try:
-        model, loaded = load_model(resolve(Storage.from_url(storage), checkpoint))
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    vocab = Vocabulary.from_json(loaded.meta["vocab"]) if "vocab" in loaded.meta else None
-    return model, loaded, vocab
+    return load_model(find_checkpoint(Storage.from_url(storage), checkpoint))
+
+
+def _vocab(loaded):
+    from seqgen.data.tokenizers import Vocabulary
+
+    return Vocabulary.from_json(loaded.meta["vocab"])
+
+
+def _refuse(what: str, given: dict, why: str) -> None:
+    """Options the user gave that ``what`` cannot honour: an error, not silence."""
+    names = [name for name, value in given.items() if value is not None and value is not False]
+    if names:
+        raise ValueError(f"{what} cannot honour {', '.join(names)}: {why}")
 
 
 CheckpointArg = typer.Argument(..., help="Checkpoint directory URL, run directory, or run name on storage.")
@@ -136,53 +232,124 @@ def evaluate(
     split: str = typer.Option("test", help="Split to evaluate: train | valid | test."),
     dataset: Optional[str] = typer.Option(None, help="Dataset name (default: the one the model was trained on)."),
     dynamic_lr: float = typer.Option(0.0, help="> 0: also run dynamic evaluation with this SGD learning rate."),
-    seq_len: int = typer.Option(100, help="Evaluation window length."),
-    max_tokens: int = typer.Option(0, help="Evaluate only the first N tokens (0 = all)."),
+    seq_len: int = typer.Option(100, help="Text: evaluation window length."),
+    max_tokens: int = typer.Option(0, help="Text: evaluate only the first N tokens (0 = all)."),
+    max_lines: int = typer.Option(0, help="Handwriting: evaluate only the first N lines (0 = all)."),
+    batch_size: int = typer.Option(16, help="Parallel streams (text) or lines per batch (handwriting)."),
     storage: Optional[str] = StorageOpt,
 ):
-    """Bits per token/character, perplexity and error on a split, static and dynamic side by side."""
-    from seqgen.data.text import chars_per_token, load_manifest, load_split
-    from seqgen.evaluate import evaluate_tokens
+    """Static and dynamic evaluation side by side, as JSON: bits per token/character, perplexity and
+    error for text; nats per line, nats per point and SSE per point for handwriting."""
+    from seqgen.data.text import load_manifest
+    from seqgen.progress import Progress
 
-    model, loaded, _ = _load(checkpoint, storage)
+    model, loaded = _load(checkpoint, storage)
     st = Storage.from_url(storage)
+    kind = loaded.config.model.kind
     manifest = load_manifest(st, dataset or loaded.config.dataset)
+    name, data_kind = manifest["name"], manifest.get("kind", "text")
+    if (kind == "text") != (data_kind == "text"):
+        raise ValueError(f"checkpoint {loaded.url} is a {kind} model but dataset {name!r} is a {data_kind} "
+                         "dataset: pass --dataset with one of its kind")
     if split not in manifest["splits"]:
-        _fail(f"dataset {manifest['name']!r} has no {split!r} split")
-    ids = load_split(st, manifest, split)
-    ids = ids[:max_tokens] if max_tokens else ids
-    cpt = chars_per_token(manifest, split)
-    rows = {"static": evaluate_tokens(model, ids, seq_len=seq_len).metrics(split, cpt)}
-    if dynamic_lr > 0:
-        rows["dynamic"] = evaluate_tokens(model, ids, seq_len=seq_len, dynamic_lr=dynamic_lr).metrics(split, cpt)
+        raise ValueError(f"dataset {name!r} has no {split!r} split (it has {', '.join(sorted(manifest['splits']))}): "
+                         "pass --split")
+    modes = {"static": 0.0, **({"dynamic": dynamic_lr} if dynamic_lr > 0 else {})}
+    rows = {}
+    if kind == "text":
+        from seqgen.data.text import chars_per_token, load_split
+        from seqgen.evaluate import evaluate_tokens
+
+        if manifest["vocab"] != loaded.meta["vocab"]:
+            raise ValueError(f"dataset {name!r} has another vocabulary than checkpoint {loaded.url}: its ids "
+                             "would mean other symbols; evaluate on the dataset the model was trained on")
+        ids = load_split(st, manifest, split)
+        ids = ids[:max_tokens] if max_tokens else ids
+        for mode, lr in modes.items():
+            with Progress(f"evaluate {split} ({mode})", len(ids), "tokens") as p:
+                stats = evaluate_tokens(model, ids, streams=batch_size, seq_len=seq_len, dynamic_lr=lr, progress=p)
+            rows[mode] = stats.metrics(split, chars_per_token(manifest, split))
+    else:
+        from seqgen.evaluate import evaluate_lines, line_metrics
+        from seqgen.handwriting.dataset import load_lines
+        from seqgen.handwriting.iam import Alphabet
+        from seqgen.handwriting.models import meta_alphabet
+
+        if model.synthesis and meta_alphabet(loaded.meta) != Alphabet.from_json(manifest["alphabet"]):
+            raise ValueError(f"dataset {name!r} has another alphabet than checkpoint {loaded.url}: "
+                             "evaluate on the dataset the model was trained on")
+        lines = load_lines(st, manifest, split)
+        lines = lines[:max_lines] if max_lines else lines
+        for mode, lr in modes.items():
+            with Progress(f"evaluate {split} ({mode})", len(lines), "lines") as p:
+                stats = evaluate_lines(model, lines, loaded.meta, batch_size=batch_size, dynamic_lr=lr, progress=p)
+            rows[mode] = line_metrics(stats, split)
     typer.echo(json.dumps(rows, indent=2))
 
 
 @app.command()
 def sample(
     checkpoint: str = CheckpointArg,
-    prompt: str = typer.Option("", help="Priming text fed before sampling."),
-    length: int = typer.Option(500, help="Symbols to generate."),
-    temperature: float = typer.Option(1.0, help="Softmax temperature; 0 = greedy."),
-    top_k: int = typer.Option(0, help="Sample only from the k most likely symbols (0 = all)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed gives the same text."),
-    n: int = typer.Option(1, help="Number of samples."),
-    beam: int = typer.Option(0, help="> 0: beam search of this width instead of sampling."),
+    prompt: Optional[str] = typer.Option(None, help="Text: priming text fed before sampling."),
+    length: Optional[int] = typer.Option(None, help="Symbols (text, default 500) or pen points (handwriting, default 700)."),
+    temperature: Optional[float] = typer.Option(None, help="Text: softmax temperature (default 1); 0 = greedy."),
+    top_k: Optional[int] = typer.Option(None, help="Text: sample only from the k most likely symbols (default 0 = all)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed gives the same sample."),
+    n: Optional[int] = typer.Option(None, help="Number of samples (default 1); handwriting lines are stacked."),
+    beam: int = typer.Option(0, help="Text: > 0: beam search of this width instead of sampling."),
+    bias: Optional[float] = typer.Option(None, help="Handwriting: probability bias b (eqs. 61-62, default 0.75); 0 = unbiased."),
+    out: Optional[str] = typer.Option(None, help="Handwriting: output picture, .svg or .png (default strokes.svg)."),
+    density: Optional[str] = typer.Option(None, help="Handwriting: also save the predicted mixture density along the "
+                                                     "first line (Fig. 10) as PNG."),
     storage: Optional[str] = StorageOpt,
 ):
-    """Generate text from a checkpoint."""
+    """Generate text, or unconditional handwriting from a prediction network (Graves sec. 4)."""
+    model, loaded = _load(checkpoint, storage)
+    kind = loaded.config.model.kind
+    if kind == "text":
+        _refuse("a text model", {"--bias": bias, "--out": out, "--density": density},
+                "those options are for handwriting checkpoints")
+        _sample_text(model, _vocab(loaded), prompt, length, temperature, top_k, seed, n, beam)
+    elif kind == "handwriting_synthesis":
+        raise ValueError(f"checkpoint {loaded.url} is a synthesis network, which writes a given text: "
+                         f"use `seqgen write TEXT --checkpoint {checkpoint}`")
+    else:
+        _refuse("handwriting sampling", {"--prompt": prompt, "--temperature": temperature, "--top-k": top_k,
+                                         "--beam": beam or None}, "use --bias to trade variety for neatness")
+        _sample_strokes(model, loaded, length or 700, 0.75 if bias is None else bias, seed, n or 1,
+                        out or "strokes.svg", density)
+
+
+def _sample_text(model, vocab, prompt, length, temperature, top_k, seed, n, beam) -> None:
     from seqgen import text_sampling as sampling
 
-    model, _, vocab = _load(checkpoint, storage)
-    try:
-        if beam:
-            for text, logp in sampling.beam_search(model, vocab, prompt, length, beam):
-                typer.echo(f"[log p = {logp:.3f}] {prompt}{text}")
-            return
-        for text in sampling.generate(model, vocab, prompt, length, temperature, top_k, seed, n):
-            typer.echo(prompt + text + ("\n" + "-" * 40 if n > 1 else ""))
-    except ValueError as e:
-        _fail(str(e))
+    prompt, length = prompt or "", 500 if length is None else length
+    if beam:
+        _refuse("--beam", {"--n": n, "--temperature": temperature, "--top-k": top_k, "--seed": seed},
+                "beam search returns the most likely continuations, deterministically "
+                "(drop them, or sample without --beam)")
+        for text, logp in sampling.beam_search(model, vocab, prompt, length, beam):
+            typer.echo(f"[log p = {logp:.3f}] {prompt}{text}")
+        return
+    n = n or 1
+    for text in sampling.generate(model, vocab, prompt, length, 1.0 if temperature is None else temperature,
+                                  top_k or 0, seed, n):
+        typer.echo(prompt + text + ("\n" + "-" * 40 if n > 1 else ""))
+
+
+def _sample_strokes(model, loaded, points: int, bias: float, seed, n: int, out: str, density) -> None:
+    from seqgen.handwriting.render import mixture_density_png, strokes_png, strokes_svg
+    from seqgen.handwriting.sampling import read_line, sample_strokes
+
+    lines = [sample_strokes(model, loaded.meta, points, bias=bias, seed=None if seed is None else seed + i)
+             for i in range(n)]
+    Path(out).write_bytes(strokes_svg(lines).encode() if out.endswith(".svg") else strokes_png(lines))
+    typer.echo(f"wrote {out} ({', '.join(f'{len(o)} points' for o in lines)})")
+    if density:
+        yhat, _ = read_line(model, loaded.meta, lines[0])
+        Path(density).write_bytes(mixture_density_png(lines[0], yhat.numpy(), model.M, offset_mean=loaded.meta["offset_mean"],
+                                                      offset_std=loaded.meta["offset_std"]))
+        typer.echo(f"wrote {density} (mixture density along the first line)")
 
 
 @app.command()
@@ -194,11 +361,11 @@ def score(
     """Total log-probability, bits per token and perplexity of a text."""
     from seqgen.text_sampling import score_text
 
-    model, _, vocab = _load(checkpoint, storage)
-    try:
-        typer.echo(json.dumps(score_text(model, vocab, text), indent=2))
-    except ValueError as e:
-        _fail(str(e))
+    model, loaded = _load(checkpoint, storage)
+    if loaded.config.model.kind != "text":
+        raise ValueError(f"checkpoint {loaded.url} is a {loaded.config.model.kind} model: score needs a text model "
+                         "(`seqgen evaluate` scores handwriting)")
+    typer.echo(json.dumps(score_text(model, _vocab(loaded), text), indent=2))
 
 
 @app.command()
@@ -207,24 +374,28 @@ def tune(
     overrides: List[str] = typer.Argument(None, help="Base config overrides, e.g. train.max_steps=500."),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="Base YAML config or bundled name."),
     space: List[str] = typer.Option([], "--space", help="Search dimension, e.g. optim.lr=loguniform:1e-4:1e-2 (default: Graves' regularisers)."),
-    num_samples: int = typer.Option(8, help="Number of trials."),
+    num_samples: Optional[int] = typer.Option(None, help="Trials (default 8); with --staged, stage-2 trials per grid point (default 1)."),
     max_concurrent: int = typer.Option(1, help="Trials running at once."),
+    staged: bool = typer.Option(False, "--staged", help="Graves sec. 3: train without regularisation to early "
+                                "stopping, then retrain its best checkpoint with each regulariser "
+                                "(--space, or none/dropout/weight noise/adaptive weight noise)."),
+    scheduler: str = typer.Option("asha", help="Trial scheduler (stage 2 with --staged): asha | pbt."),
+    grace_period: int = typer.Option(1, help="Evaluations before ASHA may stop a trial (PBT: between perturbations)."),
     storage: Optional[str] = StorageOpt,
     address: Optional[str] = AddressOpt,
 ):
-    """Search regularisation settings with Ray Tune (ASHA early stopping)."""
+    """Search regularisation settings with Ray Tune (ASHA early stopping, or PBT)."""
     from seqgen import config as cfgmod
     from seqgen.runtime import ensure_ray
-    from seqgen.tune import parse_space, run_search
+    from seqgen.tune import parse_space, run_search, run_staged
 
+    base = cfgmod.load(_config_path(config), overrides or [])
+    parsed = parse_space(space) if space else None
     ensure_ray(address)
-    try:
-        base = cfgmod.load(_config_path(config), overrides or [])
-        parsed = parse_space(space) if space else None
-        result = run_search(base, Storage.from_url(storage), name, parsed, num_samples, max_concurrent)
-    except (ValueError, FileExistsError) as e:  # ConfigError is a ValueError
-        _fail(str(e))
-    typer.echo(f"best checkpoint: {result.best_checkpoint}")
+    search, default_samples = (run_staged, 1) if staged else (run_search, 8)
+    result = search(base, Storage.from_url(storage), name, parsed, num_samples or default_samples, max_concurrent,
+                    grace_period, scheduler=scheduler)
+    typer.echo(f"results: {result.results_dir}\nbest checkpoint: {result.best_checkpoint}")
 
 
 @app.command()
@@ -262,27 +433,139 @@ def write(
     storage: Optional[str] = StorageOpt,
 ):
     """Handwriting synthesis: write text with the attention-window network (Graves sec. 5)."""
+    from seqgen.catalog import load_model
     from seqgen.handwriting.render import phi_heatmap_png, strokes_png, strokes_svg
     from seqgen.handwriting.sampling import synthesize
     from seqgen.handwriting.styles import resolve_style
-    from seqgen.models import load_model
-    from seqgen.checkpoint import resolve
 
     st = Storage.from_url(storage)
     if checkpoint is None and not (DEFAULT_HANDWRITING / "manifest.json").exists():
-        _fail("no bundled handwriting model in this install: pass --checkpoint")
-    try:
-        model, loaded = load_model(resolve(st, checkpoint) if checkpoint else str(DEFAULT_HANDWRITING))
-        prime = resolve_style(style, loaded.meta, st) if style is not None else None
-        results = synthesize(model, loaded.meta, list(texts), bias=bias, seed=seed, prime=prime)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        raise ValueError("no bundled handwriting model in this install: pass --checkpoint")
+    if checkpoint:
+        model, loaded = _load(checkpoint, storage)
+    else:
+        model, loaded = load_model(str(DEFAULT_HANDWRITING))
+    if loaded.config.model.kind != "handwriting_synthesis":
+        raise ValueError(f"checkpoint {loaded.url} is a {loaded.config.model.kind} model: write needs a "
+                         "handwriting_synthesis checkpoint (`seqgen sample` draws from prediction networks)")
+    prime = resolve_style(style, loaded.meta, st) if style is not None else None
+    results = synthesize(model, loaded.meta, list(texts), bias=bias, seed=seed, prime=prime)
     lines = [r.offsets for r in results]
     data = strokes_svg(lines).encode() if out.endswith(".svg") else strokes_png(lines)
     Path(out).write_bytes(data)
     if phi:
         Path(phi).write_bytes(phi_heatmap_png(results[0].phi, results[0].text))
     typer.echo(f"wrote {out} ({', '.join(f'{len(r.offsets)} points' for r in results)})")
+
+
+# --------------------------------------------------------------------------------------------
+# what is on storage, what is in a checkpoint, export
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*r)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: no wrapping at 80 columns
+        console = Console(width=200)
+    console.print(table)
+
+
+def _num(value, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def runs(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt):
+    """List the training runs on storage: kind, steps, best metric, checkpoints, last update."""
+    from dataclasses import asdict
+
+    from seqgen.catalog import list_runs
+
+    st = Storage.from_url(storage)
+    found = list_runs(st)
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in found], indent=2))
+        return
+    rows = [[r.name, r.kind or "?", f"{r.steps}/{r.max_steps}" if r.max_steps else str(r.steps),
+             f"{r.best_metric} {_num(r.best)}" + (f" @ {r.best_step}" if r.best_step else "") if r.best_metric else "",
+             str(r.checkpoints), r.updated] for r in found]
+    _table(f"runs on {st.url}", ["name", "kind", "steps", "best", "checkpoints", "updated"], rows)
+
+
+@app.command()
+def datasets(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt):
+    """List the preprocessed datasets on storage: kind, size per split, symbols, last update."""
+    from dataclasses import asdict
+
+    from seqgen.catalog import list_datasets
+
+    st = Storage.from_url(storage)
+    found = list_datasets(st)
+    if as_json:
+        typer.echo(json.dumps([asdict(d) for d in found], indent=2))
+        return
+    rows = [[d.name, d.kind, ", ".join(f"{s} {n:,}" for s, n in d.splits.items()) + f" {d.unit}",
+             str(d.symbols), d.updated] for d in found]
+    _table(f"datasets on {st.url}", ["name", "kind", "size", "symbols", "updated"], rows)
+
+
+@app.command()
+def inspect(checkpoint: str = CheckpointArg, storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt):
+    """What a checkpoint holds: kind, step, metrics, parameters, dataset, vocabulary or alphabet,
+    file sizes and the config it was trained with."""
+    from seqgen.catalog import find_checkpoint, inspect_checkpoint
+
+    info = inspect_checkpoint(find_checkpoint(Storage.from_url(storage), checkpoint))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    best = info["best"]
+    rows = [["checkpoint", info["checkpoint"]], ["kind", info["kind"]], ["run", info["run_name"]],
+            ["dataset", info["dataset"]], ["step", str(info["step"])], ["parameters", f"{info['parameters']:,}"],
+            ["best", f"{best['metric']} {_num(best['value'])} at step {best['step']}" if best["metric"] else ""],
+            ["last evaluation", "  ".join(f"{k}={_num(v)}" for k, v in info["metrics"].items())],
+            ["resumable", "yes" if info["resumable"] else "no (inference only)"]]
+    if "vocabulary" in info:
+        v = info["vocabulary"]
+        shown = "".join(v["symbols"][:80]) if v["kind"] == "char" else " ".join(map(str, v["symbols"][:30]))
+        rows.append(["vocabulary", f"{v['size']} {v['kind']} symbols: {shown!r}" + (" ..." if v["size"] > 30 else "")])
+    if "alphabet" in info:
+        a = info["alphabet"]
+        rows.append(["alphabet", f"{a['size']} classes (END + {a['chars']!r})"])
+    rows.append(["files", ", ".join(f"{k} {v:,} B" for k, v in info["files"].items()) + f" (total {info['total_bytes']:,} B)"])
+    rows += [[f"config {section}", "  ".join(f"{k}={v}" for k, v in values.items())] if isinstance(values, dict)
+             else [f"config {section}", str(values)] for section, values in info["config"].items()]
+    _table(f"checkpoint {checkpoint}", ["", ""], rows)
+
+
+@app.command()
+def export(
+    checkpoint: str = CheckpointArg,
+    format: str = typer.Option("torchscript", "--format", help="torchscript | onnx."),
+    out: str = typer.Option(..., "--out", help="Output file (e.g. model.pt or model.onnx)."),
+    storage: Optional[str] = StorageOpt,
+    as_json: bool = JsonOpt,
+):
+    """Export the model's one-step function (state in, state out) to TorchScript or ONNX, to run
+    the sampler elsewhere (docs/export.md)."""
+    from seqgen.export import export as run_export
+
+    model, loaded = _load(checkpoint, storage)
+    kind = "text" if loaded.config.model.kind == "text" else "handwriting"
+    info = run_export(model, loaded.meta, kind, out, format)
+    summary = {"out": out, "format": format, "kind": loaded.config.model.kind, "inputs": info["inputs"],
+               "outputs": info["outputs"], "state_shapes": info["state_shapes"]}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(f"wrote {out} ({format}; inputs: {', '.join(info['inputs'])}; outputs: {', '.join(info['outputs'])})")
 
 
 @app.command()

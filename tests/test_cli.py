@@ -56,8 +56,8 @@ def test_score_and_evaluate(trained):
     (["sample", "cli", "--prompt", "naïve {"], "never seen"),
     (["train", "model.hidden=3"], "unknown config key 'model.hidden'"),
     (["train", "train.max_steps=many"], "train.max_steps"),
-    (["sample", "no-such-run"], "no complete checkpoint"),
-    (["sample", "../escape"], "no complete checkpoint"),
+    (["sample", "no-such-run"], "no run 'no-such-run'"),
+    (["sample", "../escape"], "checkpoint not found: ../escape"),
     (["preprocess", "mine", "--input", "/nonexistent/corpus.txt"], "not found: /nonexistent/corpus.txt"),
     (["preprocess", "../up", "--input", "README.md"], "invalid dataset name"),
 ])

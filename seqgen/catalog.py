@@ -1,0 +1,246 @@
+"""What is on a storage root, and what is inside a checkpoint: the library side of ``seqgen runs``,
+``seqgen datasets`` and ``seqgen inspect``, and the one place that turns what a user typed into a
+loaded model with errors that say what is wrong and what to do.
+
+Everything here reads the same files the writers produce (``storage.py`` layout, dataset
+``manifest.json``, checkpoint ``manifest.json`` / ``progress.json``) and never imports Ray.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from fsspec.core import url_to_fs
+
+from seqgen import checkpoint as ckpt
+from seqgen.checkpoint import CheckpointError
+from seqgen.storage import Storage, join
+
+
+# --------------------------------------------------------------------------------------------
+# runs and datasets
+
+
+@dataclass
+class RunInfo:
+    name: str
+    kind: str  # model kind: text | handwriting_prediction | handwriting_synthesis ('' if unknown)
+    steps: int  # step of the newest complete checkpoint (0: none yet)
+    max_steps: int | None
+    best_metric: str  # valid_bpc (text), valid_loss (handwriting: nats/line), or train_loss
+    best: float | None
+    best_step: int | None
+    checkpoints: int
+    updated: str  # ISO time of the newest checkpoint (or the run's config), '' if unknown
+    url: str
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    kind: str  # text tokenizer (char | byte | word | bigram) or 'handwriting'
+    size: int  # training tokens (text) or lines (handwriting)
+    unit: str  # 'tokens' | 'lines'
+    splits: dict = field(default_factory=dict)  # split -> size in the same unit
+    symbols: int = 0  # vocabulary or alphabet size
+    updated: str = ""
+    url: str = ""
+
+
+def _leaf(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _modified(fs, path: str) -> str:
+    """Last-modified time of ``path`` as ISO-8601 UTC (local files, memory://, s3, gcs), '' if unknown."""
+    try:
+        info = fs.info(path)
+    except (FileNotFoundError, OSError):
+        return ""
+    for key in ("mtime", "LastModified", "updated", "created", "last_modified"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            value = _dt.datetime.fromtimestamp(value, _dt.timezone.utc)
+        elif isinstance(value, str):
+            try:
+                value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, _dt.datetime):
+            value = value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+            return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ""
+
+
+def _read_json(fs, path: str):
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def best_eval(evals: list[dict], kind: str) -> tuple[str, float | None, int | None]:
+    """(metric name, best value, its step) over an evaluation history: bits/char for text,
+    nats/line for handwriting (the papers' numbers), the training loss when nothing was validated."""
+    for metric in (["valid_bpc", "valid_loss"] if kind == "text" else ["valid_loss"]) + ["train_loss"]:
+        scored = [e for e in evals if isinstance(e.get(metric), (int, float)) and not math.isnan(e[metric])]
+        if scored:
+            best = min(scored, key=lambda e: e[metric])
+            return metric, float(best[metric]), best.get("step")
+    return "", None, None
+
+
+def run_info(storage: Storage, name: str) -> RunInfo:
+    """One run's summary from its newest complete checkpoint (and ``config.json`` beside the run)."""
+    fs, run_dir = storage.fs, storage.run_dir(name)
+    url = storage.url_of(run_dir)
+    found = ckpt.list_checkpoints(url)
+    config = {}
+    for path in ([join(url_to_fs(found[-1])[1], "config.json")] if found else []) + [join(run_dir, "config.json")]:
+        try:
+            config = _read_json(fs, path)
+            break
+        except (FileNotFoundError, ValueError):
+            continue
+    kind = config.get("model", {}).get("kind", "")
+    progress = {}
+    if found:
+        try:
+            progress = _read_json(fs, join(url_to_fs(found[-1])[1], "progress.json"))
+        except (FileNotFoundError, ValueError):
+            pass
+    metric, best, best_step = best_eval(progress.get("evals", []), kind)
+    latest = join(url_to_fs(found[-1])[1], "manifest.json") if found else join(run_dir, "config.json")
+    return RunInfo(name, kind, int(progress.get("step", 0)), config.get("train", {}).get("max_steps"),
+                   metric, best, best_step, len(found), _modified(fs, latest), url)
+
+
+def list_runs(storage: Storage) -> list[RunInfo]:
+    """Every run directory under ``<root>/runs/`` (tune trials included), by name."""
+    fs, root = storage.fs, storage.runs_dir()
+    if not fs.exists(root):
+        return []
+    names = sorted(_leaf(p) for p in fs.ls(root, detail=False) if fs.isdir(p))
+    return [run_info(storage, n) for n in names if not n.startswith(".")]
+
+
+def dataset_info(storage: Storage, manifest: dict) -> DatasetInfo:
+    handwriting = manifest.get("kind") == "handwriting"
+    unit = "lines" if handwriting else "tokens"
+    splits = {s: int(v.get(unit, 0)) for s, v in manifest.get("splits", {}).items()}
+    if handwriting:
+        symbols = len(json.loads(manifest["alphabet"])["chars"]) if manifest.get("alphabet") else 0
+    else:
+        symbols = int(manifest.get("vocab_size", 0))
+    path = join(storage.dataset_dir(manifest["name"]), "manifest.json")
+    return DatasetInfo(manifest["name"], "handwriting" if handwriting else manifest.get("tokenizer", "text"),
+                       splits.get("train", 0), unit, splits, symbols,
+                       manifest.get("created") or _modified(storage.fs, path), storage.url_of(storage.dataset_dir(manifest["name"])))
+
+
+def list_datasets(storage: Storage) -> list[DatasetInfo]:
+    """Every complete dataset (one with a manifest) under ``<root>/datasets/``, by name."""
+    fs, root = storage.fs, storage.path("datasets")
+    if not fs.exists(root):
+        return []
+    out = []
+    for p in sorted(fs.ls(root, detail=False)):
+        manifest_path = join(p, "manifest.json")
+        if fs.isdir(p) and fs.exists(manifest_path):
+            try:
+                out.append(dataset_info(storage, _read_json(fs, manifest_path)))
+            except (ValueError, KeyError):  # a foreign or damaged manifest: listed, not fatal
+                out.append(DatasetInfo(_leaf(p), "unreadable manifest", 0, "", url=storage.url_of(p)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints: find, load, inspect
+
+
+def find_checkpoint(storage: Storage, ref: str) -> str:
+    """A checkpoint URL from what a user typed: a checkpoint directory, a run directory (its best
+    checkpoint) or a run name on ``storage``; `CheckpointError` saying what to give instead."""
+    hint = "give a checkpoint directory, a run directory or a run name (`seqgen runs` lists them)"
+    if "/" not in ref and "://" not in ref:  # a run name
+        run_url = storage.url_of(storage.run_dir(ref))
+        if not storage.exists(storage.run_dir(ref)):
+            raise CheckpointError(f"no run {ref!r} on {storage.url} and no such directory: {hint}")
+        if not ckpt.list_checkpoints(run_url):
+            raise CheckpointError(f"run {ref!r} has no complete checkpoint yet ({run_url}): train it first")
+        return ckpt.best_checkpoint(run_url)
+    fs, path = url_to_fs(ref)
+    if not fs.exists(path):
+        raise CheckpointError(f"checkpoint not found: {ref}: {hint}")
+    if fs.isfile(path):
+        raise CheckpointError(f"{ref} is a file, not a checkpoint directory: {hint}")
+    if fs.exists(join(path, "manifest.json")):
+        return ref
+    if not ckpt.list_checkpoints(ref):
+        raise CheckpointError(f"{ref} is not a checkpoint (no manifest.json) and holds no complete "
+                              f"checkpoint_* directory: {hint}")
+    return ckpt.best_checkpoint(ref)
+
+
+def load_model(url: str, device: str = "cpu"):
+    """(model in eval mode, LoadedCheckpoint) like ``seqgen.models.load_model``, with
+    `CheckpointError` for a damaged checkpoint or a ``model.pt`` that does not fit its ``config.json``."""
+    from seqgen.models import build_model
+
+    loaded = ckpt.load(url)
+    try:
+        model = build_model(loaded.config, loaded.meta)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {url}: config.json / meta.json do not describe a model ({e})") from e
+    try:
+        model.load_state_dict(loaded.model_state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())
+        raise CheckpointError(f"checkpoint {url}: model.pt does not fit its config.json ({detail[:200]}...): "
+                              "the files come from different runs; use a checkpoint as training wrote it") from e
+    return model.to(device).eval(), loaded
+
+
+def parameter_count(model_state: dict) -> int:
+    return int(sum(t.numel() for t in model_state.values() if hasattr(t, "numel")))
+
+
+def inspect_checkpoint(url: str) -> dict:
+    """Everything a user asks of a checkpoint: config, step, metrics, parameter count, dataset,
+    vocabulary or alphabet, file sizes. JSON-serialisable."""
+    from seqgen.config import to_dict
+
+    loaded = ckpt.load(url)
+    sizes = {name: entry["size"] for name, entry in ckpt.read_manifest(url)["files"].items()}
+    cfg, meta, progress = loaded.config, loaded.meta, loaded.progress
+    evals = progress.get("evals", [])
+    metric, best, best_step = best_eval(evals, cfg.model.kind)
+    out = {
+        "checkpoint": url,
+        "kind": cfg.model.kind,
+        "run_name": cfg.run_name,
+        "dataset": meta.get("dataset", cfg.dataset),
+        "step": int(progress.get("step", 0)),
+        "parameters": parameter_count(loaded.model_state),
+        "metrics": evals[-1] if evals else {},
+        "best": {"metric": metric, "value": best, "step": best_step},
+        "resumable": loaded.workers > 0,
+        "files": sizes,
+        "total_bytes": sum(sizes.values()),
+        "config": to_dict(cfg),
+    }
+    if "vocab" in meta:
+        v = meta["vocab"]
+        out["vocabulary"] = {"kind": v["kind"], "size": len(v["symbols"]), "unk": v.get("unk"), "symbols": v["symbols"]}
+    if meta.get("alphabet"):
+        a = meta["alphabet"]
+        a = json.loads(a) if isinstance(a, str) else a
+        out["alphabet"] = {"size": len(a["chars"]), "chars": "".join(a["chars"][1:]), "fallback": a.get("fallback")}
+    if "offset_mean" in meta:
+        out["offset_stats"] = {"mean": meta["offset_mean"], "std": meta["offset_std"]}
+    return out
+
+
+def as_dicts(items) -> list[dict]:
+    return [asdict(i) for i in items]

@@ -1,0 +1,176 @@
+"""Every user error is one line on stderr naming the thing and what to do, with exit code 2 — never
+a traceback. Each case runs through the real CLI (typer's CliRunner, in-process) on real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from seqgen import checkpoint as ckpt
+from seqgen import config
+from seqgen.cli import app
+from seqgen.models import build_model
+from seqgen.storage import Storage, join
+from tiny_storage import handwriting_checkpoint, handwriting_dataset, text_checkpoint, text_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """Local storage (a directory, so checkpoint files can be damaged by hand) with a char dataset,
+    a text run, a handwriting prediction run and a run whose model.pt belongs to another config."""
+    tmp = tmp_path_factory.mktemp("errors")
+    st = Storage.from_url(str(tmp / "store"))
+    manifest = text_dataset(st, tmp)
+    text_checkpoint(st, manifest, run="good")
+    handwriting_checkpoint(st, handwriting_dataset(st, tmp), run="pen")
+    # "foreign": config.json says hidden_size=16, model.pt holds a hidden_size=32 network, and the
+    # manifest vouches for both (as if saved that way): only loading the state dict can tell
+    cfg = config.load(None, ["run_name=foreign", "dataset=tiny", "model.hidden_size=16"])
+    other = config.load(None, ["run_name=foreign", "dataset=tiny", "model.hidden_size=32"])
+    meta = {"kind": "text", "dataset": "tiny", "vocab": manifest["vocab"], "chars_per_token": 1.0}
+    url = join(st.run_dir("foreign"), ckpt.checkpoint_name(2))
+    ckpt.save(url, cfg, meta, build_model(other, meta).state_dict(), {}, {"step": 2, "evals": []})
+    return st, tmp
+
+
+def run(st, *args):
+    result = runner.invoke(app, [*args, "--storage", st.url])
+    return result.exit_code, result.stderr.strip(), result
+
+
+def assert_one_line(code, err, result, *fragments):
+    assert code == 2, (code, result.output, result.exception)
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def damaged_copy(st, tmp, name, edit):
+    """A copy of run 'good' with one file of its checkpoint changed by ``edit(bytes) -> bytes``."""
+    src = ckpt.list_checkpoints(st.url_of(st.run_dir("good")))[-1]
+    dst = tmp / "damaged" / name
+    shutil.copytree(src, dst)
+    path = dst / "model.pt"
+    path.write_bytes(edit(path.read_bytes()))
+    return str(dst)
+
+
+def test_missing_checkpoint_directory(root, tmp_path):
+    st, _ = root
+    missing = str(tmp_path / "no" / "such" / "checkpoint")
+    assert_one_line(*run(st, "sample", missing), f"checkpoint not found: {missing}", "`seqgen runs`")
+
+
+def test_unknown_run_name(root):
+    st, _ = root
+    assert_one_line(*run(st, "inspect", "no-such-run"), "no run 'no-such-run'", "`seqgen runs` lists them")
+
+
+def test_a_directory_that_is_not_a_checkpoint(root, tmp_path):
+    st, _ = root
+    (tmp_path / "notes.txt").write_text("hello")
+    assert_one_line(*run(st, "evaluate", str(tmp_path)), f"{tmp_path} is not a checkpoint (no manifest.json)")
+
+
+def test_model_pt_from_another_config(root):
+    st, _ = root
+    assert_one_line(*run(st, "sample", "foreign", "--length", "5"), "model.pt does not fit its config.json",
+                    "size mismatch", "runs/foreign/checkpoint_00000002")
+
+
+def test_model_pt_copied_from_another_checkpoint(root):
+    st, tmp = root
+    foreign = ckpt.list_checkpoints(st.url_of(st.run_dir("foreign")))[-1]
+    with open(f"{foreign}/model.pt", "rb") as f:
+        other = f.read()
+    path = damaged_copy(st, tmp, "copied", lambda _: other)
+    assert_one_line(*run(st, "inspect", path), f"checkpoint {path} is damaged: model.pt")
+
+
+def test_same_size_corrupted_model_pt(root):
+    st, tmp = root
+
+    def flip(data: bytes) -> bytes:  # same size, a few bytes in the middle of the weights changed
+        mid = len(data) // 2
+        return data[:mid] + bytes(b ^ 0xFF for b in data[mid : mid + 8]) + data[mid + 8 :]
+
+    path = damaged_copy(st, tmp, "flipped", flip)
+    assert_one_line(*run(st, "sample", path, "--length", "5"), f"checkpoint {path} is damaged",
+                    "model.pt does not match its sha256")
+
+
+def test_truncated_manifest(root):
+    st, tmp = root
+    path = damaged_copy(st, tmp, "manifest", lambda d: d)
+    (tmp / "damaged" / "manifest" / "manifest.json").write_text('{"format": 2, "fi')
+    assert_one_line(*run(st, "inspect", path), f"checkpoint {path} is damaged: manifest.json is unreadable")
+
+
+def test_evaluate_on_a_missing_dataset(root):
+    st, _ = root
+    assert_one_line(*run(st, "evaluate", "good", "--dataset", "nope"), "dataset 'nope' not found",
+                    "`seqgen preprocess`")
+
+
+def test_evaluate_on_a_missing_split_and_a_foreign_dataset(root):
+    st, _ = root
+    assert_one_line(*run(st, "evaluate", "good", "--split", "dev"), "dataset 'tiny' has no 'dev' split", "--split")
+    assert_one_line(*run(st, "evaluate", "good", "--dataset", "hw"), "is a text model but dataset 'hw' is a "
+                                                                     "handwriting dataset")
+
+
+def test_evaluate_on_a_damaged_dataset(root):
+    st, tmp = root
+    shutil.copytree(tmp / "store" / "datasets" / "tiny", tmp / "store" / "datasets" / "tiny2")
+    manifest_path = tmp / "store" / "datasets" / "tiny2" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["name"] = "tiny2"
+    manifest_path.write_text(json.dumps(manifest))
+    shard = tmp / "store" / "datasets" / "tiny2" / manifest["splits"]["test"]["shards"][0]["path"]
+    data = shard.read_bytes()
+    shard.write_bytes(data[:100] + bytes(b ^ 0xFF for b in data[100:108]) + data[108:])
+    assert_one_line(*run(st, "evaluate", "good", "--dataset", "tiny2"), "dataset 'tiny2' is damaged", "sha256")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["sample", "good", "--beam", "2", "--n", "3"], ["--beam cannot honour --n:", "sample without --beam"]),
+    (["sample", "good", "--beam", "2", "--temperature", "0.5", "--top-k", "3", "--seed", "1"],
+     ["--beam cannot honour --temperature, --top-k, --seed"]),
+    (["sample", "good", "--density", "d.png"], ["a text model cannot honour --density"]),
+    (["sample", "pen", "--temperature", "0.7"], ["handwriting sampling cannot honour --temperature", "--bias"]),
+    (["score", "pen", "abc"], ["score needs a text model"]),
+    (["write", "hello", "--checkpoint", "good"], ["write needs a handwriting_synthesis checkpoint"]),
+    (["export", "good", "--format", "tflite", "--out", "x"], ["unknown export format 'tflite'"]),
+    (["train", "model.hidden=3"], ["unknown config key 'model.hidden'"]),
+])
+def test_bad_option_combinations(root, args, fragments):
+    st, _ = root
+    assert_one_line(*run(st, *args), *fragments)
+
+
+def test_a_bug_keeps_its_traceback(root, monkeypatch):
+    """Only user errors are mapped: an unexpected exception still surfaces with its traceback."""
+    import seqgen.catalog
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(seqgen.catalog, "list_runs", boom)
+    code, _, result = run(root[0], "runs")
+    assert code == 1 and isinstance(result.exception, ZeroDivisionError)
+
+
+@pytest.mark.ray
+def test_ray_train_failure_is_one_line(ray_session, tmp_path):
+    """A worker's error inside a real Ray Train run (1 worker process) reaches the user as its own message."""
+    store = str(tmp_path / "store")
+    code, err, result = run(Storage.from_url(store), "train", "run_name=fails", "dataset=nowhere",
+                            "model.hidden_size=8", "train.num_workers=1", "train.max_failures=0", "train.max_steps=2",
+                            "train.progress=false")
+    assert_one_line(code, err, result, "training failed in Ray", "dataset 'nowhere' not found", "seqgen preprocess")
