@@ -7,9 +7,10 @@ shows that it is alive and how fast it goes.
             p.advance(1, nbytes=chunk_bytes)        # -> "12/40 tasks, 14.2 MB/s"
     for r in track(map_tasks(...), "encode", total=n, unit="tasks", sizes=bytes_per_task): ...
 
-``note`` adds free text (a search's best score so far). Log lines go out at most every
-``$SEQGEN_PROGRESS_EVERY`` seconds (default 10), plus one final line for work that printed any;
-``SEQGEN_PROGRESS=0`` silences both forms.
+``note`` adds free text; `tune_callback` keeps a Ray Tune search's trials and best score on one.
+Log lines go out at most every ``$SEQGEN_PROGRESS_EVERY`` seconds (default 10), plus one final
+line for work that printed any; ``SEQGEN_PROGRESS=0`` silences both forms. Training shows its own
+progress (``train.loop``: a bar on a terminal, a line per evaluation).
 """
 
 from __future__ import annotations
@@ -128,3 +129,46 @@ def track(items: Iterable, description: str, total: int | None = None, unit: str
         for i, item in enumerate(items):
             yield item
             p.advance(1, sizes[i] if sizes is not None else 0)
+
+
+def tune_callback(progress: Progress, metric: str = "score", mode: str = "min"):
+    """A ``ray.tune.Callback`` that keeps ``progress`` at trials done / total with a note of the
+    trials running and the best ``metric`` so far. Tune runs callbacks in the driver process."""
+    from ray.tune import Callback
+
+    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
+
+    class TuneProgress(Callback):
+        def __init__(self):
+            self.running: set[str] = set()
+            self.done = self.failed = 0
+            self.best: float | None = None
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.running.add(trial.trial_id)
+            self._show()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            value = result.get(metric)
+            if isinstance(value, (int, float)) and value == value and (self.best is None or better(value, self.best)):
+                self.best = float(value)
+                self._show()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._finish(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.failed += 1
+            self._finish(trial)
+
+        def _finish(self, trial):
+            self.running.discard(trial.trial_id)
+            self.done += 1
+            self._show()
+
+        def _show(self):
+            best = "none yet" if self.best is None else f"{self.best:.4g}"
+            failed = f", {self.failed} failed" if self.failed else ""
+            progress.update(self.done, info=f"{len(self.running)} running{failed}, best {metric} {best}")
+
+    return TuneProgress()
