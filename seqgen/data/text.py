@@ -36,6 +36,7 @@ from seqgen.data.shards import (  # noqa: F401  (DatasetError, remove_old_versio
     remove_old_versions,
     split_info,
 )
+from seqgen.progress import track
 from seqgen.runtime import map_tasks
 from seqgen.storage import Storage, join, shared_across_processes, write_parquet
 
@@ -159,7 +160,9 @@ def preprocess_text(storage: Storage, name: str, spec: TextSpec, use_ray: bool |
         use_ray = storage.shared_across_processes and all(map(shared_across_processes, sum(spec.files.values(), [])))
     kind = spec.tokenizer
     chunks = plan_chunks(spec)
-    counted = list(map_tasks(_count_task, [(kind, c) for c in chunks], use_ray))
+    sizes = [c.end - c.start for c in chunks]  # bytes per task, for the MB/s of the progress line
+    counted = list(track(map_tasks(_count_task, [(kind, c) for c in chunks], use_ray),
+                         f"preprocess {name}: count", len(chunks), "tasks", sizes))
     errors = [r["error"] for r in counted if "error" in r]
     if errors:
         raise DatasetError(errors[0])
@@ -185,7 +188,8 @@ def preprocess_text(storage: Storage, name: str, spec: TextSpec, use_ray: bool |
     base = join(storage.dataset_dir(name), version)
     out = [storage.url_of(f"{base}/{c.split}/part-{c.index:05d}.parquet") for c in chunks]
     vocab_json = vocab.to_json()
-    encoded = list(map_tasks(_encode_task, [(kind, c, vocab_json, o, spec.block_tokens) for c, o in zip(chunks, out)], use_ray))
+    encoded = list(track(map_tasks(_encode_task, [(kind, c, vocab_json, o, spec.block_tokens) for c, o in zip(chunks, out)],
+                                   use_ray), f"preprocess {name}: encode", len(chunks), "tasks", sizes))
     splits = {}
     for chunk, (n, sha) in zip(chunks, encoded):
         entry = splits.setdefault(chunk.split, {"tokens": 0, "chars": stats[chunk.split]["chars"], "shards": []})

@@ -32,6 +32,7 @@ from seqgen.data.presets import data_root
 from seqgen.data.shards import DatasetError, fingerprint, new_version, rank_slices, read_shard, remove_old_versions, split_info
 from seqgen.data.text import SPLITS
 from seqgen.handwriting.iam import SkipReport, discover_forms, full_alphabet, graves57_alphabet, list_files, load_forms
+from seqgen.progress import track
 from seqgen.runtime import map_tasks
 from seqgen.storage import Storage, join, shared_across_processes, write_parquet
 
@@ -179,7 +180,8 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
     paths = [f"{version}/{split}/part-{i:05d}.parquet" for i, (split, _) in enumerate(groups)]
     try:
         urls = [storage.url_of(join(storage.dataset_dir(name), p)) for p in paths]
-        results = list(map_tasks(_parse_task, [(root_path, ids, u) for (_, ids), u in zip(groups, urls)], use_ray))
+        results = list(track(map_tasks(_parse_task, [(root_path, ids, u) for (_, ids), u in zip(groups, urls)], use_ray),
+                             f"preprocess {name}: parse", len(groups), "tasks"))
         for r in results:
             report.skipped.extend(map(tuple, r["skipped"]))
         per_split: dict[str, dict] = {}
