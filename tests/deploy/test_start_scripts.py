@@ -1,0 +1,60 @@
+"""cluster/start-head.sh and cluster/start-worker.sh: they refuse what cannot work, and together
+form a real two-node cluster that keeps token authentication on and its dashboard on loopback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.local_cluster import START_WORKER, LocalCluster, auth_env
+
+BIN = Path(sys.executable).parent
+
+
+def _run(cmd, env):
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_worker_refuses_a_loopback_head(tmp_path):
+    out = _run([str(START_WORKER), "127.0.0.1:6379"], auth_env(tmp_path / "token", BIN))
+    assert out.returncode == 2 and "bound to loopback" in out.stderr
+
+
+def test_worker_refuses_to_start_without_a_token(tmp_path):
+    env = auth_env(tmp_path / "token", BIN)
+    del env["RAY_AUTH_TOKEN_PATH"]
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token here
+    out = _run([str(START_WORKER), "10.1.2.3:6379"], env)
+    assert out.returncode == 2 and "no cluster token" in out.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.cluster
+def test_head_and_worker_form_a_two_node_cluster_with_token_auth(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scripts")
+    cluster = LocalCluster(auth_env(tmp / "token", BIN), log_dir=tmp)
+    try:
+        cluster.start_head(num_cpus=1)
+        cluster.wait_for_nodes(1)  # a worker joins a head that is registered
+        cluster.start_worker(1, '--resources={"script_worker": 1}')
+        nodes = cluster.wait_for_nodes(2)
+        assert sorted(n["is_head_node"] for n in nodes) == [False, True]
+        worker = next(n for n in nodes if not n["is_head_node"])
+        assert worker["resources_total"].get("script_worker") == 1
+
+        # Without the token the cluster answers nothing.
+        no_token = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+        out = _run(["ray", "list", "nodes", "--address", cluster.dashboard], no_token)
+        assert out.returncode != 0, out.stdout
+        assert "401" in out.stderr or "auth" in out.stderr.lower(), out.stderr[-2000:]
+
+        # The dashboard (Jobs API) is on loopback only, not on the address the nodes advertise.
+        ip, port = cluster.gcs.split(":")[0], int(cluster.dashboard.rsplit(":", 1)[1])
+        with pytest.raises(OSError):
+            socket.create_connection((ip, port), timeout=5).close()
+    finally:
+        cluster.stop()
