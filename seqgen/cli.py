@@ -463,17 +463,18 @@ def write(
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table on stdout; ``columns`` of empty names: a two-column key / value list."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", show_header=any(columns))
     for c in columns:
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*r)
     console = Console()
-    if not console.is_terminal:  # logs and pipes: no wrapping at 80 columns
-        console = Console(width=200)
+    if not console.is_terminal:  # logs and pipes: wider than the 80-column default
+        console = Console(width=160)
     console.print(table)
 
 
@@ -534,8 +535,9 @@ def inspect(checkpoint: str = CheckpointArg, storage: Optional[str] = StorageOpt
             ["resumable", "yes" if info["resumable"] else "no (inference only)"]]
     if "vocabulary" in info:
         v = info["vocabulary"]
-        shown = "".join(v["symbols"][:80]) if v["kind"] == "char" else " ".join(map(str, v["symbols"][:30]))
-        rows.append(["vocabulary", f"{v['size']} {v['kind']} symbols: {shown!r}" + (" ..." if v["size"] > 30 else "")])
+        k = 80 if v["kind"] == "char" else 30
+        shown = "".join(v["symbols"][:k]) if v["kind"] == "char" else " ".join(map(str, v["symbols"][:k]))
+        rows.append(["vocabulary", f"{v['size']} {v['kind']} symbols: {shown!r}" + (" ..." if v["size"] > k else "")])
     if "alphabet" in info:
         a = info["alphabet"]
         rows.append(["alphabet", f"{a['size']} classes (END + {a['chars']!r})"])
