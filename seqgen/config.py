@@ -183,3 +183,36 @@ def _parse_scalar(raw: str, typ):
 
 def load_json(data: dict) -> ExperimentConfig:
     return from_dict(ExperimentConfig, data)
+
+
+# -- setting values by dotted key (the public API tools such as ``seqgen.tune`` build on) --------
+
+
+def leaf_type(key: str) -> type:
+    """The type of dotted config key ``key`` (``"optim.lr"`` -> float); a ConfigError naming the
+    key unless it is a value (not a section) of ``ExperimentConfig``."""
+    typ = _field_type(key.split("."))
+    if dataclasses.is_dataclass(typ):
+        raise ConfigError(f"config key {key!r} is a section, not a value")
+    return typ
+
+
+def parse_value(key: str, raw: str):
+    """Command-line text as a value of dotted key ``key``, read as an override would be and
+    checked against the key's type: ``parse_value("optim.lr", "1e-4") == 1e-4``."""
+    typ = leaf_type(key)
+    return _coerce(typ, _parse_scalar(raw.strip(), typ), key)
+
+
+def with_values(cfg: ExperimentConfig, values: dict) -> ExperimentConfig:
+    """A copy of ``cfg`` with dotted-key ``values`` set, validated as strictly as a YAML file."""
+    data = to_dict(cfg)
+    for key, value in values.items():
+        leaf_type(key)
+        *sections, leaf = key.split(".")
+        node = data
+        for section in sections:
+            node = node[section]
+        # numpy scalars (Tune samples some) -> Python scalars, for the config and its JSON
+        node[leaf] = value.item() if hasattr(value, "item") and not isinstance(value, (str, list, dict)) else value
+    return from_dict(ExperimentConfig, data)

@@ -1,4 +1,4 @@
-"""Hyperparameter search (seqgen.tune): a real local Ray, 3 tiny trials under ASHA."""
+"""seqgen.tune.search: a real local Ray, 3 tiny trials under ASHA; requests refused up front."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from seqgen.config import ConfigError, load
 from seqgen.storage import Storage, join
-from seqgen.tune import apply_params, parse_space, run_search, trial_run_name
+from seqgen.tune import run_search, trial_run_name
 
 TINY = [
     "model.hidden_size=16", "model.num_layers=1", "train.max_steps=6", "train.eval_every=2",
@@ -19,57 +19,10 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from seqgen.runtime import apply_local_env
-
-    apply_local_env()
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-
-
-@pytest.mark.parametrize("item, words", [
-    ("optim.lr", ["optim.lr", "kind:args"]),
-    ("optim.lr=gauss:0:1", ["optim.lr=gauss:0:1", "choice"]),
-    ("optim.lrate=uniform:0:1", ["optim.lrate"]),
-    ("optim=choice:a,b", ["optim=choice:a,b", "section"]),
-    ("optim.lr=uniform:1", ["two bounds"]),
-    ("optim.lr=uniform:x:1", ["numbers"]),
-    ("optim.lr=uniform:2:1", ["low < high"]),
-    ("optim.lr=loguniform:0:1", ["0 < low"]),
-    ("optim.lr=choice:fast,slow", ["optim.lr", "float"]),
-    ("reg.kind=uniform:0:1", ["reg.kind", "choice"]),
-    ("reg.kind=choice:", ["reg.kind=choice:", "values"]),
-    ("train.batch_size=uniform:1:9", ["randint"]),
-    ("train.batch_size=randint:1.5:4", ["integers"]),
-])
-def test_parse_space_errors_name_the_item(item, words):
-    with pytest.raises(ConfigError) as err:
-        parse_space([item])
-    for word in words:
-        assert word in str(err.value)
-
-
-def test_parse_space_and_apply():
-    from ray.tune.search.sample import Float, Integer
-
-    space = parse_space(["optim.lr=loguniform:1e-4:1e-2", "reg.kind=choice:none,weight_noise",
-                         "model.dropout=uniform:0:0.5", "train.batch_size=randint:4:9",
-                         "model.deriv_clip=grid:0,1,10", "reg.std=choice:1e-2,0.05"])
-    assert isinstance(space["optim.lr"], Float) and isinstance(space["train.batch_size"], Integer)
-    assert space["reg.kind"].categories == ["none", "weight_noise"]
-    assert space["reg.std"].categories == [0.01, 0.05]
-    assert space["model.deriv_clip"] == {"grid_search": [0, 1, 10]}
-    with pytest.raises(ConfigError, match="twice"):
-        parse_space(["optim.lr=uniform:0:1", "optim.lr=uniform:0:1"])
-    cfg = apply_params(load(None, TINY), {"optim.lr": 1e-3, "model.deriv_clip": 10, "reg.kind": "weight_noise"})
-    assert (cfg.optim.lr, cfg.model.deriv_clip, cfg.reg.kind) == (1e-3, 10.0, "weight_noise")
-    with pytest.raises(ConfigError):
-        apply_params(cfg, {"train.max_steps": 1.5})
+def test_trial_run_names():
     assert trial_run_name("s" * 128, "ab12c_00003") == "s" * 118 + "-trial-003"
+    assert trial_run_name("s" * 128, "ab12c_00003", segment=2) == "s" * 115 + "-trial-003-r2"
+    assert trial_run_name("tiny-s2", "ab12c_00011") == "tiny-s2-trial-011"
 
 
 @pytest.mark.ray
@@ -103,7 +56,10 @@ def test_search_three_trials(tmp_path, ray_session):
     best = storage.read_json(join(tune_dir, "best.json"))
     assert best["trial"] == min(scores, key=scores.get) == result.best_run
     assert math.isclose(best["best_score"], min(scores.values()), rel_tol=1e-6)
-    assert best["checkpoint"] == result.best_checkpoint
+    assert best["checkpoint"] == result.best_checkpoint == storage.url_of(join(tune_dir, "best"))  # a copy
+    assert best["source_checkpoint"].startswith(storage.url_of(storage.run_dir(best["trial"])))
+    with storage.fs.open(join(tune_dir, "curves.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert set(best["params"]) == {"optim.lr", "reg.kind", "model.dropout"}
     assert result.best_config.optim.lr == best["params"]["optim.lr"] == best["config"]["optim"]["lr"]
 
@@ -134,3 +90,5 @@ def test_run_search_refuses_bad_requests(tmp_path):
         run_search(base, storage, "../up", space={})
     with pytest.raises(ValueError, match="one process"):
         run_search(base, Storage.from_url("memory://x"), "s", space={})
+    with pytest.raises(ValueError, match="scheduler.*asha, pbt"):
+        run_search(base, storage, "s", space={}, scheduler="hyperband")
