@@ -28,6 +28,7 @@ from seqgen.data.tokenizers import EOS, Vocabulary
 from seqgen.sampling import Job, Row, run
 
 TEMPERATURE_FLOOR = 1e-2  # below it sampling is greedy
+MAX_RANDOM_SEED = 2**53 - 1  # drawn seeds fit every JSON parser exactly (float64), so they can be sent back
 
 
 @dataclass
@@ -49,7 +50,7 @@ def start_token(vocab: Vocabulary) -> int:
 
 def random_seed() -> int:
     """A seed for a request that gave none (returned to the caller, so the output can be repeated)."""
-    return secrets.randbelow(2**63)
+    return secrets.randbelow(MAX_RANDOM_SEED + 1)
 
 
 def filter_logits(logits: Tensor, temperature: Tensor, top_k: Tensor) -> Tensor:

@@ -152,3 +152,24 @@ def test_score_text_is_sum_of_step_log_softmax(model, vocab):
     assert got["perplexity"] == pytest.approx(math.exp(-total / n), rel=1e-5)
     with pytest.raises(ValueError, match="empty"):
         score_text(model, vocab, "")
+
+
+@pytest.mark.parametrize("hidden", [16, 128])
+def test_a_row_steps_to_the_same_bits_in_any_batch(vocab, hidden):
+    """`seqgen.sampling.step` pads small batches (BLAS uses other kernels for 1-3 rows), so a row's
+    outputs and state are bitwise those it gets alone, whatever else is in the batch."""
+    from seqgen.config import ModelConfig
+    from seqgen.models.text import TextModel
+    from seqgen.sampling import step
+    from seqgen.text_sampling import TextGenerator
+
+    torch.manual_seed(0)
+    gen = TextGenerator(TextModel(ModelConfig(hidden_size=hidden, num_layers=2), len(vocab)).eval(), vocab)
+    x = torch.randint(len(vocab), (70,))
+    state = tuple(tuple(torch.randn_like(t) for t in layer) for layer in gen.initial_state(70))
+    with torch.no_grad():
+        alone, _, alone_state = step(gen, x[:1], tuple(tuple(t[:1] for t in layer) for layer in state), None)
+        for b in (2, 3, 4, 5, 17, 70):
+            params, _, new_state = step(gen, x[:b], tuple(tuple(t[:b] for t in layer) for layer in state), None)
+            assert torch.equal(params[:1], alone), b
+            assert all(torch.equal(a[:1], s) for la, ls in zip(new_state, alone_state) for a, s in zip(la, ls))

@@ -59,7 +59,8 @@ def resolve_style(style: str, meta: dict, storage=None) -> tuple[np.ndarray, str
     if style.isdigit():
         return from_sjvasquez(int(style), meta)
     if storage is None:
-        raise ValueError("a dataset line as style needs the storage holding the dataset")
+        raise UnknownStyle(f"style {style!r} is not a shipped style number, and no storage holding the model's "
+                           f"dataset was given to look it up as a line id")
     return from_dataset(storage, meta["dataset"], style)
 
 

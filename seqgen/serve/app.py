@@ -53,9 +53,16 @@ api = FastAPI(
 api.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 errors.install(api)
 
-SSE = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+SSE = {200: {"content": {"text/event-stream": {"schema": {
+    "type": "object", "required": ["event", "data"],
+    "properties": {"event": {"type": "string", "enum": ["start", "chunk", "done", "error"]},
+                   "data": {"type": "string", "description": "JSON: start {seed, samples, model}; chunk {sample, "
+                                                             "text}; done {samples, symbols, seed, elapsed_s}; error "
+                                                             "{error, message}"}}}}},
              "description": "JSON, or with stream=true a text/event-stream"}}
-NDJSON = {200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+NDJSON = {200: {"content": {"application/x-ndjson": {"schema": {
+    "type": "object", "description": "each line: {points: [[dx, dy, eos], ...]}, then {done: true, points, seed, "
+                                     "elapsed_s, model}; or {error, message}"}}},
                 "description": "JSON, or with stream=true newline-delimited JSON"}}
 
 
@@ -278,17 +285,21 @@ def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 6
     """The Serve application for one checkpoint.
 
     Serve's own limits follow the engine's: a replica takes at most ``max_streams + max_queued``
-    requests plus a little headroom (so /healthz is never turned away), and Serve queues at most
-    ``max_queued`` more before answering 503 itself. ``autoscale=(min, max)`` replaces
+    requests plus a little headroom (so /healthz is never turned away), and Serve's router holds at
+    most that many more in transit before answering 503 itself. ``autoscale=(min, max)`` replaces
     ``num_replicas`` with Serve autoscaling towards ``target_ongoing_requests`` per replica
     (default: half the streams). ``loader`` (checkpoint URL -> (model, LoadedCheckpoint)) defaults
     to ``load_model`` and runs inside each replica, so it must be picklable.
     """
     if max_streams < 1 or max_queued < 0:
         raise ValueError(f"max_streams must be >= 1 and max_queued >= 0, got {max_streams}, {max_queued}")
+    ongoing = max_ongoing_requests or max_streams + max_queued + HEADROOM
     options: dict = {
-        "max_ongoing_requests": max_ongoing_requests or max_streams + max_queued + HEADROOM,
-        "max_queued_requests": max(max_queued, 1),
+        "max_ongoing_requests": ongoing,
+        # Serve's router queue holds requests in transit to a replica; a burst can put a whole
+        # replica's worth there at once. The engine refuses beyond its own limits (JSON 503), so
+        # Serve's own plain-text 503 is only a last resort.
+        "max_queued_requests": ongoing,
         "ray_actor_options": {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})},
     }
     if autoscale:

@@ -31,7 +31,7 @@ from typing import Any, AsyncIterator
 
 import torch
 
-from seqgen.sampling import Decoder, Generator, Job, cat_states, select_state
+from seqgen.sampling import Decoder, Generator, Job, cat_states, prefill, select_state
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,12 @@ class Ticket:
         return max(1, len(self.job.rows))
 
     def post(self, kind: str, payload: Any = None) -> None:
-        """Hand an event to the caller's event loop (from any thread)."""
-        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
+        """Hand an event to the caller's event loop (from any thread); a closed loop means the
+        caller is gone, which is a cancellation."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
+        except RuntimeError:  # the loop is closed
+            self.cancelled = True
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -305,7 +309,7 @@ class Engine:
         inputs = torch.stack([t.job.prompt[t.cursor : t.cursor + length] for t in tickets])
         with_rows = all(t.job.rows for t in tickets)
         context = self.gen.context([t.job.rows[0] for t in tickets]) if with_rows else None
-        outputs, state = self.gen.prefill(inputs, cat_states([t.state for t in tickets]), context)
+        outputs, state = prefill(self.gen, inputs, cat_states([t.state for t in tickets]), context)
         for i, ticket in enumerate(tickets):
             ticket.state = state if len(tickets) == 1 else select_state(state, torch.tensor([i], device=inputs.device))
             if ticket.job.targets is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from seqgen.serve.engine import DeadlineExceeded, Overloaded, StreamFailed
 from seqgen.serve.schemas import MAX_BODY_BYTES, ErrorBody
@@ -78,9 +79,18 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
     return error_response(422, "invalid_request", summary or "invalid request", detail=details)
 
 
+async def handle_http_error(request: Request, exc: HTTPException) -> SafeJSONResponse:
+    """Errors raised by the framework itself (unknown route 404, wrong method 405, a body it cannot
+    decode 400) in the same shape."""
+    codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                           headers=getattr(exc, "headers", None))
+
+
 def install(api) -> None:
     """Register the handlers: every exception becomes the JSON error shape."""
     api.add_exception_handler(RequestValidationError, handle_validation_error)
+    api.add_exception_handler(HTTPException, handle_http_error)
     for exc in (ValueError, NotFound, Overloaded, DeadlineExceeded, StreamFailed, Exception):
         api.add_exception_handler(exc, handle_error)
 
@@ -97,7 +107,8 @@ COMMON = {
 }
 WORK = {
     **COMMON,
-    400: _doc("text with symbols the model cannot read (named in unknown_symbols)"),
+    400: _doc("a body that cannot be decoded, or text with symbols the model cannot read (named in "
+              "unknown_symbols)"),
     503: {**_doc("at capacity: retry after the Retry-After header's seconds"),
           "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
     504: _doc("the request's deadline passed"),

@@ -13,23 +13,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from seqgen.text_sampling import TEMPERATURE_FLOOR
+from seqgen.text_sampling import MAX_RANDOM_SEED, TEMPERATURE_FLOOR
 
 MAX_LENGTH = 5000  # symbols generated per sample
 MAX_SAMPLES = 16  # samples per request (n)
 MAX_PROMPT_CHARS = 10_000
 MAX_SCORE_CHARS = 20_000
 MAX_TOP_K = 1_000_000
-MAX_SEED = 2**63 - 1
+MAX_SEED = MAX_RANDOM_SEED  # 2^53 - 1: exact in every JSON parser (float64), JavaScript included
 MAX_WRITE_CHARS = 200  # hard bound; the model's own limit (its max points) is usually lower
 MAX_BODY_BYTES = 256 * 1024  # well above the largest valid body (20k chars, JSON-escaped)
+MIN_TIMEOUT_S = 10.0  # a request's own deadline; shorter ones would turn ordinary work into 504s
 MAX_TIMEOUT_S = 600.0
 
 _strict = ConfigDict(strict=True, extra="forbid")
 _Seed = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i (wrapping at 2^64); null = a random seed, "
               "returned in the answer so the output can be repeated")
-_Timeout = Field(None, gt=0, le=MAX_TIMEOUT_S, description="deadline in seconds (null = the server's default); "
-                 "past it the answer is 504")
+_Timeout = Field(None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S, description="deadline in seconds (null = the server's "
+                 "default); past it the answer is 504")
 _Stream = Field(False, description="stream the output as it is drawn")
 
 

@@ -76,9 +76,8 @@ def tiny_checkpoint(ray_session, tmp_path_factory) -> str:
     return resolve(storage, "serve-tiny")
 
 
-@pytest.fixture(scope="session")
-def serve_url(ray_session, serve_started, tiny_checkpoint):
-    """Base URL of a real Serve HTTP server on 127.0.0.1 serving the tiny checkpoint."""
+def deploy(serve_started, checkpoint: str, name: str, route_prefix: str, **kw) -> str:
+    """Run one seqgen app on the shared Serve instance; its base URL once it answers."""
     import requests
     from ray import serve
 
@@ -88,17 +87,43 @@ def serve_url(ray_session, serve_started, tiny_checkpoint):
     thread.join(timeout=120)
     if errors:
         raise errors[0]
-    app = build_app(tiny_checkpoint, max_streams=32, max_queued=32, num_cpus=0.5)
-    serve.run(app, name="seqgen-test", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
+    serve.run(build_app(checkpoint, **{"num_cpus": 0.25, **kw}), name=name, route_prefix=route_prefix)
+    url = f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
     deadline = time.time() + 30
     while True:  # serve.run returns once the replica is up; the proxy may need a moment more
         try:
             if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
+                return url
         except requests.RequestException:
             pass
         if time.time() > deadline:
             raise RuntimeError(f"Serve did not answer on {url}")
         time.sleep(0.2)
-    yield url
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session, serve_started, tiny_checkpoint):
+    """Base URL of a real Serve HTTP server on 127.0.0.1 serving the tiny checkpoint."""
+    yield deploy(serve_started, tiny_checkpoint, "seqgen-test", "/", max_streams=32, max_queued=32)
+
+
+@pytest.fixture(scope="session")
+def small_url(serve_url, serve_started, tiny_checkpoint):
+    """The tiny checkpoint behind a deliberately small engine: 2 streams, 2 waiting, 3 s deadlines."""
+    yield deploy(serve_started, tiny_checkpoint, "seqgen-small", "/small", max_streams=2, max_queued=2, timeout_s=3.0)
+
+
+@pytest.fixture(scope="session")
+def hw_url(serve_url, serve_started):
+    """The bundled handwriting synthesis model (real, 2 x 128) at /hw."""
+    from seqgen.cli import DEFAULT_HANDWRITING
+
+    yield deploy(serve_started, str(DEFAULT_HANDWRITING), "seqgen-hw", "/hw", max_streams=32, max_queued=32)
+
+
+@pytest.fixture(scope="session")
+def metrics_url(ray_session) -> str:
+    """Prometheus endpoint of this node's Ray metrics agent (where Serve metrics are exported)."""
+    import ray
+
+    return f"http://127.0.0.1:{ray._private.worker._global_node.metrics_export_port}/metrics"

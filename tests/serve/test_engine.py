@@ -125,6 +125,8 @@ def test_deadline_and_overload(gen):
     async def main():
         engine = Engine(gen, max_streams=1, max_queued=1)
         running = engine.submit(gen.job("", 100_000, seed=1), 0.3)
+        while engine.stats.running_rows == 0:  # admitted: the queue is empty again
+            await asyncio.sleep(0.001)
         waiting = engine.submit(gen.job("", 10, seed=2), 0.2)
         with pytest.raises(Overloaded) as refused:
             engine.submit(gen.job("", 10, seed=3), 30)

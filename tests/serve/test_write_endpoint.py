@@ -1,42 +1,13 @@
-"""The endpoint's handwriting route: a synthesis checkpoint served over real HTTP."""
+"""The endpoint's handwriting route: the bundled synthesis model served over real HTTP."""
 
 from __future__ import annotations
 
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
 import requests
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def hw_url(serve_url, tmp_path_factory):
-    """A tiny, untrained synthesis network (random weights are enough for the HTTP contract)."""
-    import torch
-    from ray import serve
-
-    from seqgen import config
-    from seqgen.handwriting.iam import full_alphabet
-    from seqgen.models import build_model
-    from seqgen.serve.app import build_app
-    from seqgen import checkpoint as ckpt
-
-    cfg = config.load(None, ["run_name=hw-tiny", "model.kind=handwriting_synthesis", "model.hidden_size=16",
-                             "model.num_layers=1", "model.mixture_components=3", "model.window_components=2"])
-    meta = {"kind": "handwriting_synthesis", "dataset": "iam", "offset_mean": [5.0, 0.0], "offset_std": [20.0, 20.0],
-            "alphabet": full_alphabet(["hello world, abc"]).to_json()}
-    torch.manual_seed(0)
-    url = str(tmp_path_factory.mktemp("hw") / "checkpoint_00000000")
-    ckpt.save(url, cfg, meta, build_model(cfg, meta).state_dict(), {}, {"step": 0, "evals": []})
-    serve.run(build_app(url, num_cpus=0.25), name="seqgen-hw", route_prefix="/hw")
-    base = serve_url + "/hw"
-    deadline = time.time() + 30
-    while requests.get(f"{base}/healthz", timeout=5).status_code != 200 and time.time() < deadline:
-        time.sleep(0.2)
-    yield base
-    serve.delete("seqgen-hw")
 
 
 def test_write_returns_svg_and_strokes(hw_url):

@@ -1,0 +1,223 @@
+"""The endpoint under load, over real HTTP on 127.0.0.1: poison, overload, disconnect, joining,
+equal outputs alone / batched / joining, streaming, deadlines, styles, metrics and the per-model
+OpenAPI document. Bounded in count and time; every client has a timeout."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.ray
+
+TIMEOUT = 60
+
+
+def post(url: str, route: str, body, **kw) -> requests.Response:
+    return requests.post(f"{url}{route}", json=body, timeout=kw.pop("timeout", TIMEOUT), **kw)
+
+
+def sse_events(response: requests.Response) -> list[tuple[str, dict]]:
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def stats(url: str) -> dict:
+    return requests.get(f"{url}/stats", timeout=TIMEOUT).json()
+
+
+def test_poison_request_does_not_fail_its_batch_mates(serve_url):
+    ordinary = [{"prompt": "KING", "length": 120, "seed": i} for i in range(8)]
+    poison = {"prompt": "KING", "length": 120, "temperature": 1e-40, "seed": 99}
+    with ThreadPoolExecutor(9) as pool:
+        responses = list(pool.map(lambda b: post(serve_url, "/generate", b), [*ordinary, poison]))
+    assert [r.status_code for r in responses] == [200] * 9, [r.text for r in responses]
+    greedy = post(serve_url, "/generate", {**poison, "temperature": 0.0}).json()["samples"]
+    assert responses[-1].json()["samples"] == greedy  # a vanishing temperature is greedy
+    for body, r in zip(ordinary, responses):  # and the others are what they are alone
+        assert r.json()["samples"] == post(serve_url, "/generate", body).json()["samples"]
+
+
+def test_overload_is_refused_at_once_and_health_stays_fast(small_url):
+    """2 streams + 2 waiting: of 10 concurrent long requests, 4 are answered and 6 get 503 at once."""
+    health: list[float] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            t0 = time.monotonic()
+            assert requests.get(f"{small_url}/healthz", timeout=10).status_code == 200
+            health.append(time.monotonic() - t0)
+            time.sleep(0.05)
+
+    def one(i):
+        t0 = time.monotonic()
+        r = post(small_url, "/generate", {"length": 800, "seed": i, "timeout_s": 60})
+        return r, time.monotonic() - t0
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(one, range(10)))
+    finally:
+        stop.set()
+        watcher.join()
+    codes = sorted(r.status_code for r, _ in results)
+    assert codes == [200] * 4 + [503] * 6, [r.text for r, _ in results]
+    for r, seconds in results:
+        if r.status_code == 503:
+            assert seconds < 1.0 and int(r.headers["Retry-After"]) >= 1
+            assert r.json()["error"] == "overloaded"
+    assert health and max(health) < 1.0, max(health)
+
+
+def test_deadline_is_a_json_504(small_url):
+    """The small deployment's default deadline is 3 s: a request that waits behind two long ones
+    (each ~5,000 steps) and then needs 5,000 steps itself cannot make it."""
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(post, small_url, "/generate", {"length": 5000, "seed": i}) for i in range(3)]
+        results = [f.result() for f in futures]
+    late = [r for r in results if r.status_code == 504]
+    assert late, [r.status_code for r in results]
+    assert late[0].json()["error"] == "deadline_exceeded"
+    assert stats(small_url)["requests"]["expired"] >= 1
+
+
+def test_disconnect_frees_the_slot(serve_url):
+    before = stats(serve_url)["requests"].get("cancelled", 0)
+    with requests.post(f"{serve_url}/generate", json={"length": 5000, "n": 4, "stream": True, "seed": 1},
+                       stream=True, timeout=TIMEOUT) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        while b"chunk" not in next(lines):  # generation is under way
+            pass
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        s = stats(serve_url)
+        if s["requests"].get("cancelled", 0) > before and s["running_rows"] == 0:
+            break
+        time.sleep(0.1)
+    assert s["requests"].get("cancelled", 0) == before + 1 and s["running_rows"] == 0, s
+
+
+def test_short_request_joining_a_long_one_finishes_first(serve_url):
+    finished: dict[str, float] = {}
+
+    def run(name, length):
+        r = post(serve_url, "/generate", {"length": length, "seed": 3})
+        assert r.status_code == 200
+        finished[name] = time.monotonic()
+
+    long = threading.Thread(target=run, args=("long", 5000))
+    long.start()
+    time.sleep(0.5)  # the long one is running
+    run("short", 20)
+    long.join(timeout=TIMEOUT)
+    assert finished["short"] < finished["long"]
+
+
+def test_equal_outputs_alone_batched_and_joining(serve_url, hw_url):
+    body = {"prompt": "ROMEO:", "length": 150, "temperature": 0.9, "top_k": 20, "seed": 42, "n": 2}
+    alone = post(serve_url, "/generate", body).json()["samples"]
+    with ThreadPoolExecutor(6) as pool:  # in a batch
+        batched = list(pool.map(lambda i: post(serve_url, "/generate", {**body, "seed": 42 + 10 * i}), range(6)))
+    assert batched[0].json()["samples"] == alone
+    long = threading.Thread(target=post, args=(serve_url, "/generate", {"length": 4000}))
+    long.start()
+    time.sleep(0.3)
+    joining = post(serve_url, "/generate", body).json()["samples"]  # joins a running batch
+    long.join(timeout=TIMEOUT)
+    assert joining == alone
+
+    write = {"text": "a quick fox", "bias": 0.5, "seed": 5}
+    alone_hw = post(hw_url, "/write", write).json()["strokes"]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: post(hw_url, "/write", {**write, "seed": 5 + i}), range(4)))
+    assert together[0].json()["strokes"] == alone_hw
+
+
+def test_streamed_text_equals_the_plain_answer(serve_url):
+    body = {"prompt": "ROMEO:", "length": 100, "seed": 8, "n": 2}
+    plain = post(serve_url, "/generate", body).json()
+    r = post(serve_url, "/generate", {**body, "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r)
+    assert events[0][0] == "start" and events[0][1]["seed"] == 8
+    assert events[-1][0] == "done" and events[-1][1]["symbols"] == 200
+    texts = ["", ""]
+    for kind, data in events:
+        if kind == "chunk":
+            texts[data["sample"]] += data["text"]
+    assert texts == plain["samples"] and len([e for e in events if e[0] == "chunk"]) > 2
+
+
+def test_streamed_strokes_equal_the_plain_answer(hw_url):
+    body = {"text": "hello", "bias": 1.0, "seed": 2}
+    plain = post(hw_url, "/write", body).json()
+    r = post(hw_url, "/write", {**body, "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert lines[-1]["done"] and lines[-1]["points"] == plain["points"] and lines[-1]["seed"] == 2
+    points = [p for line in lines[:-1] for p in line["points"]]
+    assert points == plain["strokes"] and len(lines) > 2
+
+
+def test_random_seed_is_returned_and_repeats(serve_url):
+    first = post(serve_url, "/generate", {"length": 50}).json()
+    again = post(serve_url, "/generate", {"length": 50, "seed": first["seed"]}).json()
+    assert again["samples"] == first["samples"]
+
+
+def test_styles_ship_with_the_package(hw_url):
+    r = post(hw_url, "/write", {"text": "hello", "style": 3, "seed": 1})
+    assert r.status_code == 200 and r.json()["points"] > 0
+    r = post(hw_url, "/write", {"text": "hello", "style": 99})
+    assert r.status_code == 404 and r.json()["error"] == "not_found" and "0-12" in r.json()["message"]
+    assert post(hw_url, "/write", {"text": "hello", "style": "a01-000u-01"}).status_code == 404  # no dataset here
+
+
+def test_openapi_document_is_per_model(serve_url, hw_url):
+    text = requests.get(f"{serve_url}/openapi.json", timeout=TIMEOUT).json()
+    hw = requests.get(f"{hw_url}/openapi.json", timeout=TIMEOUT).json()
+    assert {"/generate", "/score"} <= set(text["paths"]) and "/write" not in text["paths"]
+    assert "/write" in hw["paths"] and "/generate" not in hw["paths"]
+    prompt = text["components"]["schemas"]["GenerateBody"]["properties"]["prompt"]
+    assert prompt["pattern"].startswith("^[") and "R" in prompt["pattern"]
+    responses = text["paths"]["/generate"]["post"]["responses"]
+    assert {"200", "400", "413", "422", "500", "503", "504"} <= set(responses)
+    assert "text/event-stream" in responses["200"]["content"]
+    write = hw["components"]["schemas"]["WriteBody"]["properties"]
+    assert write["text"]["maxLength"] == 60 and "Z" not in write["text"]["pattern"]
+    assert write["style"]["anyOf"][0] == {"type": "integer", "minimum": 0, "maximum": 12}
+
+
+def test_framework_errors_have_the_json_shape(serve_url):
+    r = requests.post(f"{serve_url}/generate", data=b"\xff\x13\x80", headers={"content-type": "application/json"},
+                      timeout=TIMEOUT)
+    assert 400 <= r.status_code < 500 and r.json()["error"] in ("invalid_request",)
+    r = requests.get(f"{serve_url}/nope", timeout=TIMEOUT)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = requests.get(f"{serve_url}/generate", timeout=TIMEOUT)
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_engine_statistics_are_exported_as_serve_metrics(serve_url, metrics_url):
+    post(serve_url, "/generate", {"length": 30, "seed": 1})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the exporter publishes once a second; the agent scrapes
+        text = requests.get(metrics_url, timeout=TIMEOUT).text
+        names = {"ray_seqgen_batch_occupancy", "ray_seqgen_queue_length", "ray_seqgen_symbols_per_second",
+                 "ray_seqgen_requests_total", "ray_seqgen_symbols_total"}
+        if all(n in text for n in names):
+            break
+        time.sleep(0.5)
+    assert all(n in text for n in names), [n for n in names if n not in text]
+    assert 'outcome="completed"' in text
