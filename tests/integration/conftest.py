@@ -161,9 +161,60 @@ class Cluster:
             stop_group(proc)
         self.nodes.clear()
 
+    # Jobs API -----------------------------------------------------------------------------
+    wait_until = staticmethod(wait_until)
+
+    def submit(self, entrypoint: str, timeout: float = 300, wait: bool = True):
+        """Submit ``entrypoint`` with the repository as working_dir; with ``wait``, return its logs
+        once it succeeded (fail with the log tail otherwise), else return (client, job id)."""
+        from ray.job_submission import JobSubmissionClient
+
+        client = JobSubmissionClient(self.dashboard)
+        runtime_env = {"working_dir": str(REPO), "excludes": [".venv", ".git", "seqgen-storage", "*.png", "*.svg"],
+                       "env_vars": {**LOCAL_ENV, "OMP_NUM_THREADS": "1"}}
+
+        def submitted():
+            try:
+                return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+            except RuntimeError as e:  # the job agent may start a little after the dashboard answers
+                if "No available agent" not in str(e):
+                    raise
+                return None
+
+        job = wait_until(submitted, 60, "a job agent to accept the job", 2)
+        return self.wait_job(client, job, entrypoint, timeout) if wait else (client, job)
+
+    @staticmethod
+    def wait_job(client, job: str, entrypoint: str, timeout: float = 300) -> str:
+        from ray.job_submission import JobStatus
+
+        done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
+        try:
+            status = wait_until(lambda: (s := client.get_job_status(job)) in done and s, timeout,
+                                f"job {entrypoint!r}", 1)
+        except TimeoutError:
+            client.stop_job(job)
+            raise AssertionError(f"{entrypoint} did not finish in {timeout} s:\n{client.get_job_logs(job)[-3000:]}")
+        logs = client.get_job_logs(job)
+        assert status == JobStatus.SUCCEEDED, f"{entrypoint} ended {status}:\n{logs[-4000:]}"
+        return logs
+
+
+# `ray start --address` on loopback. Ray 2.60 binds its servers to 127.0.0.1 only while
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (LOCAL_ENV), but then `ray start` refuses to join a cluster;
+# with =1 it swaps --node-ip-address=127.0.0.1 for the machine's network address and its servers
+# listen on every interface. This runs the real `ray start` with the join guard lifted and the
+# given address kept, so worker nodes, like the head, listen on 127.0.0.1 only.
+_RAY_START_ON_LOOPBACK = (
+    "import sys, ray._private.ray_constants as k, ray._private.services as s; "
+    "k.ENABLE_RAY_CLUSTER = True; s.resolve_ip_for_localhost = lambda host: host; "
+    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())"
+)
+
 
 def _ray_start(args: list[str], cluster: Cluster) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
+    ray = [str(BIN / "ray")] if "--head" in args else [sys.executable, "-c", _RAY_START_ON_LOOPBACK]
+    return subprocess.Popen([*ray, "start", "--block", "--node-ip-address=127.0.0.1",
                              "--object-store-memory=100000000", f"--temp-dir={cluster.temp_dir}",
                              "--disable-usage-stats", *args],
                             env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -204,38 +255,3 @@ def cluster(s3, tmp_path_factory):
         import shutil
 
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def submit_job(cluster: Cluster, entrypoint: str, timeout: float = 300, wait: bool = True):
-    """Submit ``entrypoint`` with the repository as working_dir; with ``wait``, return its logs once
-    it succeeded (fail with the log tail otherwise), else return (client, job id)."""
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(cluster.dashboard)
-    runtime_env = {"working_dir": str(REPO), "excludes": [".venv", ".git", "seqgen-storage", "*.png", "*.svg"],
-                   "env_vars": {**LOCAL_ENV, "OMP_NUM_THREADS": "1"}}
-
-    def submitted():
-        try:
-            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
-        except RuntimeError as e:  # the job agent may start a little after the dashboard answers
-            if "No available agent" not in str(e):
-                raise
-            return None
-
-    job = wait_until(submitted, 60, "a job agent to accept the job", 2)
-    return wait_job(client, job, entrypoint, timeout) if wait else (client, job)
-
-
-def wait_job(client, job: str, entrypoint: str, timeout: float = 300) -> str:
-    from ray.job_submission import JobStatus
-
-    done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
-    try:
-        status = wait_until(lambda: (s := client.get_job_status(job)) in done and s, timeout, f"job {entrypoint!r}", 1)
-    except TimeoutError:
-        client.stop_job(job)
-        raise AssertionError(f"{entrypoint} did not finish in {timeout} s:\n{client.get_job_logs(job)[-3000:]}")
-    logs = client.get_job_logs(job)
-    assert status == JobStatus.SUCCEEDED, f"{entrypoint} ended {status}:\n{logs[-4000:]}"
-    return logs

@@ -1,0 +1,142 @@
+"""A real multi-node Ray cluster on one machine, storage on a real S3-compatible server: the jobs are
+submitted with the Jobs API, spread over the nodes, and training survives the loss of a node.
+
+    head (0 CPUs: job drivers, Train controllers) + node_a, node_b (1 CPU each), all on 127.0.0.1
+    storage: s3://<bucket>/<root> on moto's server (the ``s3`` fixture); every node reaches it
+    through AWS_ENDPOINT_URL
+
+Test A: preprocess job (tasks on both nodes) -> 2-worker training job (one worker per node,
+train.max_failures=3) -> SIGKILL to node_b's process group after the first checkpoint is on S3 ->
+a replacement node joins -> Ray Train rebuilds the worker group, which resumes from the last
+checkpoint -> the run finishes with the loss curve of an uninterrupted run -> sample from s3://.
+Test B: a Tune search with 2 trials running at once on the two nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import fsspec
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from seqgen import checkpoint as ckpt
+from seqgen.cli import app
+from seqgen.data.presets import BUNDLED_SHAKESPEARE
+from seqgen.storage import Storage
+
+pytestmark = [pytest.mark.ray, pytest.mark.cluster, pytest.mark.s3]
+
+# 2 x 16 LSTM; steps slow enough (~50 ms) that a node can be killed between checkpoints
+TINY = ["dataset=shakes", "model.hidden_size=16", "model.num_layers=2", "train.batch_size=16", "train.seq_len=50",
+        "train.eval_every=10", "train.eval_tokens=2000", "train.max_steps=60", "train.progress=false"]
+CLUSTER = ["train.num_workers=2", "train.cpus_per_worker=1", "train.max_failures=3"]
+
+
+@pytest.fixture(scope="module")
+def root(cluster, s3):
+    """A storage root on S3 with the dataset ``shakes`` preprocessed by a job (module-wide)."""
+    url = s3.url("cluster")
+    raw = f"{url}/raw/shakespeare.txt"
+    with open(BUNDLED_SHAKESPEARE, "rb") as src, fsspec.open(raw, "wb") as dst:
+        dst.write(src.read()[:300_000])
+    t0 = time.time()
+    logs = cluster.submit(f"python jobs/preprocess.py shakes -i {raw} --preset shakespeare --chunk-mb 0.05 "
+                               f"--storage {url}", timeout=300)
+    assert "dataset shakes" in logs, logs[-2000:]
+    print(f"preprocess job: {time.time() - t0:.1f} s")
+    return url
+
+
+def _nodes_of(cluster, names: tuple[str, ...], **filters) -> dict[str, set[str]]:
+    """{task/actor name: node ids it ran on} from the Ray state API."""
+    from ray.util.state import list_actors, list_tasks
+
+    out: dict[str, set[str]] = {n: set() for n in names}
+    if filters.get("actors"):
+        for a in list_actors(address=cluster.dashboard, detail=True, limit=10_000, raise_on_missing_output=False):
+            if a.class_name in out and a.node_id:
+                out[a.class_name].add(a.node_id)
+    else:
+        for t in list_tasks(address=cluster.dashboard, detail=True, limit=10_000, raise_on_missing_output=False):
+            short = (t.func_or_class_name or t.name or "").rsplit(".", 1)[-1]
+            if short in out and t.node_id:
+                out[short].add(t.node_id)
+    return out
+
+
+def test_preprocess_tasks_spread_over_nodes(cluster, root):
+    nodes = cluster.alive_nodes()
+    placed = _nodes_of(cluster, ("_count_task", "_encode_task"))
+    for name, where in placed.items():
+        assert where == {nodes["node_a"], nodes["node_b"]}, f"{name} ran on {where}, nodes are {nodes}"
+    m = Storage.from_url(root).read_json(Storage.from_url(root).path("datasets", "shakes", "manifest.json"))
+    assert len(m["splits"]["train"]["shards"]) >= 4 and all(sh["sha256"] for sh in m["splits"]["train"]["shards"])
+
+
+def _losses(storage: Storage, run: str) -> tuple[int, list[float]]:
+    latest = ckpt.list_checkpoints(storage.url_of(storage.run_dir(run)))[-1]
+    with fsspec.open(f"{latest}/progress.json", "rb") as f:
+        progress = json.load(f)
+    return progress["step"], progress["losses"]
+
+
+def test_training_survives_a_node_kill(cluster, root):
+    st = Storage.from_url(root)
+    run_url = st.url_of(st.run_dir("crash"))
+    client, job = cluster.submit(" ".join(["python jobs/train.py", f"--storage {root}", "run_name=crash",
+                                                *TINY, *CLUSTER]), wait=False)
+    t0 = time.time()
+    # both workers up, one per node
+    workers = cluster.wait_until(lambda: (w := _nodes_of(cluster, ("RayTrainWorker",), actors=True)["RayTrainWorker"])
+                         and len(w) == 2 and w, 180, "two Ray Train workers", 1)
+    nodes = cluster.alive_nodes()
+    assert workers == {nodes["node_a"], nodes["node_b"]}
+    first = cluster.wait_until(lambda: ckpt.list_checkpoints(run_url), 180, "the first checkpoint on S3", 0.2)
+    cluster.kill_node("node_b")  # the node dies: its raylet, agents and the worker on it
+    killed_at = int(first[-1].rsplit("_", 1)[-1])
+    t_kill = time.time()
+    cluster.start_node("node_c")  # the replacement the autoscaler would bring
+    logs = cluster.wait_job(client, job, "train job", timeout=400)
+    t_end = time.time()
+    print(f"train job: {t_end - t0:.1f} s (kill at {t_kill - t0:.1f} s, after checkpoint {killed_at})")
+
+    step, losses = _losses(st, "crash")
+    assert step == 60 and killed_at < 60, (step, killed_at)
+    after = _nodes_of(cluster, ("RayTrainWorker",), actors=True)["RayTrainWorker"]
+    assert cluster.alive_nodes()["node_c"] in after, "no worker ran on the replacement node: no restart happened"
+    assert len(losses) == 60 and all(np.isfinite(losses))
+
+    # exact continuation: the same run without the kill gives the same loss curve
+    cluster.submit(" ".join(["python jobs/train.py", f"--storage {root}", "run_name=calm", *TINY, *CLUSTER]),
+               timeout=300)
+    print(f"reference run: {time.time() - t_end:.1f} s")
+    _, reference = _losses(st, "calm")
+    np.testing.assert_allclose(losses, reference, rtol=1e-6, atol=0)
+
+    out = CliRunner().invoke(app, ["sample", "crash", "--storage", root, "--prompt", "KING:", "--length", "40",
+                                   "--seed", "1"])
+    assert out.exit_code == 0 and out.output.startswith("KING:"), out.output
+    assert "restart" in logs.lower() or "fail" in logs.lower(), logs[-3000:]
+
+
+def test_tune_two_trials_on_the_cluster(cluster, root):
+    st = Storage.from_url(root)
+    t0 = time.time()
+    logs = cluster.submit(" ".join([
+        "python jobs/tune.py search", f"--storage {root}", "--space optim.lr=grid:0.002,0.004", "--num-samples 1",
+        "--max-concurrent 2", *TINY, "train.max_steps=20", "train.num_workers=0", "train.cpus_per_worker=1"]),
+        timeout=400)
+    print(f"tune job: {time.time() - t0:.1f} s")
+    assert "best checkpoint" in logs, logs[-3000:]
+    results = st.fs.cat_file(st.path("tune", "search", "results.csv")).decode()
+    assert len(results.strip().splitlines()) == 3, results  # header + 2 trials
+    trial_runs = [p for p in st.fs.ls(st.runs_dir(), detail=False) if "search-trial" in p]
+    assert len(trial_runs) == 2
+    for run in trial_runs:
+        assert ckpt.list_checkpoints(st.url_of(run))
+    # the two trials' training tasks ran on two different nodes
+    placed = _nodes_of(cluster, ("_fit_local",))["_fit_local"]
+    assert len(placed) == 2, placed
