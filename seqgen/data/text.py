@@ -37,6 +37,7 @@ from seqgen.data.shards import (  # noqa: F401  (DatasetError, remove_old_versio
     split_info,
 )
 from seqgen.progress import track
+from seqgen.lease import writes_dataset
 from seqgen.runtime import map_tasks
 from seqgen.storage import Storage, join, shared_across_processes, write_parquet
 
@@ -152,6 +153,7 @@ def plan_chunks(spec: TextSpec) -> list[Chunk]:
     return chunks
 
 
+@writes_dataset  # one writer per dataset name (seqgen.lease)
 def preprocess_text(storage: Storage, name: str, spec: TextSpec, use_ray: bool | None = None, force: bool = False) -> dict:
     """Build dataset ``name`` on ``storage``; returns its manifest. Idempotent unless ``force``.
 

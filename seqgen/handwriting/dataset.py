@@ -33,6 +33,7 @@ from seqgen.data.shards import DatasetError, fingerprint, new_version, rank_slic
 from seqgen.data.text import SPLITS
 from seqgen.handwriting.iam import SkipReport, discover_forms, full_alphabet, graves57_alphabet, list_files, load_forms
 from seqgen.progress import track
+from seqgen.lease import writes_dataset
 from seqgen.runtime import map_tasks
 from seqgen.storage import Storage, join, shared_across_processes, write_parquet
 
@@ -131,6 +132,7 @@ def _skip_summary(report: SkipReport, root: str) -> dict:
             "files": [[rel(f), reason] for f, reason in report.skipped]}
 
 
+@writes_dataset  # one writer per dataset name (seqgen.lease)
 def preprocess_handwriting(storage: Storage, name: str, root: str | None = None, alphabet: str = "full",
                            splits: dict | None = None, valid_fraction: float = 0.1, test_fraction: float = 0.0,
                            forms_per_task: int = 16, use_ray: bool | None = None, force: bool = False,

@@ -20,6 +20,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from seqgen.config import ExperimentConfig, load_json
+from seqgen.lease import check_holder, run_lease
 from seqgen.storage import Storage, join
 from seqgen import checkpoint as ckpt
 from seqgen.train.curves import write_curves
@@ -94,7 +95,7 @@ def train_loop_per_worker(config: dict) -> None:
     if world > 1:
         forward = ray.train.torch.prepare_model(forward, move_to_device=False)
 
-    reporter = _Reporter(cfg, storage, run_url, rank, world, progress)
+    reporter = _Reporter(cfg, storage, run_url, rank, world, progress, config.get("lease_holder"))
     start, t = time.time(), cfg.train
     since_eval = None  # the task's summed statistics since the last evaluation
     step_seconds = 0.0  # time in training steps since the last evaluation (excludes evals, I/O)
@@ -155,9 +156,13 @@ class _Reporter:
     """Console progress, metrics.csv + curves.png beside the run, checkpoints on storage and
     metrics to Ray Train (and through it to Tune)."""
 
-    def __init__(self, cfg: ExperimentConfig, storage: Storage, run_url: str, rank: int, world: int, progress: dict):
+    def __init__(self, cfg: ExperimentConfig, storage: Storage, run_url: str, rank: int, world: int, progress: dict,
+                 lease_holder: str | None = None):
         self.cfg, self.storage, self.run_url, self.progress = cfg, storage, run_url, progress
         self.rank, self.world = rank, world
+        self.lease = run_lease(storage, cfg.run_name, holder=lease_holder) if lease_holder else None
+        if self.lease:  # a restarted worker group of a run that lost its lease stops at once
+            check_holder(self.lease.url, self.lease.holder, self.lease.what)
         self.bar = None
         self.last_plot = 0.0
         if rank == 0 and cfg.train.progress and sys.stderr.isatty():
@@ -175,6 +180,8 @@ class _Reporter:
         # seqgen persists its own checkpoints (Ray Train's local mode does not persist any), so
         # resume, keep-best and loading work the same with 0, 1 or N workers.
         url = join(self.run_url, ckpt.checkpoint_name(metrics["step"]))
+        if self.lease:  # fencing: a run whose lease was taken over must not write over the new writer
+            check_holder(self.lease.url, self.lease.holder, self.lease.what)
         ckpt.save_worker_state(url, self.rank, worker_state)  # each worker's own cursor, state, RNG
         if self.world > 1:
             import torch.distributed as dist

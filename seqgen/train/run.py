@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from seqgen import checkpoint as ckpt
 from seqgen.config import ConfigError, ExperimentConfig, to_dict
+from seqgen.lease import run_lease
 from seqgen.runtime import ensure_ray
 from seqgen.storage import Storage, join
 
@@ -50,7 +51,9 @@ def run_config(cfg: ExperimentConfig, storage: Storage, callbacks=None):
     )
 
 
-def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None):
+def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None, lease_holder: str | None = None):
+    """A TorchTrainer for run ``cfg.run_name``. With ``lease_holder`` (the holder of the run's lease,
+    ``seqgen.lease``), the workers check that it still holds the lease before every checkpoint."""
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -72,7 +75,7 @@ def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None):
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"experiment": to_dict(cfg), "storage": storage.url},
+        train_loop_config={"experiment": to_dict(cfg), "storage": storage.url, "lease_holder": lease_holder},
         scaling_config=scaling,
         run_config=run_config(cfg, storage, callbacks),
     )
@@ -124,8 +127,10 @@ def train(cfg: ExperimentConfig, storage: Storage, address: str | None = None) -
     """Train (or resume) run ``cfg.run_name``; returns where its checkpoints are."""
     ensure_ray(address)
     run_dir = storage.run_dir(cfg.run_name)
-    storage.write_json_atomic(join(run_dir, "config.json"), to_dict(cfg))
-    result = make_trainer(cfg, storage).fit()
+    # One writer per run name: a second `seqgen train` of the same run fails here at once.
+    with run_lease(storage, cfg.run_name) as lease:
+        storage.write_json_atomic(join(run_dir, "config.json"), to_dict(cfg))
+        result = make_trainer(cfg, storage, lease_holder=lease.holder).fit()
     run_url = storage.url_of(run_dir)
     checkpoints = ckpt.list_checkpoints(run_url)
     if not checkpoints:
