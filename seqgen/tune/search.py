@@ -325,7 +325,8 @@ def _fit_local_and_relay(cfg: ExperimentConfig, storage: Storage, child: dict, o
     from seqgen import checkpoint as ckpt
 
     ref = ray.remote(_fit_local).options(num_cpus=child["CPU"], num_gpus=child.get("GPU", 0),
-                                         max_retries=0).remote(to_dict(cfg), storage.url)
+                                         # a dead child (its node lost) is rerun and resumes from storage
+                                         max_retries=cfg.train.max_failures).remote(to_dict(cfg), storage.url)
     run_url = storage.url_of(storage.run_dir(cfg.run_name))
     reported, seen, settle = 0, None, 0
     while True:

@@ -48,6 +48,8 @@ def test_search_three_trials(tmp_path, ray_session):
     assert sorted(r["trial"] for r in rows) == ["tiny-trial-000", "tiny-trial-001", "tiny-trial-002"]
     assert all(r["status"] in ("completed", "stopped early") for r in rows), rows
     assert all(int(r["steps"]) >= 2 for r in rows)
+    for r in rows:  # each trial's TensorBoard events beside its metrics.csv (tensorboard --logdir <storage>)
+        assert storage.exists(join(storage.run_dir(r["trial"]), "events.out.tfevents.seqgen"))
     with storage.fs.open(join(tune_dir, "results.md"), "r") as f:
         md = f.read()
     assert md.count("| tiny-trial-") == 3 and "optim.lr" in md and "best_score" in md
