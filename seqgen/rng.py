@@ -5,7 +5,7 @@ texts, or the serving engine's running batch that requests join and leave at eve
 stateful ``torch.Generator`` per row would force a Python loop over the rows at every step; a
 counter-based generator gives every row its own reproducible stream from one vectorised call:
 
-    u(seed, n) = splitmix64(mix(seed) + (n + 1) * GOLDEN) / 2^64       n = step * lanes + lane
+    u(seed, n) = mix(key + (n + 1) * GOLDEN) / 2^64,  key = mix(seed),  n = step * lanes + lane
 
 SplitMix64 (Steele, Lea & Flood, OOPSLA 2014) is the output function of Java's SplittableRandom;
 its stream at position n is exactly this expression, so a row's n-th number is computed directly
@@ -48,13 +48,18 @@ def as_seed(seed: int) -> int:
     return _i64(seed)
 
 
-def uniform(seeds: Tensor, steps: Tensor, lanes: int, dtype=torch.float32) -> Tensor:
-    """(B,) int64 seeds, (B,) int64 step counters -> (B, lanes) uniforms in [0, 1).
+def key(seeds: Tensor) -> Tensor:
+    """(B,) int64 seeds -> their stream keys (computed once per row, reused at every step)."""
+    return _mix(seeds)
+
+
+def uniform(keys: Tensor, steps: Tensor, lanes: int, dtype=torch.float32) -> Tensor:
+    """(B,) int64 keys (`key`), (B,) int64 step counters -> (B, lanes) uniforms in [0, 1).
 
     The 24 (float32) or 53 (float64) top bits are used, so no value rounds up to 1.
     """
-    n = steps[:, None] * lanes + torch.arange(lanes, device=seeds.device)  # (B, lanes)
-    z = _mix(_mix(seeds)[:, None] + (n + 1) * GOLDEN)
+    n = steps[:, None] * lanes + torch.arange(lanes, device=keys.device)  # (B, lanes)
+    z = _mix(keys[:, None] + (n + 1) * GOLDEN)
     bits = 24 if dtype != torch.float64 else 53
     return (_shr(z, 64 - bits).to(torch.float64) * 2.0**-bits).to(dtype)
 

@@ -9,9 +9,9 @@ model can answer.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from seqgen.text_sampling import MAX_RANDOM_SEED, TEMPERATURE_FLOOR
 
@@ -23,10 +23,18 @@ MAX_TOP_K = 1_000_000
 MAX_SEED = MAX_RANDOM_SEED  # 2^53 - 1: exact in every JSON parser (float64), JavaScript included
 MAX_WRITE_CHARS = 200  # hard bound; the model's own limit (its max points) is usually lower
 MAX_BODY_BYTES = 256 * 1024  # well above the largest valid body (20k chars, JSON-escaped)
-MIN_TIMEOUT_S = 10.0  # a request's own deadline; shorter ones would turn ordinary work into 504s
+MIN_TIMEOUT_S = 30.0  # a request's own deadline; shorter ones would turn ordinary work into 504s
 MAX_TIMEOUT_S = 600.0
 
 _strict = ConfigDict(strict=True, extra="forbid")
+
+
+def _integral(value):
+    """JSON Schema counts 3.0 as an integer: accept it as 3 (2.5, "3" and true stay errors)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
 _Seed = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i (wrapping at 2^64); null = a random seed, "
               "returned in the answer so the output can be repeated")
 _Timeout = Field(None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S, description="deadline in seconds (null = the server's "
@@ -40,13 +48,13 @@ class GenerateBody(BaseModel):
     model_config = _strict
 
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="text to continue (primes the network)")
-    length: int = Field(200, ge=1, le=MAX_LENGTH, description="symbols to generate per sample")
+    length: Int = Field(200, ge=1, le=MAX_LENGTH, description="symbols to generate per sample")
     temperature: float = Field(1.0, ge=0.0, le=10.0, allow_inf_nan=False,
                                description=f"softmax temperature; below {TEMPERATURE_FLOOR} (0 included) sampling "
                                            "is greedy (argmax)")
-    top_k: int = Field(0, ge=0, le=MAX_TOP_K, description="sample among the k most likely; 0 = all")
-    seed: int | None = _Seed
-    n: int = Field(1, ge=1, le=MAX_SAMPLES, description="number of samples")
+    top_k: Int = Field(0, ge=0, le=MAX_TOP_K, description="sample among the k most likely; 0 = all")
+    seed: Int | None = _Seed
+    n: Int = Field(1, ge=1, le=MAX_SAMPLES, description="number of samples")
     stream: bool = Field(False, description="answer text/event-stream: 'chunk' events of new text per sample, "
                                             "then a 'done' event with totals")
     timeout_s: float | None = _Timeout
@@ -69,9 +77,9 @@ class WriteBody(BaseModel):
     text: str = Field(..., min_length=1, max_length=MAX_WRITE_CHARS, description="text to write")
     bias: float = Field(0.75, ge=0.0, le=100.0, allow_inf_nan=False,
                         description="probability bias b (eqs. 61-62): 0 = unbiased, larger = neater")
-    style: int | str | None = Field(None, description="priming style: 0-12 (the shipped styles) or a line id of "
+    style: Int | str | None = Field(None, description="priming style: 0-12 (the shipped styles) or a line id of "
                                                       "the model's training dataset on the server's storage")
-    seed: int | None = _Seed
+    seed: Int | None = _Seed
     stream: bool = Field(False, description="answer application/x-ndjson: {\"points\": [[dx, dy, eos], ...]} "
                                             "lines as the pen moves, then {\"done\": true, ...}")
     timeout_s: float | None = _Timeout
