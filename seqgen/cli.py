@@ -56,6 +56,8 @@ def user_error(e: BaseException) -> str | None:
     if isinstance(e, (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
                       NotADirectoryError)):  # ConfigError, DatasetError, CheckpointError are ValueErrors
         return _one_line(e)
+    if isinstance(e, ConnectionError):  # ray.init on a wrong --address, an unreachable object store
+        return f"{_one_line(e)} (check --address / $RAY_ADDRESS and --storage)"
     return None
 
 
