@@ -388,36 +388,51 @@ def tune(
 ):
     """Search regularisation settings with Ray Tune (ASHA early stopping, or PBT)."""
     from seqgen import config as cfgmod
+    from seqgen.progress import Progress, tune_callback
     from seqgen.runtime import ensure_ray
     from seqgen.tune import parse_space, run_search, run_staged
+    from seqgen.tune.space import grid_size
 
     base = cfgmod.load(_config_path(config), overrides or [])
     parsed = parse_space(space) if space else None
     ensure_ray(address)
     search, default_samples = (run_staged, 1) if staged else (run_search, 8)
-    result = search(base, Storage.from_url(storage), name, parsed, num_samples or default_samples, max_concurrent,
-                    grace_period, scheduler=scheduler)
+    samples = num_samples or default_samples
+    trials = None if staged else samples * grid_size(parsed or {})  # staged: two searches, one count
+    with Progress(f"tune {name}", trials, "trials") as p:
+        result = search(base, Storage.from_url(storage), name, parsed, samples, max_concurrent, grace_period,
+                        scheduler=scheduler, callbacks=[tune_callback(p)])
     typer.echo(f"results: {result.results_dir}\nbest checkpoint: {result.best_checkpoint}")
 
 
 @app.command()
 def serve(
-    checkpoint: str = CheckpointArg,
+    checkpoint: Optional[str] = typer.Argument(None, help="Checkpoint directory URL, run directory, or run name "
+                                                          "on storage (default: the bundled handwriting model)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, help="HTTP port."),
-    replicas: int = typer.Option(1, help="Serve replicas."),
-    max_batch_size: int = typer.Option(32, help="Requests batched into one forward pass per step."),
+    replicas: int = typer.Option(1, help="Serve replicas (ignored with --autoscale)."),
+    autoscale: Optional[str] = typer.Option(None, help="MIN:MAX replicas, scaled by Serve on ongoing requests."),
+    max_streams: int = typer.Option(64, help="Rows one replica generates at once (its running batch)."),
+    max_queued: int = typer.Option(64, help="Requests one replica lets wait; beyond them: 503 at once."),
+    timeout: float = typer.Option(60.0, help="Default deadline of a request in seconds (504 past it)."),
+    cpus: float = typer.Option(1.0, help="CPUs per replica."),
+    gpus: float = typer.Option(0.0, help="GPUs per replica (the model goes on the GPU when it has one)."),
     storage: Optional[str] = StorageOpt,
     address: Optional[str] = AddressOpt,
 ):
-    """Serve generate/score over HTTP JSON with Ray Serve (blocks until Ctrl-C)."""
-    from seqgen.runtime import ensure_ray
-    from seqgen.serve.app import run
+    """Serve /generate, /score (text) or /write (handwriting), and a page at /, with Ray Serve
+    (blocks until Ctrl-C)."""
     from seqgen.checkpoint import resolve
+    from seqgen.runtime import ensure_ray
+    from seqgen.serve.app import parse_autoscale, run
 
+    st = Storage.from_url(storage)
+    url = resolve(st, checkpoint) if checkpoint else str(DEFAULT_HANDWRITING)
+    scaling = parse_autoscale(autoscale)
     ensure_ray(address)
-    run(resolve(Storage.from_url(storage), checkpoint), host=host, port=port, num_replicas=replicas,
-        max_batch_size=max_batch_size)
+    run(url, host=host, port=port, num_replicas=replicas, autoscale=scaling, max_streams=max_streams,
+        max_queued=max_queued, timeout_s=timeout, num_cpus=cpus, num_gpus=gpus, storage=st.url)
 
 
 DEFAULT_HANDWRITING = Path(__file__).parent / "assets" / "handwriting"

@@ -277,40 +277,48 @@ class SeqgenServer:
 # Building and running
 
 
-def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
-              prefill_chunk: int = 64, flush_every: int = 16, num_replicas: int = 1,
-              autoscale: tuple[int, int] | None = None, target_ongoing_requests: float | None = None,
-              num_cpus: float = 0.5, num_gpus: float = 0, max_ongoing_requests: int | None = None,
-              storage: str | None = None, loader: Loader | None = None):
-    """The Serve application for one checkpoint.
+def deployment_options(*, max_streams: int = 64, max_queued: int = 64, num_replicas: int = 1,
+                       autoscale: tuple[int, int] | dict | None = None, target_ongoing_requests: float | None = None,
+                       num_cpus: float = 0.5, num_gpus: float = 0, max_ongoing_requests: int | None = None) -> dict:
+    """Serve options of the deployment, its limits following the engine's.
 
-    Serve's own limits follow the engine's: a replica takes at most ``max_streams + max_queued``
-    requests plus a little headroom (so /healthz is never turned away), and Serve's router holds at
-    most that many more in transit before answering 503 itself. ``autoscale=(min, max)`` replaces
+    A replica takes at most ``max_streams + max_queued`` requests plus a little headroom (so
+    /healthz is never turned away); Serve's router holds at most as many more in transit (a burst
+    can put a whole replica's worth there at once) before answering 503 itself; the engine refuses
+    beyond its own limits first, with the JSON 503. ``autoscale=(min, max)`` replaces
     ``num_replicas`` with Serve autoscaling towards ``target_ongoing_requests`` per replica
-    (default: half the streams). ``loader`` (checkpoint URL -> (model, LoadedCheckpoint)) defaults
-    to ``load_model`` and runs inside each replica, so it must be picklable.
+    (default: half the streams); a dict is a whole Serve ``autoscaling_config`` (delays etc.).
     """
     if max_streams < 1 or max_queued < 0:
         raise ValueError(f"max_streams must be >= 1 and max_queued >= 0, got {max_streams}, {max_queued}")
     ongoing = max_ongoing_requests or max_streams + max_queued + HEADROOM
     options: dict = {
         "max_ongoing_requests": ongoing,
-        # Serve's router queue holds requests in transit to a replica; a burst can put a whole
-        # replica's worth there at once. The engine refuses beyond its own limits (JSON 503), so
-        # Serve's own plain-text 503 is only a last resort.
         "max_queued_requests": ongoing,
         "ray_actor_options": {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})},
     }
     if autoscale:
-        low, high = autoscale
+        config = dict(autoscale) if isinstance(autoscale, dict) else dict(zip(("min_replicas", "max_replicas"), autoscale))
+        low, high = config.get("min_replicas", 1), config.get("max_replicas", 1)
         if not 0 <= low <= high or high < 1:
             raise ValueError(f"autoscale needs 0 <= MIN <= MAX and MAX >= 1, got {low}:{high}")
-        options["autoscaling_config"] = {"min_replicas": low, "max_replicas": high,
-                                         "initial_replicas": max(low, 1),
-                                         "target_ongoing_requests": target_ongoing_requests or max(1, max_streams // 2)}
+        config.setdefault("initial_replicas", max(low, 1))
+        config.setdefault("target_ongoing_requests", target_ongoing_requests or max(1, max_streams // 2))
+        options["autoscaling_config"] = config
     else:
         options["num_replicas"] = num_replicas
+    return options
+
+
+def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
+              prefill_chunk: int = 64, flush_every: int = 16, storage: str | None = None,
+              loader: Loader | None = None, **scaling):
+    """The Serve application for one checkpoint; ``scaling`` goes to `deployment_options`.
+
+    ``loader`` (checkpoint URL -> (model, LoadedCheckpoint)) defaults to ``load_model`` and runs
+    inside each replica, so it must be picklable.
+    """
+    options = deployment_options(max_streams=max_streams, max_queued=max_queued, **scaling)
     return SeqgenServer.options(**options).bind(
         checkpoint_url, max_streams=max_streams, max_queued=max_queued, timeout_s=timeout_s,
         prefill_chunk=prefill_chunk, flush_every=flush_every, storage=storage, loader=loader)

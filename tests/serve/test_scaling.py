@@ -221,3 +221,40 @@ def test_engine_statistics_are_exported_as_serve_metrics(serve_url, metrics_url)
         time.sleep(0.5)
     assert all(n in text for n in names), [n for n in names if n not in text]
     assert 'outcome="completed"' in text
+
+
+def test_autoscaling_adds_a_replica_under_load(serve_started, tiny_checkpoint, serve_url):
+    """Serve autoscaling (min 1, max 2, one ongoing request per replica as the target): sustained
+    concurrent load brings up the second replica, and both answer."""
+    from ray import serve
+
+    from tests.serve.conftest import deploy
+
+    auto = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5,
+            "downscale_delay_s": 600, "metrics_interval_s": 0.2, "look_back_period_s": 1.0}
+    url = deploy(serve_started, tiny_checkpoint, "seqgen-auto", "/auto", autoscale=auto, max_streams=8, max_queued=8)
+    try:
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                post(url, "/generate", {"length": 400})
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        replicas, deadline = 1, time.monotonic() + 90
+        while time.monotonic() < deadline:
+            status = serve.status().applications["seqgen-auto"].deployments["SeqgenServer"]
+            replicas = status.replica_states.get("RUNNING", 0)
+            if replicas == 2:
+                break
+            time.sleep(0.5)
+        seen = {requests.get(f"{url}/stats", timeout=TIMEOUT).json()["replica"] for _ in range(20)}
+        stop.set()
+        for t in threads:
+            t.join(timeout=TIMEOUT)
+        assert replicas == 2
+        assert len(seen) == 2, seen  # requests reach both replicas
+    finally:
+        serve.delete("seqgen-auto")
