@@ -208,22 +208,30 @@ def load(url: str, with_trainer: bool = False, rank: int = 0) -> LoadedCheckpoin
 
 def load_latest(run_url: str, rank: int = 0) -> tuple[LoadedCheckpoint | None, list[str]]:
     """The newest usable checkpoint of a run with worker ``rank``'s state, for resuming, and the
-    newer checkpoints skipped because they were damaged (each with a warning).
+    newer checkpoints skipped because they were damaged (each with a warning). ``trainer_state`` is
+    None when the checkpoint has no state for ``rank`` (it was written by fewer workers).
 
-    (None, []) for a run without checkpoints; a ``CheckpointError`` if every one is damaged."""
+    (None, []) for a run without checkpoints; a ``CheckpointError`` if every one is damaged, or if
+    the newest intact one was saved for inference only."""
     found = list_checkpoints(run_url)
     damaged = []
     for url in reversed(found):
         try:
-            verify(url)
-            return load(url, with_trainer=True, rank=rank), damaged
+            manifest = verify(url)
+            if manifest["workers"] == 0:  # intact, but nothing to resume from: not a reason to skip it
+                break
+            # a rank the checkpoint has no state for: the caller refuses the worker-count change
+            return load(url, with_trainer=rank < manifest["workers"], rank=rank), damaged
         except CheckpointError as e:
             log.warning("%s; resuming from the checkpoint before it", e)
             damaged.append(url)
-    if found:
-        raise CheckpointError(f"every checkpoint under {run_url} is damaged (newest: {found[-1]}): "
-                              "remove them to start over, or choose a new run_name")
-    return None, damaged
+    else:
+        if found:
+            raise CheckpointError(f"every checkpoint under {run_url} is damaged (newest: {found[-1]}): "
+                                  "remove them to start over, or choose a new run_name")
+        return None, damaged
+    raise CheckpointError(f"checkpoint {url} was saved for inference only (no optimiser or worker state): "
+                          f"a run cannot resume from it; start a new run_name with train.init_from={url}")
 
 
 def discard(url: str) -> None:

@@ -116,6 +116,20 @@ def test_every_checkpoint_damaged_is_an_error_and_no_checkpoint_is_a_fresh_start
         ckpt.load_latest(run_url)
 
 
+def test_resume_refuses_an_inference_only_checkpoint_and_keeps_it(run_url):
+    _save(run_url, 2)
+    inference = _save(run_url, 4, workers=0)
+    with pytest.raises(ckpt.CheckpointError, match="saved for inference only .*train.init_from="):
+        ckpt.load_latest(run_url)
+    assert ckpt.list_checkpoints(run_url)[-1] == inference  # intact: not skipped, not discarded
+
+
+def test_a_rank_the_checkpoint_has_no_state_for_gets_none(run_url):
+    url = _save(run_url, 2, workers=1)
+    loaded, damaged = ckpt.load_latest(run_url, rank=1)  # resumed on 2 workers: the caller refuses it
+    assert loaded.url == url and loaded.workers == 1 and loaded.trainer_state is None and damaged == []
+
+
 def test_rewriting_a_step_replaces_the_manifest(run_url):
     url = _save(run_url, 3)
     _flip_byte(url, "model.pt")

@@ -98,8 +98,11 @@ def resume_conflict(cfg: ExperimentConfig, saved: ExperimentConfig, workers: int
     if changed:
         return (f"run {cfg.run_name!r} exists with other model settings ({', '.join(changed)}): "
                 "resume it with the same model config, or choose a new run_name")
+    if workers == 0:
+        return (f"run {cfg.run_name!r}: its latest checkpoint {url} was saved for inference only (no optimiser "
+                f"or worker state) and cannot be resumed; start a new run_name with train.init_from={url}")
     world = max(cfg.train.num_workers, 1)  # local mode (0) is one worker
-    if workers and workers != world:
+    if workers != world:
         same = f"{workers}" if workers > 1 else "0 or 1"
         return (f"run {cfg.run_name!r}: checkpoint {url} was written by {workers} worker(s), but "
                 f"train.num_workers={cfg.train.num_workers} now; resume with train.num_workers={same}, or "
