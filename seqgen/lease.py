@@ -100,7 +100,6 @@ class Lease:
         self.holder = holder or new_holder()
         self.slot = _slot(url)
         self.lost: str | None = None  # why the lease was lost, once it is
-        self._token = None  # version of the object as last written by us
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -121,11 +120,9 @@ class Lease:
                             self.what, record.get("holder"), age)
         mine = {"holder": self.holder, "what": self.what, "acquired": now, "heartbeat": now, "timeout": self.timeout,
                 **_process_identity()}
-        new_token = self.slot.write(mine, token)
-        if new_token is None:  # someone else changed it between our read and write
+        if self.slot.write(mine, token) is None:  # someone else changed it between our read and write
             record, _ = self.slot.read()
             raise LeaseHeld(self._held_message(record or {}, time.time() - float((record or {}).get("heartbeat", 0))))
-        self._token = new_token
         self._thread = threading.Thread(target=self._renew_loop, name=f"lease {self.what}", daemon=True)
         self._thread.start()
         return self
@@ -148,10 +145,8 @@ class Lease:
         if record is None or record.get("holder") != self.holder:
             raise LeaseLost(f"{self.what}: lost the lease to {(record or {}).get('holder', 'nobody')} "
                             f"(this writer's heartbeats stalled past {self.timeout:.0f} s); stop writing")
-        new_token = self.slot.write({**record, "heartbeat": time.time()}, token)
-        if new_token is None:
+        if self.slot.write({**record, "heartbeat": time.time()}, token) is None:
             raise LeaseLost(f"{self.what}: the lease changed while renewing it; stop writing")
-        self._token = new_token
 
     def release(self) -> None:
         """Stop renewing and delete the lease if it is still ours."""
