@@ -133,24 +133,29 @@ def track(items: Iterable, description: str, total: int | None = None, unit: str
 
 def tune_callback(progress: Progress, metric: str = "score", mode: str = "min"):
     """A ``ray.tune.Callback`` that keeps ``progress`` at trials done / total with a note of the
-    trials running and the best ``metric`` so far. Tune runs callbacks in the driver process."""
+    trials running and the best ``metric`` so far. Tune runs callbacks in the driver process, and
+    pickles them with its experiment state: the copy it pickles drops ``progress`` (streams and
+    terminals do not pickle), and the class captures nothing, so cloudpickle copies no stream."""
     from ray.tune import Callback
 
-    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
-
     class TuneProgress(Callback):
-        def __init__(self):
+        def __init__(self, progress: Progress, metric: str, mode: str):
+            self.progress, self.metric, self.sign = progress, metric, 1.0 if mode == "min" else -1.0
             self.running: set[str] = set()
             self.done = self.failed = 0
             self.best: float | None = None
+
+        def __getstate__(self):
+            return {**self.__dict__, "progress": None}
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.running.add(trial.trial_id)
             self._show()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            value = result.get(metric)
-            if isinstance(value, (int, float)) and value == value and (self.best is None or better(value, self.best)):
+            value = result.get(self.metric)
+            if isinstance(value, (int, float)) and value == value and (
+                    self.best is None or self.sign * value < self.sign * self.best):
                 self.best = float(value)
                 self._show()
 
@@ -167,8 +172,10 @@ def tune_callback(progress: Progress, metric: str = "score", mode: str = "min"):
             self._show()
 
         def _show(self):
+            if self.progress is None:  # an unpickled copy (Tune's saved experiment state)
+                return
             best = "none yet" if self.best is None else f"{self.best:.4g}"
             failed = f", {self.failed} failed" if self.failed else ""
-            progress.update(self.done, info=f"{len(self.running)} running{failed}, best {metric} {best}")
+            self.progress.update(self.done, info=f"{len(self.running)} running{failed}, best {self.metric} {best}")
 
-    return TuneProgress()
+    return TuneProgress(progress, metric, mode)

@@ -92,17 +92,20 @@ def run_search(
     grace_period: int = 1,
     metric: str = "score",
     scheduler: str = "asha",
+    callbacks: list | None = None,
 ) -> SearchResult:
     """Run ``num_samples`` trials of ``base`` with values from ``space`` (default: ``default_space()``)
     under ``scheduler`` on ``metric`` (lower is better); write results.csv / results.md /
     curves.png / best.json and a copy of the best checkpoint (``best/``) under
-    ``storage.tune_dir(name)``, and return the table and the best trial."""
+    ``storage.tune_dir(name)``, and return the table and the best trial. ``callbacks``: Ray Tune
+    callbacks (the CLI's progress, ``seqgen.progress.tune_callback``)."""
     check_request(storage, name, num_samples, max_concurrent, grace_period, scheduler)
     space = default_space() if space is None else dict(space)
     check_space(base, space)
     check_runs_free(storage, name, num_samples * grid_size(space))
     grid = fit_trials(base, storage, name, space, storage.tune_dir(), name, num_samples=num_samples,
-                      max_concurrent=max_concurrent, grace_period=grace_period, metric=metric, scheduler=scheduler)
+                      max_concurrent=max_concurrent, grace_period=grace_period, metric=metric, scheduler=scheduler,
+                      callbacks=callbacks)
     rows, errors = trial_rows(storage, grid, name, list(space), metric, base.train.max_steps)
     return finish(storage, name, rows, errors, list(space), metric,
                   f"Search `{name}` (metric `{metric}`, lower is better)")
@@ -131,7 +134,8 @@ def check_runs_free(storage: Storage, prefix: str, trials: int) -> None:
 
 
 def fit_trials(base: ExperimentConfig, storage: Storage, prefix: str, space: dict, path: str, experiment: str, *,
-               num_samples: int, max_concurrent: int, grace_period: int, metric: str, scheduler: str):
+               num_samples: int, max_concurrent: int, grace_period: int, metric: str, scheduler: str,
+               callbacks: list | None = None):
     """Run the trials as Tune experiment ``experiment`` under ``path`` (a path on ``storage``);
     trial runs are named ``<prefix>-trial-<NNN>``. Returns Tune's ResultGrid."""
     from ray import tune
@@ -163,7 +167,8 @@ def fit_trials(base: ExperimentConfig, storage: Storage, prefix: str, space: dic
         run_config=tune.RunConfig(name=experiment, storage_path=storage_path, storage_filesystem=filesystem,
                                   failure_config=tune.FailureConfig(max_failures=0),
                                   # PBT may hand any trial's latest checkpoint to another one: keep them all
-                                  checkpoint_config=None),
+                                  # a copy: Tune appends its own callbacks to the list it is given
+                                  checkpoint_config=None, callbacks=list(callbacks or [])),
     )
     return tuner.fit()
 

@@ -40,9 +40,11 @@ def run_staged(
     grace_period: int = 1,
     metric: str = "score",
     scheduler: str = "asha",
+    callbacks: list | None = None,
 ) -> SearchResult:
     """Stage 1, then stage 2 over ``space`` (default: a grid over ``REG_SETTINGS``; each grid point
-    ``num_samples`` times) with ``scheduler`` (asha | pbt) on ``metric``; see the module docstring."""
+    ``num_samples`` times) with ``scheduler`` (asha | pbt) on ``metric``; see the module docstring.
+    ``callbacks``: Ray Tune callbacks for both stages (the CLI's progress)."""
     check_request(storage, name, num_samples, max_concurrent, grace_period, scheduler)
     space = settings_space() if space is None else dict(space)
     wrong = [k for k in space if k != SETTING and (k.startswith("model.") and k not in STAGE2_MODEL_KEYS
@@ -57,7 +59,7 @@ def run_staged(
     check_runs_free(storage, f"{name}-s1", 1)
     check_runs_free(storage, f"{name}-s2", num_samples * grid_size(space))
     tune_dir, max_steps = storage.tune_dir(name), base.train.max_steps
-    common = {"max_concurrent": max_concurrent, "grace_period": grace_period, "metric": metric}
+    common = {"max_concurrent": max_concurrent, "grace_period": grace_period, "metric": metric, "callbacks": callbacks}
 
     grid = fit_trials(stage1, storage, f"{name}-s1", {}, tune_dir, "stage1", num_samples=1, scheduler="fifo", **common)
     rows, errors = trial_rows(storage, grid, f"{name}-s1", [], metric, max_steps, stage=1)
