@@ -1,19 +1,25 @@
-"""Serve endpoint throughput: batched generation (max_batch_size 32) vs one request at a time (1).
+"""The sampling endpoint under load: iteration-level (continuous) batching vs its limits and baselines.
 
-A realistic-size text model (2 x 256 LSTM over the Tiny Shakespeare characters; random weights,
-throughput does not depend on them) is saved with ``seqgen.checkpoint.save`` and served on
-127.0.0.1 by ``seqgen.serve.app.build_app``. For each mode, ``--clients`` concurrent HTTP
-clients (asyncio + httpx, closed loop: each sends its next request when the last one is answered)
-ask for ``--length``-symbol samples for ``--duration`` seconds. Only answers that arrive inside
-that window count; requests still in flight at its end are drained (bounded) and not counted.
+Models: a 2 x 256 LSTM over the Tiny Shakespeare characters (random weights: speed does not depend
+on them) and the bundled handwriting synthesis model (2 x 128 + soft window). Served on 127.0.0.1
+by ``seqgen.serve.app.build_app`` (one replica, 1 CPU); clients are asyncio + httpx in this
+process. Measured, in one run:
 
-    python benchmarks/bench_serve.py                    # 32 clients, length 200, 20 s per mode
-    python benchmarks/bench_serve.py --duration 10 --modes 32:0.01 1 --hidden-size 512
+1. raw limit: the bare free-running loop (`seqgen.sampling.run`) stepping the model at batch 64,
+   in this process with the replica's thread count, symbols/s;
+2. endpoint, ``--clients`` (64) concurrent streaming clients, closed loop for ``--duration`` s:
+   symbols/s as a fraction of the raw limit; vs one request at a time; vs request-level batching
+   (the same engine admitting a new batch only when the running one is done: ``batching="request"``);
+3. mixed load, open loop (Poisson arrivals at ``--rate`` requests/s): 90% 50-symbol + 10%
+   2,000-symbol requests; p50/p99 latency of the short ones vs a short-only run at the same rate,
+   and time to first symbol p50/p99; continuous and request-level batching;
+4. handwriting: 32 concurrent /write lines, lines/s vs one at a time and vs the raw batched loop.
 
-A mode is ``max_batch_size[:batch_wait_timeout_s]`` (default wait 0.01 s, build_app's default).
+    python benchmarks/bench_serve.py                   # ~6 minutes
+    python benchmarks/bench_serve.py --duration 10 --rate 8
 
-Prints a Markdown table and writes ``benchmarks/results/serve.json``. Absolute numbers are noisy
-on shared machines; the ratio between the two modes, measured in one run, is the result.
+Prints JSON and writes ``benchmarks/results/serve.json``. Absolute numbers are noisy on shared
+machines: the ratios measured in one run are the result.
 """
 
 from __future__ import annotations
@@ -21,16 +27,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
+import random
 import socket
-import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
+
+TEXT = "the quick brown fox jumps over the lazy dog"
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def free_port() -> int:
@@ -39,178 +54,239 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_checkpoint(root: str, hidden_size: int, num_layers: int) -> str:
-    """A checkpoint directory with random weights and the Tiny Shakespeare character vocabulary."""
+def text_checkpoint(directory: str, hidden: int) -> str:
     import torch
 
+    from seqgen import checkpoint as ckpt
     from seqgen import config
-    from seqgen.data.presets import BUNDLED_SHAKESPEARE
-    from seqgen.data.tokenizers import Vocabulary
+    from seqgen.data.tokenizers import Vocabulary, split_symbols
     from seqgen.models import build_model
-    from seqgen import checkpoint
 
-    text = Path(BUNDLED_SHAKESPEARE).read_text(encoding="utf-8")
-    vocab = Vocabulary("char", sorted(set(text)))
-    cfg = config.load(None, ["run_name=bench-serve", f"model.hidden_size={hidden_size}",
-                             f"model.num_layers={num_layers}"])
-    meta = {"vocab": vocab.to_json()}
+    corpus = (Path(__file__).resolve().parents[1] / "seqgen" / "assets" / "tinyshakespeare.txt").read_bytes()
+    vocab = Vocabulary.build("char", Counter(split_symbols("char", corpus)))
+    cfg = config.load(None, ["run_name=bench-serve", f"model.hidden_size={hidden}", "model.num_layers=2"])
+    meta = {"vocab": vocab.to_json(), "dataset": "shakespeare"}
     torch.manual_seed(0)
-    model = build_model(cfg, meta)
-    url = os.path.join(root, "runs", "bench-serve", checkpoint.checkpoint_name(0))
-    checkpoint.save(url, cfg, meta, model.state_dict(), {}, {"step": 0, "evals": []})
+    url = f"{directory}/checkpoint_00000000"
+    ckpt.save(url, cfg, meta, build_model(cfg, meta).state_dict(), {}, {"step": 0, "evals": []})
     return url
 
 
-async def load(url: str, clients: int, length: int, duration: float, drain_s: float) -> dict:
-    """Closed-loop load from ``clients`` concurrent clients; counts answers inside the window."""
-    import httpx
+def raw_limit(checkpoint: str, rows: int, length: int, threads: int, kind: str) -> float:
+    """Symbols (or pen points) per second of the bare loop at ``rows`` rows."""
+    import torch
 
-    done: list[tuple[float, float, int]] = []  # (finish time, latency, chars)
-    errors: list[str] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=duration + drain_s + 60) as http:
-        t0 = time.perf_counter()
-        deadline = t0 + duration
+    from seqgen.models import load_model
+    from seqgen.sampling import run
 
-        async def client(c: int):
-            k = 0
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                r = await http.post("/generate", json={"length": length, "seed": c * 1_000_003 + k})
-                k += 1
-                if r.status_code != 200:
-                    errors.append(f"{r.status_code}: {r.text[:200]}")
-                    continue
-                samples = r.json()["samples"]
-                done.append((time.perf_counter(), time.perf_counter() - start, sum(len(s) for s in samples)))
+    torch.set_num_threads(threads)
+    model, loaded = load_model(checkpoint)
+    if kind == "text":
+        from seqgen.data.tokenizers import Vocabulary
+        from seqgen.text_sampling import TextGenerator
 
-        tasks = [asyncio.create_task(client(c)) for c in range(clients)]
-        _, pending = await asyncio.wait(tasks, timeout=duration + drain_s)
-        for t in pending:  # bounded: whatever has not drained by now is abandoned
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    inside = [(f, lat, n) for f, lat, n in done if f <= deadline]
-    latencies = sorted(lat for _, lat, _ in inside)
-    return {
-        "window_s": duration,
-        "samples": len(inside),
-        "chars": sum(n for _, _, n in inside),
-        "samples_per_s": len(inside) / duration,
-        "chars_per_s": sum(n for _, _, n in inside) / duration,
-        "latency_p50_s": statistics.median(latencies) if latencies else None,
-        "latency_p95_s": latencies[int(0.95 * (len(latencies) - 1))] if latencies else None,
-        "errors": len(errors),
-        "first_errors": errors[:3],
-        "abandoned_clients": len(pending),
-    }
+        gen = TextGenerator(model, Vocabulary.from_json(loaded.meta["vocab"]))
+        jobs = [gen.job("", length, seed=i) for i in range(rows)]
+    else:
+        from seqgen.handwriting.sampling import HandwritingGenerator
+
+        gen = HandwritingGenerator(model, loaded.meta)
+        jobs = [gen.job(TEXT[: 20 + i % 10], 0.75, seed=i) for i in range(rows)]
+    run(gen, [gen.job("", 20, seed=0)] if kind == "text" else jobs[:1])  # warm-up
+    t0 = time.perf_counter()
+    run(gen, jobs)
+    seconds = time.perf_counter() - t0
+    return sum(r.drawn for j in jobs for r in j.rows) / seconds, len(jobs) / seconds
 
 
-def parse_mode(mode: str) -> tuple[int, float]:
-    size, _, wait = mode.partition(":")
-    return int(size), float(wait) if wait else 0.01
+class Client:
+    """Streaming requests over one shared httpx.AsyncClient; records latency and time to first symbol."""
+
+    def __init__(self, base: str):
+        import httpx
+
+        self.base = base
+        self.http = httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=512,
+                                                                        max_keepalive_connections=512))
+
+    async def generate(self, length: int, seed: int) -> dict:
+        t0 = time.monotonic()
+        first, symbols = None, 0
+        body = {"length": length, "seed": seed, "stream": True, "temperature": 1.0, "timeout_s": 600}
+        async with self.http.stream("POST", f"{self.base}/generate", json=body) as r:
+            if r.status_code != 200:
+                await r.aread()
+                return {"status": r.status_code, "latency": time.monotonic() - t0}
+            event = None
+            async for line in r.aiter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "chunk":
+                    if first is None:
+                        first = time.monotonic() - t0
+                    symbols += len(json.loads(line[6:])["text"])
+        return {"status": 200, "latency": time.monotonic() - t0, "ttft": first, "symbols": symbols,
+                "length": length, "done": time.monotonic()}
+
+    async def write(self, text: str, seed: int) -> dict:
+        t0 = time.monotonic()
+        r = await self.http.post(f"{self.base}/write", json={"text": text, "bias": 0.75, "seed": seed, "timeout_s": 600})
+        return {"status": r.status_code, "latency": time.monotonic() - t0,
+                "points": r.json().get("points", 0) if r.status_code == 200 else 0}
+
+    async def close(self):
+        await self.http.aclose()
 
 
-def run_mode(ckpt: str, base: str, max_batch_size: int, batch_wait: float, args) -> dict:
-    import httpx
+async def closed_loop(client: Client, clients: int, length: int, duration: float) -> dict:
+    """``clients`` workers each send their next request when the last is answered."""
+    t_start = time.monotonic()
+    t_end = t_start + duration
+    results: list[dict] = []
+
+    async def worker(w: int):
+        i = 0
+        while time.monotonic() < t_end:
+            results.append(await client.generate(length, seed=w * 100_000 + i))
+            i += 1
+
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    wall = max(r.get("done", t_start) for r in results) - t_start
+    ok = [r for r in results if r["status"] == 200]
+    return {"clients": clients, "requests": len(results), "errors": len(results) - len(ok),
+            "symbols_per_s": sum(r["symbols"] for r in ok) / wall, "wall_s": round(wall, 2),
+            "ttft_p50_s": percentile([r["ttft"] for r in ok], 50), "latency_p50_s": percentile([r["latency"] for r in ok], 50)}
+
+
+async def open_loop(client: Client, rate: float, duration: float, long_share: float, seed: int = 0) -> dict:
+    """Poisson arrivals at ``rate``/s; a share ``long_share`` of 2,000-symbol requests, the rest 50."""
+    rng = random.Random(seed)
+    tasks, t = [], 0.0
+    t0 = time.monotonic()
+    i = 0
+    while t < duration:
+        t += rng.expovariate(rate)
+        length = 2000 if rng.random() < long_share else 50
+        await asyncio.sleep(max(0.0, t0 + t - time.monotonic()))
+        tasks.append(asyncio.create_task(client.generate(length, seed=i)))
+        i += 1
+    results = await asyncio.gather(*tasks)
+    short = [r for r in results if r["status"] == 200 and r["length"] == 50]
+    long = [r for r in results if r["status"] == 200 and r["length"] == 2000]
+    return {"rate": rate, "requests": len(results), "errors": sum(r["status"] != 200 for r in results),
+            "short_p50_s": percentile([r["latency"] for r in short], 50),
+            "short_p99_s": percentile([r["latency"] for r in short], 99),
+            "ttft_p50_s": percentile([r["ttft"] for r in short + long], 50),
+            "ttft_p99_s": percentile([r["ttft"] for r in short + long], 99),
+            "long_p50_s": percentile([r["latency"] for r in long], 50)}
+
+
+def deploy(checkpoint: str, name: str, **kw) -> str:
+    import requests
     from ray import serve
 
     from seqgen.serve.app import build_app
 
-    app = build_app(ckpt, max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait,
-                    num_cpus=args.replica_cpus)
-    serve.run(app, name="bench-serve", route_prefix="/")
-    httpx.post(f"{base}/generate", json={"length": 20}, timeout=120).raise_for_status()  # warm-up
-    before = httpx.get(f"{base}/stats", timeout=60).json()
-    result = asyncio.run(load(base, args.clients, args.length, args.duration, args.drain))
-    after = httpx.get(f"{base}/stats", timeout=60).json()
-    info = httpx.get(f"{base}/info", timeout=60).json()
-    sizes = {int(k): v - before["batch_sizes"].get(k, 0) for k, v in after["batch_sizes"].items()}
-    batches = sum(sizes.values())
-    result.update(
-        max_batch_size=max_batch_size,
-        batch_wait_timeout_s=batch_wait,
-        batches=batches,
-        mean_batch_size=(sum(k * v for k, v in sizes.items()) / batches) if batches else 0.0,
-        largest_batch=max((k for k, v in sizes.items() if v), default=0),
-        replica_torch_threads=info["torch_threads"],
-    )
-    return result
+    serve.run(build_app(checkpoint, num_cpus=1, **kw), name=name, route_prefix=f"/{name}")
+    base = f"http://127.0.0.1:{PORT}/{name}"
+    for _ in range(300):
+        try:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                return base
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{base} did not come up")
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--length", type=int, default=200)
-    p.add_argument("--duration", type=float, default=20.0, help="measurement window per mode (s)")
-    p.add_argument("--drain", type=float, default=60.0, help="max wait for in-flight requests after it (s)")
-    p.add_argument("--modes", nargs="+", default=["32", "1"],
-                   help="max_batch_size[:batch_wait_timeout_s] (default wait 0.01)")
+PORT = 0
+
+
+def main() -> None:
+    global PORT
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden-size", type=int, default=256)
-    p.add_argument("--num-layers", type=int, default=2)
-    p.add_argument("--replica-cpus", type=float, default=1.0)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--length", type=int, default=300, help="symbols per request in the closed-loop runs")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per closed / open loop run")
+    p.add_argument("--rate", type=float, default=8.0, help="requests/s of the mixed-load runs")
+    args = p.parse_args()
 
-    from seqgen.runtime import apply_local_env
-
-    apply_local_env()
-    import ray
+    import requests
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-serve-") as root:
-            ckpt = make_checkpoint(root, args.hidden_size, args.num_layers)
-            port = free_port()
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            base = f"http://127.0.0.1:{port}"
-            rows = []
-            for mode in args.modes:
-                mb, wait = parse_mode(mode)
-                print(f"max_batch_size={mb} wait={wait:g}s: {args.clients} clients x length {args.length} "
-                      f"for {args.duration:g} s ...", file=sys.stderr, flush=True)
-                rows.append(run_mode(ckpt, base, mb, wait, args))
-            serve.shutdown()
-    finally:
-        ray.shutdown()
+    from seqgen.cli import DEFAULT_HANDWRITING
+    from seqgen.runtime import apply_local_env, ensure_ray
 
-    single = [r for r in rows if r["max_batch_size"] == 1]
-    speedups = {}
-    if single and single[0]["samples_per_s"] > 0:
-        for r in rows:
-            if r["max_batch_size"] > 1:
-                key = f"{r['max_batch_size']}@{r['batch_wait_timeout_s']:g}s_vs_1"
-                speedups[key] = r["samples_per_s"] / single[0]["samples_per_s"]
-    import torch
+    apply_local_env()
+    ensure_ray()
+    PORT = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    out: dict = {"model": f"2 x {args.hidden_size} LSTM, char vocabulary", "replica_cpus": 1}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = text_checkpoint(tmp, args.hidden_size)
 
-    out = {
-        "benchmark": "serve",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                    "ray": ray.__version__, "load_avg_1m": os.getloadavg()[0]},
-        "model": {"cell": "lstm", "num_layers": args.num_layers, "hidden_size": args.hidden_size,
-                  "vocab": "tinyshakespeare chars", "weights": "random"},
-        "settings": {"clients": args.clients, "length": args.length, "duration_s": args.duration,
-                     "modes": args.modes, "replica_cpus": args.replica_cpus,
-                     "transport": "HTTP over 127.0.0.1"},
-        "results": rows,
-        "speedup_samples_per_s": speedups,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+        async def text_runs() -> dict:
+            res = {}
+            for mode in ("continuous", "request"):
+                base = deploy(ckpt, f"text-{mode}", batching=mode, max_streams=64, max_queued=256)
+                threads = requests.get(f"{base}/info", timeout=30).json()["torch_threads"]
+                client = Client(base)
+                await closed_loop(client, 8, 50, 3)  # warm-up
+                r = {"concurrent": await closed_loop(client, args.clients, args.length, args.duration)}
+                if mode == "continuous":
+                    r["one_at_a_time"] = await closed_loop(client, 1, args.length, args.duration)
+                r["mixed"] = await open_loop(client, args.rate, args.duration, long_share=0.1)
+                r["short_only"] = await open_loop(client, args.rate, args.duration, long_share=0.0)
+                await client.close()
+                serve.delete(f"text-{mode}")
+                res[mode] = r
+            res["threads"] = threads
+            return res
 
-    print("| max_batch_size | batch wait (s) | clients | length | samples/s | chars/s | p50 latency (s) "
-          "| mean batch | errors |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        p50 = f"{r['latency_p50_s']:.2f}" if r["latency_p50_s"] is not None else "-"
-        wait = f"{r['batch_wait_timeout_s']:g}" if r["max_batch_size"] > 1 else "-"
-        print(f"| {r['max_batch_size']} | {wait} | {args.clients} | {args.length} | {r['samples_per_s']:.2f} | "
-              f"{r['chars_per_s']:.0f} | {p50} | {r['mean_batch_size']:.1f} | {r['errors']} |")
-    for key, value in speedups.items():
-        print(f"\nbatching speed-up in samples/s ({key}): {value:.1f}x", end="")
-    print(f"\nresults in {args.out}")
-    return out
+        text = asyncio.run(text_runs())
+        raw, _ = raw_limit(ckpt, 64, args.length, text["threads"], "text")
+        c, r = text["continuous"], text["request"]
+        out["text"] = {
+            "raw_limit_batch64_symbols_per_s": round(raw),
+            "endpoint": c["concurrent"], "one_at_a_time": c["one_at_a_time"], "request_level": r["concurrent"],
+            "endpoint_vs_raw": round(c["concurrent"]["symbols_per_s"] / raw, 3),
+            "endpoint_vs_one_at_a_time": round(c["concurrent"]["symbols_per_s"] / c["one_at_a_time"]["symbols_per_s"], 2),
+            "request_level_vs_raw": round(r["concurrent"]["symbols_per_s"] / raw, 3),
+            "mixed_continuous": c["mixed"], "short_only_continuous": c["short_only"],
+            "mixed_request_level": r["mixed"], "short_only_request_level": r["short_only"],
+            "short_p50_mixed_vs_short_only": round(c["mixed"]["short_p50_s"] / c["short_only"]["short_p50_s"], 2),
+            "short_p99_mixed_vs_short_only": round(c["mixed"]["short_p99_s"] / c["short_only"]["short_p99_s"], 2),
+            "request_level_short_p99_mixed_vs_short_only":
+                round(r["mixed"]["short_p99_s"] / r["short_only"]["short_p99_s"], 2),
+        }
+
+    async def handwriting() -> dict:
+        base = deploy(str(DEFAULT_HANDWRITING), "hw", max_streams=64)
+        client = Client(base)
+        texts = [TEXT[: 20 + i % 10] for i in range(32)]
+        await client.write(texts[0], 0)  # warm-up
+        t0 = time.monotonic()
+        together = await asyncio.gather(*(client.write(t, i) for i, t in enumerate(texts)))
+        concurrent_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        for i, t in enumerate(texts[:8]):
+            await client.write(t, i)
+        one_s = (time.monotonic() - t0) / 8
+        threads = requests.get(f"{base}/info", timeout=30).json()["torch_threads"]
+        await client.close()
+        serve.delete("hw")
+        assert all(r["status"] == 200 for r in together)
+        return {"lines_per_s_32_concurrent": 32 / concurrent_s, "lines_per_s_one_at_a_time": 1 / one_s,
+                "points_per_s_32_concurrent": sum(r["points"] for r in together) / concurrent_s, "threads": threads}
+
+    hw = asyncio.run(handwriting())
+    raw_points, raw_lines = raw_limit(str(DEFAULT_HANDWRITING), 32, 0, hw["threads"], "handwriting")
+    out["handwriting"] = {**hw, "raw_batched_lines_per_s": raw_lines, "raw_batched_points_per_s": raw_points,
+                          "concurrent_vs_one_at_a_time": round(hw["lines_per_s_32_concurrent"] / hw["lines_per_s_one_at_a_time"], 2),
+                          "concurrent_vs_raw": round(hw["lines_per_s_32_concurrent"] / raw_lines, 3)}
+    serve.shutdown()
+    save("serve", out)
 
 
 if __name__ == "__main__":

@@ -138,8 +138,8 @@ def _ndjson(data: dict) -> str:
 @serve.ingress(api)
 class SeqgenServer:
     def __init__(self, checkpoint_url: str, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
-                 prefill_chunk: int = 64, flush_every: int = 16, storage: str | None = None,
-                 loader: Loader | None = None):
+                 prefill_chunk: int = 64, flush_interval_s: float = 0.05, storage: str | None = None,
+                 loader: Loader | None = None, batching: str = "continuous"):
         from seqgen.storage import Storage
 
         model, loaded = (loader or default_loader)(checkpoint_url)
@@ -149,7 +149,7 @@ class SeqgenServer:
         self.handler = HANDLERS[kind](model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
         self.timeout_s = min(timeout_s, MAX_TIMEOUT_S)
         self.engine = Engine(self.handler.gen, max_streams=max_streams, max_queued=max_queued,
-                             prefill_chunk=prefill_chunk, flush_every=flush_every)
+                             prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s, batching=batching)
         self.metrics = MetricsExporter(self.engine)
         api.openapi_schema = None  # built for this model on first use
         api.openapi = self._openapi
@@ -190,7 +190,7 @@ class SeqgenServer:
         e = self.engine
         return {**self.handler.info(),
                 "engine": {"max_streams": e.max_streams, "max_queued": e.max_queued, "prefill_chunk": e.prefill_chunk,
-                           "flush_every": e.flush_every, "default_timeout_s": self.timeout_s},
+                           "flush_interval_s": e.flush_interval_s, "batching": e.batching, "default_timeout_s": self.timeout_s},
                 "limits": {"length": MAX_LENGTH, "n": MAX_SAMPLES, "prompt_chars": MAX_PROMPT_CHARS,
                            "score_chars": MAX_SCORE_CHARS, "body_bytes": MAX_BODY_BYTES, "timeout_s": MAX_TIMEOUT_S},
                 "torch_threads": torch.get_num_threads()}
@@ -311,8 +311,8 @@ def deployment_options(*, max_streams: int = 64, max_queued: int = 64, num_repli
 
 
 def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
-              prefill_chunk: int = 64, flush_every: int = 16, storage: str | None = None,
-              loader: Loader | None = None, **scaling):
+              prefill_chunk: int = 64, flush_interval_s: float = 0.05, storage: str | None = None,
+              loader: Loader | None = None, batching: str = "continuous", **scaling):
     """The Serve application for one checkpoint; ``scaling`` goes to `deployment_options`.
 
     ``loader`` (checkpoint URL -> (model, LoadedCheckpoint)) defaults to ``load_model`` and runs
@@ -321,10 +321,10 @@ def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 6
     options = deployment_options(max_streams=max_streams, max_queued=max_queued, **scaling)
     return SeqgenServer.options(**options).bind(
         checkpoint_url, max_streams=max_streams, max_queued=max_queued, timeout_s=timeout_s,
-        prefill_chunk=prefill_chunk, flush_every=flush_every, storage=storage, loader=loader)
+        prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s, storage=storage, loader=loader, batching=batching)
 
 
-BUILDER_ARGS = {"max_streams": int, "max_queued": int, "timeout_s": float, "prefill_chunk": int, "flush_every": int,
+BUILDER_ARGS = {"max_streams": int, "max_queued": int, "timeout_s": float, "prefill_chunk": int, "flush_interval_s": float,
                 "num_replicas": int, "num_cpus": float, "num_gpus": float, "max_ongoing_requests": int,
                 "target_ongoing_requests": float}
 

@@ -12,7 +12,8 @@ rows (`seqgen.sampling.Decoder`) and, between any two steps of it:
 
 A request that finds ``max_queued`` requests already waiting is refused at once (`Overloaded`,
 HTTP 503) instead of queueing without bound. Outputs go back to the request's asyncio queue in
-chunks of ``flush_every`` symbols. A numerical fault ends its own request only: rows are computed
+chunks: the first symbol at once (time to first symbol), then at most every ``flush_interval_s``
+(each chunk crosses Serve's streaming path, which costs far more than drawing a symbol). A numerical fault ends its own request only: rows are computed
 independently, so a non-finite output in one row cannot reach another (`Decoder.step`).
 
 Thread model: `submit` and the event iterators run on the replica's asyncio loop; the engine
@@ -67,6 +68,7 @@ class Ticket:
     cursor: int = 0  # prompt inputs fed so far
     log_prob: float = 0.0  # scoring: sum of log p(target) so far
     sent: list[int] = field(default_factory=list)  # outputs already posted, per row
+    posted: float = 0.0  # time.monotonic() of the last chunk posted
     rows_left: int = 0
 
     @property
@@ -143,18 +145,25 @@ class Engine:
         max_streams: rows in the running batch (and slots reserved by requests being primed).
         max_queued: requests waiting for slots; one more is refused with `Overloaded`.
         prefill_chunk: prompt inputs fed per request per iteration.
-        flush_every: outputs per row collected before they are posted (streaming granularity).
+        flush_interval_s: a request's new outputs are posted at most this often (and at its first
+            symbol and its end): the streaming granularity.
+        batching: "continuous" (requests join and leave at every step) or "request" (a batch is
+            admitted only when the previous one has finished: request-level batching, kept as the
+            baseline the benchmark compares with).
     """
 
     def __init__(self, gen: Generator, max_streams: int = 64, max_queued: int = 64, prefill_chunk: int = 64,
-                 flush_every: int = 16):
-        if max_streams < 1 or max_queued < 0 or prefill_chunk < 1 or flush_every < 1:
-            raise ValueError("max_streams, prefill_chunk and flush_every must be >= 1, max_queued >= 0")
+                 flush_interval_s: float = 0.05, batching: str = "continuous"):
+        if batching not in ("continuous", "request"):
+            raise ValueError(f"batching must be 'continuous' or 'request', got {batching!r}")
+        if max_streams < 1 or max_queued < 0 or prefill_chunk < 1 or flush_interval_s < 0:
+            raise ValueError("max_streams and prefill_chunk must be >= 1, max_queued and flush_interval_s >= 0")
         self.gen = gen
         self.max_streams = max_streams
         self.max_queued = max_queued
         self.prefill_chunk = prefill_chunk
-        self.flush_every = flush_every
+        self.flush_interval_s = flush_interval_s
+        self.batching = batching
         self.stats = Stats(max_streams)
         self.decoder = Decoder(gen)
         self._waiting: deque[Ticket] = deque()
@@ -188,15 +197,25 @@ class Engine:
 
     async def events(self, ticket: Ticket) -> AsyncIterator[tuple[str, Any]]:
         """The ticket's events ("chunk" {row: [outputs]}, then "done" {...}); raises the engine's
-        error. If the caller stops iterating (client gone, task cancelled) the request is cancelled
-        and its slots are freed at the next step."""
+        error. Chunks that queued up while the caller was busy come as one. If the caller stops
+        iterating (client gone, task cancelled) the request is cancelled and its slots are freed at
+        the next step."""
         try:
+            pending = None
             while True:
-                remaining = ticket.deadline - time.monotonic() + 5.0  # the engine enforces the deadline
-                try:
-                    kind, payload = await asyncio.wait_for(ticket.events.get(), timeout=max(remaining, 0.1))
-                except asyncio.TimeoutError:
-                    raise DeadlineExceeded("the request's deadline passed") from None
+                if pending is None:
+                    remaining = ticket.deadline - time.monotonic() + 5.0  # the engine enforces the deadline
+                    try:
+                        pending = await asyncio.wait_for(ticket.events.get(), timeout=max(remaining, 0.1))
+                    except asyncio.TimeoutError:
+                        raise DeadlineExceeded("the request's deadline passed") from None
+                (kind, payload), pending = pending, None
+                while kind == "chunk" and not ticket.events.empty():
+                    nxt = ticket.events.get_nowait()
+                    if nxt[0] != "chunk":
+                        pending = nxt
+                        break
+                    payload = {i: payload.get(i, []) + nxt[1].get(i, []) for i in payload.keys() | nxt[1].keys()}
                 if kind == "error":
                     raise payload
                 yield kind, payload
@@ -229,6 +248,8 @@ class Engine:
 
     def _admit(self) -> None:
         """Waiting requests -> priming, FIFO, while slots are free (called with the lock held)."""
+        if self.batching == "request" and (len(self.decoder) or self._priming):
+            return  # request-level batching: the running batch finishes first
         used = len(self.decoder) + sum(t.slots for t in self._priming)
         while self._waiting and used + self._waiting[0].slots <= self.max_streams:
             ticket = self._waiting.popleft()
@@ -318,15 +339,18 @@ class Engine:
         self.stats.prefill_inputs += length * len(tickets)
 
     def _dispatch(self, finished: list) -> None:
-        """Post each request's new outputs every ``flush_every`` symbols and when a row finishes."""
+        """Post each request's new outputs: its first symbol at once, then at most every
+        ``flush_interval_s``, and everything when a row finishes."""
+        now = time.monotonic()
         chunks: dict[Ticket, dict[int, list]] = {}
         for row in [*self.decoder.rows, *finished]:
             ticket, i = row.owner
-            new = row.drawn - ticket.sent[i]
-            if new and (new >= self.flush_every or row.finished):
-                chunks.setdefault(ticket, {})[i] = row.outputs[ticket.sent[i] :]
+            sent = ticket.sent[i]
+            if row.drawn > sent and (row.finished or sent == 0 or now - ticket.posted >= self.flush_interval_s):
+                chunks.setdefault(ticket, {})[i] = row.outputs[sent:]
                 ticket.sent[i] = row.drawn
         for ticket, chunk in chunks.items():
+            ticket.posted = now
             ticket.post("chunk", chunk)
         failed = {row.owner[0]: row.error for row in finished if row.error}
         for ticket, message in failed.items():  # the request fails alone; its other rows leave too

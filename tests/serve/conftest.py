@@ -87,7 +87,8 @@ def deploy(serve_started, checkpoint: str, name: str, route_prefix: str, **kw) -
     thread.join(timeout=120)
     if errors:
         raise errors[0]
-    serve.run(build_app(checkpoint, **{"num_cpus": 0.25, **kw}), name=name, route_prefix=route_prefix)
+    kw = {"num_cpus": 0.25, "flush_interval_s": 0.01, **kw}  # fine chunks: the streaming tests see several
+    serve.run(build_app(checkpoint, **kw), name=name, route_prefix=route_prefix)
     url = f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
     deadline = time.time() + 30
     while True:  # serve.run returns once the replica is up; the proxy may need a moment more

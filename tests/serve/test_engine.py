@@ -66,7 +66,7 @@ def test_outputs_equal_alone_batched_and_joining_mid_batch(gen, model, vocab):
     alone = [generate(model, vocab, *spec) for spec in specs]
 
     async def main():
-        engine = Engine(gen, max_streams=8, flush_every=4)
+        engine = Engine(gen, max_streams=8, flush_interval_s=0)
         first = [engine.submit(gen.job(*s), 30) for s in specs[:2]]
         await asyncio.sleep(0.05)  # the first two are running when the others join
         later = [engine.submit(gen.job(*s), 30) for s in specs[2:]]
@@ -81,7 +81,7 @@ def test_outputs_equal_alone_batched_and_joining_mid_batch(gen, model, vocab):
 
 def test_short_request_joining_a_long_one_finishes_first(gen):
     async def main():
-        engine = Engine(gen, max_streams=4, flush_every=8)
+        engine = Engine(gen, max_streams=4, flush_interval_s=0)
         order = []
 
         async def one(name, length):
@@ -210,7 +210,7 @@ def test_handwriting_rows_equal_synthesize_alone():
     texts_ = ["abc", "fed cba", "a"]
 
     async def main():
-        engine = Engine(hw, max_streams=4, flush_every=3)
+        engine = Engine(hw, max_streams=4, flush_interval_s=0)
         first = engine.submit(hw.job(texts_[0], 0.3, 10), 30)
         await asyncio.sleep(0.02)
         rest = [engine.submit(hw.job(t, 0.3, 10 + i), 30) for i, t in enumerate(texts_[1:], 1)]
@@ -224,3 +224,24 @@ def test_handwriting_rows_equal_synthesize_alone():
         from seqgen.handwriting.sampling import denormalise
 
         torch.testing.assert_close(torch.as_tensor(denormalise(got, meta)), torch.as_tensor(alone.offsets))
+
+
+def test_request_level_batching_holds_a_short_request_back(gen):
+    """The baseline mode: a request that arrives while a batch runs waits for all of it."""
+
+    async def main():
+        engine = Engine(gen, max_streams=4, batching="request")
+        order = []
+
+        async def one(name, length):
+            await collect(engine, engine.submit(gen.job("", length, seed=1), 60))
+            order.append(name)
+
+        long = asyncio.create_task(one("long", 1500))
+        await asyncio.sleep(0.05)
+        await one("short", 20)
+        await long
+        engine.stop()
+        return order
+
+    assert run(main()) == ["long", "short"]
