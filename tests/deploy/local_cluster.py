@@ -74,17 +74,14 @@ class LocalCluster:
     log_dir: Path
     gcs: str = ""
     dashboard: str = ""
-    temp_dir: str = ""
     procs: list = field(default_factory=list)
+    temp_dirs: list = field(default_factory=list)
 
     def start_head(self, num_cpus: int, *extra: str) -> None:
-        # A short --temp-dir: Ray's Unix sockets live under it and their paths must fit in 107 bytes.
-        self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         ip, gcs_port, dash_port = machine_ip(), free_port(), free_port()
         env = {**self.env, "SEQGEN_NODE_IP": ip, "SEQGEN_RAY_PORT": str(gcs_port),
                "SEQGEN_DASHBOARD_PORT": str(dash_port), "SEQGEN_CLIENT_PORT": str(free_port())}
-        self._spawn([str(START_HEAD), *agent_ports(), f"--num-cpus={num_cpus}", f"--temp-dir={self.temp_dir}",
-                     "--block", *extra], env)
+        self._spawn([str(START_HEAD), *agent_ports(), f"--num-cpus={num_cpus}", "--block", *extra], env)
         self.gcs, self.dashboard = f"{ip}:{gcs_port}", f"http://127.0.0.1:{dash_port}"
 
     def start_worker(self, num_cpus: int, *extra: str, env: dict | None = None) -> None:
@@ -92,6 +89,12 @@ class LocalCluster:
                     env or self.env)
 
     def _spawn(self, cmd: list[str], env: dict) -> None:
+        # Every node its own --temp-dir: nodes sharing one would share its runtime_resources/ and
+        # one node's runtime-env agent would delete the environments that another is using. Short,
+        # because Ray's Unix sockets live under it and their paths must fit in 107 bytes.
+        temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+        self.temp_dirs.append(temp_dir)
+        cmd = [*cmd, f"--temp-dir={temp_dir}"]
         log = self.log_dir / f"{Path(cmd[0]).stem}-{len(self.procs)}.log"
         with open(log, "w") as out:  # the child keeps its own copy of the descriptor
             # Own session: the node's processes share one process group that stop() can signal.
@@ -140,8 +143,8 @@ class LocalCluster:
             _signal_group(pgid, signal.SIGKILL)
         for p in self.procs:
             p.wait(timeout=10)
-        if self.temp_dir:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for d in self.temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
