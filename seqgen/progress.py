@@ -9,8 +9,8 @@ shows that it is alive and how fast it goes.
 
 ``note`` adds free text; `tune_callback` keeps a Ray Tune search's trials and best score on one.
 Log lines go out at most every ``$SEQGEN_PROGRESS_EVERY`` seconds (default 10), plus one final
-line for work that printed any; ``SEQGEN_PROGRESS=0`` silences both forms. Training shows its own
-progress (``train.loop``: a bar on a terminal, a line per evaluation).
+line for work that printed any; ``SEQGEN_PROGRESS=0`` silences both forms. Training (``train.loop``)
+counts its steps on one and prints each evaluation's metrics through `Progress.print`.
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ class Progress:
     """Counts ``completed`` of ``total`` units (total may be None: unknown), optional bytes
     (shown as MB/s) and a free-text note; draws itself on ``stream`` (default stderr)."""
 
-    def __init__(self, description: str, total: int | None = None, unit: str = "", *,
+    def __init__(self, description: str, total: int | None = None, unit: str = "", *, completed: int = 0,
                  stream: TextIO | None = None, every: float | None = None, enabled: bool | None = None):
         self.description, self.total, self.unit = description, total, unit
         self.stream = stream or sys.stderr
         self.every = log_interval() if every is None else every
         self.enabled = _enabled() if enabled is None else enabled
-        self.completed, self.nbytes, self.info = 0, 0, ""
+        self.completed, self.nbytes, self.info = completed, 0, ""
+        self._initial = completed  # work done before (a resumed run): not part of the rate
         self.start = self._last_line = time.monotonic()
         self._lines = 0
         self._bar = None
@@ -56,7 +57,7 @@ class Progress:
                                      TextColumn(unit), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                      console=Console(file=self.stream), transient=True)
             self._bar.start()
-            self._task = self._bar.add_task(description, total=total, info="")
+            self._task = self._bar.add_task(description, total=total, completed=completed, info="")
 
     # ---------------------------------------------------------------------------------------
     def advance(self, n: int = 1, nbytes: int = 0) -> None:
@@ -77,6 +78,13 @@ class Progress:
             self._bar.update(self._task, completed=completed, total=self.total, info=self._extra())
         elif time.monotonic() - self._last_line >= self.every:
             self._line()
+
+    def print(self, line: str) -> None:
+        """A line of output (e.g. an evaluation's metrics) above the bar, or on stdout in logs."""
+        if self._bar is not None:
+            self._bar.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -110,8 +118,8 @@ class Progress:
         parts = []
         if self.nbytes:
             parts.append(f"{_rate(self.nbytes, elapsed) / 1e6:.1f} MB/s")
-        elif self.unit and self.completed and self._bar is None:
-            parts.append(f"{_rate(self.completed, elapsed):.3g} {self.unit}/s")
+        elif self.unit and self.completed > self._initial and self._bar is None:
+            parts.append(f"{_rate(self.completed - self._initial, elapsed):.3g} {self.unit}/s")
         if self.info:
             parts.append(self.info)
         return ", ".join(parts)

@@ -82,3 +82,23 @@ def test_tune_callback_follows_a_real_search(ray_session, tmp_path):
     lines = log.getvalue().splitlines()
     assert any("1 running" in line for line in lines)
     assert lines[-1].startswith("[tune t] done: 3/3 trials (100%)") and "0 running, best score 1" in lines[-1]
+
+
+@pytest.mark.ray
+def test_training_counts_steps_and_prints_evaluations(ray_session, tmp_path, monkeypatch):
+    """A local-mode run through the CLI: step lines on stderr (logs), evaluation lines on stdout."""
+    from typer.testing import CliRunner
+
+    from seqgen.cli import app
+    from tiny_storage import new_storage, text_dataset
+
+    st = new_storage("progress-train")
+    text_dataset(st, tmp_path)
+    monkeypatch.setenv("SEQGEN_PROGRESS_EVERY", "0")
+    result = CliRunner().invoke(app, ["train", "run_name=p", "dataset=tiny", "model.hidden_size=8", "train.batch_size=4",
+                                      "train.seq_len=10", "train.max_steps=4", "train.eval_every=2",
+                                      "train.eval_tokens=200", "--storage", st.url])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert re.search(r"^\[train p\] 3/4 steps \(75%\), [\d.e+]+ steps/s", result.stderr, re.M), result.stderr
+    assert "[train p] done: 4/4 steps (100%)" in result.stderr
+    assert result.stdout.count("[p] step=") == 2  # one line per evaluation

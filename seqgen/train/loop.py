@@ -12,7 +12,6 @@ with no lost or repeated step. Checkpoints: see ``seqgen.checkpoint``.
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import ray.train
@@ -21,6 +20,7 @@ from torch.utils._pytree import tree_map
 
 from seqgen.config import ExperimentConfig, load_json
 from seqgen.lease import check_holder, run_lease
+from seqgen.progress import Progress
 from seqgen.storage import Storage, join
 from seqgen import checkpoint as ckpt
 from seqgen.train.curves import write_curves
@@ -163,18 +163,13 @@ class _Reporter:
         self.lease = run_lease(storage, cfg.run_name, holder=lease_holder) if lease_holder else None
         if self.lease:  # a restarted worker group of a run that lost its lease stops at once
             check_holder(self.lease.url, self.lease.holder, self.lease.what)
-        self.bar = None
         self.last_plot = 0.0
-        if rank == 0 and cfg.train.progress and sys.stderr.isatty():
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True)
-            self.bar.start()
-            self.task_id = self.bar.add_task(cfg.run_name, total=cfg.train.max_steps, completed=progress["step"])
+        # a bar on a terminal, a line every few seconds in logs; only rank 0 shows it
+        self.bar = Progress(f"train {cfg.run_name}", cfg.train.max_steps, "steps", completed=progress["step"],
+                            enabled=None if rank == 0 and cfg.train.progress else False)
 
     def tick(self, step: int) -> None:
-        if self.bar:
-            self.bar.update(self.task_id, completed=step)
+        self.bar.update(step)
 
     def report(self, metrics: dict, model, meta: dict, trainer_state: dict, worker_state: dict) -> None:
         # seqgen persists its own checkpoints (Ray Train's local mode does not persist any), so
@@ -192,10 +187,7 @@ class _Reporter:
             return
         line = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
                          if k != "wall_time")
-        if self.bar:
-            self.bar.console.print(f"[{self.cfg.run_name}] {line}")
-        else:
-            print(f"[{self.cfg.run_name}] {line}", flush=True)
+        self.bar.print(f"[{self.cfg.run_name}] {line}")
         plot = time.time() - self.last_plot > 30
         write_curves(self.storage, self.cfg.run_name, self.progress["evals"], plot)
         self.last_plot = time.time() if plot else self.last_plot
@@ -206,5 +198,4 @@ class _Reporter:
     def close(self) -> None:
         if self.rank == 0:
             write_curves(self.storage, self.cfg.run_name, self.progress["evals"])
-        if self.bar:
-            self.bar.stop()
+        self.bar.close()
