@@ -234,9 +234,9 @@ def evaluate(
     split: str = typer.Option("test", help="Split to evaluate: train | valid | test."),
     dataset: Optional[str] = typer.Option(None, help="Dataset name (default: the one the model was trained on)."),
     dynamic_lr: float = typer.Option(0.0, help="> 0: also run dynamic evaluation with this SGD learning rate."),
-    seq_len: int = typer.Option(100, help="Text: evaluation window length."),
-    max_tokens: int = typer.Option(0, help="Text: evaluate only the first N tokens (0 = all)."),
-    max_lines: int = typer.Option(0, help="Handwriting: evaluate only the first N lines (0 = all)."),
+    seq_len: Optional[int] = typer.Option(None, help="Text: evaluation window length (default 100)."),
+    max_tokens: Optional[int] = typer.Option(None, help="Text: evaluate only the first N tokens (default: all)."),
+    max_lines: Optional[int] = typer.Option(None, help="Handwriting: evaluate only the first N lines (default: all)."),
     batch_size: int = typer.Option(16, help="Parallel streams (text) or lines per batch (handwriting)."),
     storage: Optional[str] = StorageOpt,
 ):
@@ -262,6 +262,8 @@ def evaluate(
         from seqgen.data.text import chars_per_token, load_split
         from seqgen.evaluate import evaluate_tokens
 
+        _refuse("a text model", {"--max-lines": max_lines}, "use --max-tokens")
+
         if manifest["vocab"] != loaded.meta["vocab"]:
             raise ValueError(f"dataset {name!r} has another vocabulary than checkpoint {loaded.url}: its ids "
                              "would mean other symbols; evaluate on the dataset the model was trained on")
@@ -269,7 +271,8 @@ def evaluate(
         ids = ids[:max_tokens] if max_tokens else ids
         for mode, lr in modes.items():
             with Progress(f"evaluate {split} ({mode})", len(ids), "tokens") as p:
-                stats = evaluate_tokens(model, ids, streams=batch_size, seq_len=seq_len, dynamic_lr=lr, progress=p)
+                stats = evaluate_tokens(model, ids, streams=batch_size, seq_len=seq_len or 100, dynamic_lr=lr,
+                                        progress=p)
             rows[mode] = stats.metrics(split, chars_per_token(manifest, split))
     else:
         from seqgen.evaluate import evaluate_lines, line_metrics
@@ -277,6 +280,8 @@ def evaluate(
         from seqgen.handwriting.iam import Alphabet
         from seqgen.handwriting.models import meta_alphabet
 
+        _refuse("a handwriting model", {"--seq-len": seq_len, "--max-tokens": max_tokens},
+                "it scores whole lines; use --max-lines")
         if model.synthesis and meta_alphabet(loaded.meta) != Alphabet.from_json(manifest["alphabet"]):
             raise ValueError(f"dataset {name!r} has another alphabet than checkpoint {loaded.url}: "
                              "evaluate on the dataset the model was trained on")

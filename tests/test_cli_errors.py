@@ -147,6 +147,8 @@ def test_evaluate_on_a_damaged_dataset(root):
     (["score", "pen", "abc"], ["score needs a text model"]),
     (["write", "hello", "--checkpoint", "good"], ["write needs a handwriting_synthesis checkpoint"]),
     (["export", "good", "--format", "tflite", "--out", "x"], ["unknown export format 'tflite'"]),
+    (["evaluate", "good", "--max-lines", "3"], ["a text model cannot honour --max-lines: use --max-tokens"]),
+    (["evaluate", "pen", "--dataset", "hw", "--seq-len", "50"], ["a handwriting model cannot honour --seq-len"]),
     (["train", "model.hidden=3"], ["unknown config key 'model.hidden'"]),
 ])
 def test_bad_option_combinations(root, args, fragments):
