@@ -1,0 +1,80 @@
+"""The page at GET /, in a real headless Chromium (Debian's package, driven by playwright): type a
+line -> handwriting drawn from the NDJSON stream; a prompt -> text streamed in. The screenshot of the
+handwriting page becomes docs/img/endpoint-page.png (the README shows it) with SEQGEN_UPDATE_DOCS=1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (.ci/run installs Debian's chromium package)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # --no-sandbox: CI runs as root; the rest keeps Chromium off the (closed) network
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield b
+        b.close()
+
+
+def test_page_writes_handwriting_as_the_strokes_stream(browser, hw_url, tmp_path):
+    page = browser.new_page(viewport={"width": 1000, "height": 640})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{hw_url}/")
+    page.wait_for_selector("#write-section.on")
+    assert page.locator("#text-section.on").count() == 0  # a handwriting model serves no text
+    assert page.locator("#style option").count() == 14  # none + the 13 shipped styles
+    page.fill("#write-text", "seqgen writes")
+    page.eval_on_selector("#bias", "e => { e.value = '1.5'; e.dispatchEvent(new Event('input')); }")
+    assert page.text_content("#bias-value") == "1.5"
+    page.click("#write-button")
+    page.wait_for_function("document.querySelectorAll('#strokes path').length > 5", timeout=60_000)
+    page.wait_for_function("document.getElementById('write-status').textContent.includes('points in')",
+                           timeout=60_000)
+    status = page.text_content("#write-status")
+    points = int(status.split()[0])
+    assert points > 50 and "seed" in status
+    assert page.locator("#strokes path").count() > 5
+    with page.expect_download() as download:
+        page.click("#download")
+    svg = Path(download.value.path()).read_text()
+    assert svg.startswith("<svg") and svg.count("<path") > 5
+    page.screenshot(path=str(tmp_path / "page.png"))
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+    if os.environ.get("SEQGEN_UPDATE_DOCS"):  # refresh the README's picture
+        shutil.copy(tmp_path / "page.png", ROOT / "docs" / "img" / "endpoint-page.png")
+    assert not errors, errors
+
+
+def test_page_streams_text(browser, serve_url):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{serve_url}/")
+    page.wait_for_selector("#text-section.on")
+    assert page.locator("#write-section.on").count() == 0
+    page.fill("#prompt", "ROMEO:")
+    page.fill("#length", "400")
+    page.click("#generate-button")
+    page.wait_for_function("document.getElementById('output').textContent.length > 0", timeout=60_000)
+    partial = len(page.text_content("#output"))
+    page.wait_for_function("document.getElementById('text-status').textContent.includes('symbols in')",
+                           timeout=60_000)
+    assert len(page.text_content("#output")) == 400 and partial <= 400
+    assert "400 symbols" in page.text_content("#text-status")
+    assert not errors, errors
