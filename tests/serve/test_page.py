@@ -19,7 +19,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (.ci/run installs Debian's chromium package)")
+        message = "no chromium on PATH (apt-get install chromium; .ci/run does)"
+        if os.environ.get("SEQGEN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
