@@ -78,6 +78,31 @@ def test_open_input_missing(tmp_path):
         assert f.read() == b"hi"
 
 
+def test_shared_across_processes_and_parquet_hash(tmp_path):
+    import hashlib
+
+    import pyarrow as pa
+
+    from seqgen.storage import shared_across_processes, write_parquet
+
+    assert not shared_across_processes("memory://x/y") and shared_across_processes("s3://b/p")
+    assert shared_across_processes(str(tmp_path)) and shared_across_processes("file:///tmp/x")
+    url = f"memory://pq-{uuid.uuid4().hex}/d/part-00000.parquet"
+    sha = write_parquet(url, pa.table({"tokens": [[1, 2], [3]]}))
+    with fsspec.open(url, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == sha
+
+
+def test_object_stores_cache_no_listings():
+    """Other processes write beside us (Ray workers, Tune trials): a cached listing would hide them."""
+    import fsspec.config
+
+    import seqgen.storage  # noqa: F401  (sets the defaults on import)
+
+    for protocol in ("s3", "gcs", "gs"):
+        assert fsspec.config.conf[protocol]["use_listings_cache"] is False
+
+
 # ---------------------------------------------------------------------------------------------
 # config
 def test_defaults_and_overrides():

@@ -135,7 +135,7 @@ class Cluster:
 
     def start_node(self, name: str, num_cpus: int = 1, timeout: float = 120) -> None:
         """Start worker node ``name`` (resource {name: 1}) and wait until the cluster counts it."""
-        self.nodes[name] = _ray_start(["--address", self.address, f"--num-cpus={num_cpus}",
+        self.nodes[name] = _ray_start(name, ["--address", self.address, f"--num-cpus={num_cpus}",
                                        f"--resources={json.dumps({name: 1})}", *self._ports()], self)
         wait_until(lambda: self.alive_nodes().get(name), timeout, f"worker node {name} to join")
 
@@ -212,10 +212,14 @@ _RAY_START_ON_LOOPBACK = (
 )
 
 
-def _ray_start(args: list[str], cluster: Cluster) -> subprocess.Popen:
+def _ray_start(name: str, args: list[str], cluster: Cluster) -> subprocess.Popen:
     ray = [str(BIN / "ray")] if "--head" in args else [sys.executable, "-c", _RAY_START_ON_LOOPBACK]
+    # A temp dir per node, as on separate machines: nodes sharing one would share the runtime-env
+    # cache, and one node's agent deletes a job's working_dir while another node's driver runs in it.
+    temp = Path(cluster.temp_dir) / name
+    temp.mkdir(exist_ok=True)
     return subprocess.Popen([*ray, "start", "--block", "--node-ip-address=127.0.0.1",
-                             "--object-store-memory=100000000", f"--temp-dir={cluster.temp_dir}",
+                             "--object-store-memory=100000000", f"--temp-dir={temp}",
                              "--disable-usage-stats", *args],
                             env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -233,7 +237,7 @@ def cluster(s3, tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
     c = Cluster(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", str(temp), env)
-    c.nodes["head"] = _ray_start(["--head", f"--port={gcs}", "--num-cpus=0", "--dashboard-host=127.0.0.1",
+    c.nodes["head"] = _ray_start("head", ["--head", f"--port={gcs}", "--num-cpus=0", "--dashboard-host=127.0.0.1",
                                   f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
                                   *c._ports()], c)
     try:
