@@ -145,8 +145,9 @@ def preprocess(
     tokens_are_chars: Optional[bool] = typer.Option(None, "--tokens-are-chars/--tokens-are-text",
                                                     help="Each token stands for one character (Mikolov's char-level PTB: "
                                                          "bits/token = bits/char), or for its text's length."),
-    valid_fraction: Optional[float] = typer.Option(None, help="Tail fraction of the input used for validation (Hutter: 0.04)."),
-    test_fraction: Optional[float] = typer.Option(None, help="Tail fraction of the input used for test."),
+    valid_fraction: Optional[float] = typer.Option(None, help="Tail fraction of the input used for validation (Hutter: 0.04); "
+                                                              "handwriting: fraction of the forms (default 0.1)."),
+    test_fraction: Optional[float] = typer.Option(None, help="Tail fraction of the input used for test; handwriting: of the forms."),
     max_vocab: Optional[int] = typer.Option(None, help="Vocabulary cap; words beyond it become <unk>, other kinds fail. 0 = none."),
     block_tokens: Optional[int] = typer.Option(None, help="Tokens per Parquet row (default 65536)."),
     chunk_mb: float = typer.Option(8.0, help="Bytes per parallel task, in MB (bounds memory per task)."),
@@ -154,7 +155,6 @@ def preprocess(
     handwriting: bool = typer.Option(False, help="Preprocess IAM-OnDB handwriting (--input = the IAM-OnDB root, a path or URL; "
                                                  "default <data-dir>/handwriting/iam-ondb)."),
     alphabet: str = typer.Option("full", help="Handwriting alphabet: full | graves57."),
-    hw_valid_fraction: float = typer.Option(0.1, help="Handwriting: fraction of the forms used for validation."),
     forms_per_task: int = typer.Option(16, help="Handwriting: forms per parallel task."),
     storage: Optional[str] = StorageOpt,
     address: Optional[str] = AddressOpt,
@@ -173,7 +173,8 @@ def preprocess(
             if st.shared_across_processes:
                 ensure_ray(address)
             manifest = preprocess_handwriting(st, name, input[0] if input else None, alphabet=alphabet, force=force,
-                                              valid_fraction=hw_valid_fraction, forms_per_task=forms_per_task,
+                                              valid_fraction=0.1 if valid_fraction is None else valid_fraction,
+                                              test_fraction=test_fraction or 0.0, forms_per_task=forms_per_task,
                                               data_dir=data_dir)
         else:
             spec = text_spec(name, input, valid, test, preset=preset, data_dir=data_dir, tokenizer=tokenizer,

@@ -135,7 +135,7 @@ def test_iam_from_memory_url_equals_the_local_copy(shared_data, mem, tmp_path):
     assert len(files) > len(IAM_FORMS)
     st_a, st_b = Storage.from_url(f"{mem}/a"), Storage.from_url(f"{mem}/b")
     local = preprocess_handwriting(st_a, "hw", str(tmp_path / "iam"), valid_fraction=0.25, forms_per_task=2)
-    out = cli("preprocess", "hw", "--handwriting", "-i", f"{mem}/iam", "--hw-valid-fraction", "0.25",
+    out = cli("preprocess", "hw", "--handwriting", "-i", f"{mem}/iam", "--valid-fraction", "0.25",
               "--forms-per-task", "2", "--storage", st_b.url)
     remote = load_manifest(st_b, "hw")
     assert "dataset hw" in out and remote["fingerprint"] == local["fingerprint"]
