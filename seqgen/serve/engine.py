@@ -115,7 +115,7 @@ class Stats:
     def symbols_per_s(self) -> float:
         """Symbols drawn per second over the last few seconds (0 when idle)."""
         now = time.monotonic()
-        recent = [(t, s) for t, s in self._window if now - t < 5.0]
+        recent = [(t, s) for t, s in list(self._window) if now - t < 5.0]  # list(): one atomic copy
         if len(recent) < 2 or now - recent[-1][0] > 1.0:
             return 0.0
         (t0, s0), (t1, s1) = recent[0], recent[-1]
