@@ -56,7 +56,9 @@ def auth_env(token_file: Path, bin_dir: Path) -> dict:
         token_file.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if k not in LOCAL_ENV and k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), RAY_USAGE_STATS_ENABLED="0",
-               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+               # On SIGTERM a node otherwise drains for 30 s (for Serve upgrades); tests stop at once.
+               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
     return env
 
 
@@ -77,8 +79,10 @@ class LocalCluster:
     procs: list = field(default_factory=list)
     temp_dirs: list = field(default_factory=list)
 
-    def start_head(self, num_cpus: int, *extra: str) -> None:
-        ip, gcs_port, dash_port = machine_ip(), free_port(), free_port()
+    def start_head(self, num_cpus: int, *extra: str, node_ip: str | None = None) -> None:
+        """``node_ip``: what SEQGEN_NODE_IP says (default: the machine's address, so that
+        workers can join)."""
+        ip, gcs_port, dash_port = node_ip or machine_ip(), free_port(), free_port()
         env = {**self.env, "SEQGEN_NODE_IP": ip, "SEQGEN_RAY_PORT": str(gcs_port),
                "SEQGEN_DASHBOARD_PORT": str(dash_port), "SEQGEN_CLIENT_PORT": str(free_port())}
         self._spawn([str(START_HEAD), *agent_ports(), f"--num-cpus={num_cpus}", "--block", *extra], env)
@@ -128,6 +132,17 @@ class LocalCluster:
             time.sleep(2)
         raise RuntimeError(f"the cluster did not reach {n} alive nodes in {timeout:.0f} s ({last})")
 
+    def listening(self) -> set[str]:
+        """The IP addresses on which this cluster's processes accept connections."""
+        import psutil
+
+        groups = {p.pid for p in self.procs}
+        addresses = set()
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.pid and _pgid(conn.pid) in groups:
+                addresses.add(conn.laddr.ip.removeprefix("::ffff:"))
+        return addresses
+
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM each node's process group (workers first: `ray start --block` then stops its
         own processes), SIGKILL whatever is left after ``timeout``."""
@@ -152,6 +167,13 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def _group_alive(pgid: int) -> bool:

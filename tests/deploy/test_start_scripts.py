@@ -52,9 +52,30 @@ def test_head_and_worker_form_a_two_node_cluster_with_token_auth(tmp_path_factor
         assert out.returncode != 0, out.stdout
         assert "401" in out.stderr or "auth" in out.stderr.lower(), out.stderr[-2000:]
 
-        # The dashboard (Jobs API) is on loopback only, not on the address the nodes advertise.
+        # Ray's GCS and raylet listen on all interfaces once a node is not on loopback (what
+        # cluster/README.md tells to firewall), the dashboard (Jobs API) only on loopback.
+        assert cluster.listening() & {"0.0.0.0", "::"}
         ip, port = cluster.gcs.split(":")[0], int(cluster.dashboard.rsplit(":", 1)[1])
         with pytest.raises(OSError):
             socket.create_connection((ip, port), timeout=5).close()
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.ray
+@pytest.mark.cluster
+def test_head_alone_listens_on_loopback_only(tmp_path_factory):
+    """The default (SEQGEN_NODE_IP=127.0.0.1): every socket of every process of the head on
+    loopback, and the token still required."""
+    tmp = tmp_path_factory.mktemp("loopback")
+    cluster = LocalCluster(auth_env(tmp / "token", BIN), log_dir=tmp)
+    try:
+        cluster.start_head(num_cpus=1, node_ip="127.0.0.1")
+        (node,) = cluster.wait_for_nodes(1)
+        assert node["node_ip"] == "127.0.0.1"
+        addresses = cluster.listening()
+        assert addresses and addresses <= {"127.0.0.1"}, addresses
+        no_token = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+        assert _run(["ray", "list", "nodes", "--address", cluster.dashboard], no_token).returncode != 0
     finally:
         cluster.stop()
