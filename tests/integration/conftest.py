@@ -157,8 +157,17 @@ class Cluster:
         return out
 
     def stop(self) -> None:
-        for proc in list(self.nodes.values())[::-1]:  # workers first, the head last
-            stop_group(proc)
+        """SIGTERM every node's process group at once, then SIGKILL what is left after 10 s (a
+        node's `ray start --block` can take half a minute to wind down; nothing of it persists)."""
+        procs = list(self.nodes.values())
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        for proc in procs:
+            stop_group(proc, timeout=max(deadline - time.time(), 0.1))
         self.nodes.clear()
 
     # Jobs API -----------------------------------------------------------------------------
@@ -196,7 +205,8 @@ class Cluster:
             client.stop_job(job)
             raise AssertionError(f"{entrypoint} did not finish in {timeout} s:\n{client.get_job_logs(job)[-3000:]}")
         logs = client.get_job_logs(job)
-        assert status == JobStatus.SUCCEEDED, f"{entrypoint} ended {status}:\n{logs[-4000:]}"
+        message = client.get_job_info(job).message  # why a job failed before its entrypoint ran
+        assert status == JobStatus.SUCCEEDED, f"{entrypoint} ended {status} ({message}):\n{logs[-4000:]}"
         return logs
 
 
