@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from seqgen import kinds
 from seqgen.config import ExperimentConfig
 
 
 def build_model(cfg: ExperimentConfig, meta: dict) -> nn.Module:
-    """The network a checkpoint's ``config.json`` + ``meta.json`` describe."""
-    if cfg.model.kind == "text":
-        from seqgen.models.text import TextModel
-
-        return TextModel(cfg.model, len(meta["vocab"]["symbols"]))
-    from seqgen.handwriting.models import build_handwriting_model
-
-    return build_handwriting_model(cfg, meta)
+    """The network a checkpoint's ``config.json`` + ``meta.json`` describe (its kind's builder)."""
+    return kinds.resolve(kinds.get(cfg.model.kind).network)(cfg, meta)
 
 
 def load_model(url: str, device: str = "cpu"):

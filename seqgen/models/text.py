@@ -11,8 +11,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqgen.config import ModelConfig
+from seqgen.config import ExperimentConfig, ModelConfig
 from seqgen.models.stack import DeepRecurrent
+
+
+def build_text_model(cfg: ExperimentConfig, meta: dict) -> "TextModel":
+    """The text network a checkpoint's config + meta (its vocabulary) describe (`seqgen.kinds`)."""
+    return TextModel(cfg.model, len(meta["vocab"]["symbols"]))
 
 
 class TextModel(nn.Module):

@@ -32,7 +32,8 @@ from ray import serve
 from seqgen.serve import errors
 from seqgen.serve.engine import Engine
 from seqgen.serve.errors import COMMON, WORK, WRITE, BodyLimit, SafeJSONResponse, error_payload
-from seqgen.serve.handlers import HANDLERS, TextStream
+from seqgen import kinds
+from seqgen.serve.handlers import TextStream
 from seqgen.serve.schemas import (
     MAX_BODY_BYTES, MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, MAX_TIMEOUT_S, GenerateBody,
     GenerateResponse, Health, ScoreBody, ScoreResponse, WriteBody, WriteResponse,
@@ -143,10 +144,12 @@ class SeqgenServer:
         from seqgen.storage import Storage
 
         model, loaded = (loader or default_loader)(checkpoint_url)
-        kind = loaded.config.model.kind
-        if kind not in HANDLERS:
-            raise ValueError(f"no serving handler for model kind {kind!r} (served kinds: {', '.join(HANDLERS)})")
-        self.handler = HANDLERS[kind](model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
+        kind = kinds.get(loaded.config.model.kind)
+        if kind.handler is None:
+            served = ", ".join(k.name for k in kinds.KINDS.values() if k.handler)
+            raise ValueError(f"model kind {kind.name!r} is not served (served kinds: {served})")
+        handler = kinds.resolve(kind.handler)
+        self.handler = handler(model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
         self.timeout_s = min(timeout_s, MAX_TIMEOUT_S)
         self.engine = Engine(self.handler.gen, max_streams=max_streams, max_queued=max_queued,
                              prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s, batching=batching)

@@ -1,6 +1,6 @@
 """What each model kind serves: request bodies -> engine jobs, engine events -> answers.
 
-``HANDLERS`` maps a checkpoint's ``model.kind`` to its handler. A handler owns the kind's
+`seqgen.kinds` names each model kind's handler (None: the kind is not served). A handler owns the kind's
 `seqgen.sampling.Generator`, checks requests before they reach the engine (a bad prompt is the
 client's 400 and never touches a batch), turns the engine's per-row outputs into text or pen
 points, and states in the OpenAPI document what the model can read (`openapi_limits`).
@@ -222,6 +222,3 @@ class HandwritingHandler(ModelHandler):
 
         return strokes_svg([offsets])
 
-
-# model kind -> handler class.
-HANDLERS: dict[str, type[ModelHandler]] = {"text": TextHandler, "handwriting_synthesis": HandwritingHandler}

@@ -18,6 +18,7 @@ import ray.train
 import torch
 from torch.utils._pytree import tree_map
 
+from seqgen import kinds
 from seqgen.config import ExperimentConfig, load_json
 from seqgen.lease import check_holder, run_lease
 from seqgen.progress import Progress
@@ -29,13 +30,8 @@ from seqgen.train.regularizers import Regularized, build_regularizer
 
 
 def make_task(cfg: ExperimentConfig, storage: Storage, rank: int, world: int, device):
-    if cfg.model.kind == "text":
-        from seqgen.train.text_task import TextTask
-
-        return TextTask(cfg, storage, rank, world, device)
-    from seqgen.handwriting.task import HandwritingTask
-
-    return HandwritingTask(cfg, storage, rank, world, device)
+    """The training task of the run's model kind (`seqgen.kinds`)."""
+    return kinds.resolve(kinds.get(cfg.model.kind).task)(cfg, storage, rank, world, device)
 
 
 def train_loop_per_worker(config: dict) -> None:
