@@ -27,10 +27,11 @@ from seqgen import checkpoint as ckpt
 from seqgen.train.curves import write_curves
 from seqgen.train.optim import build_lr_schedule, build_optimizer
 from seqgen.train.regularizers import Regularized, build_regularizer
+from seqgen.train.task import TrainingTask
 
 
-def make_task(cfg: ExperimentConfig, storage: Storage, rank: int, world: int, device):
-    """The training task of the run's model kind (`seqgen.kinds`)."""
+def make_task(cfg: ExperimentConfig, storage: Storage, rank: int, world: int, device) -> TrainingTask:
+    """The training task of the run's model kind (`seqgen.kinds`; the contract: `seqgen.train.task`)."""
     return kinds.resolve(kinds.get(cfg.model.kind).task)(cfg, storage, rank, world, device)
 
 
