@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from fsspec.core import url_to_fs
 
 from seqgen.config import ExperimentConfig, load_json, to_dict
-from seqgen.storage import join
+from seqgen.storage import join, url_for
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -251,8 +251,7 @@ def list_checkpoints(run_url: str) -> list[str]:
         return []
     found = [p for p in fs.ls(path, detail=False) if p.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_")]
     found = [p for p in sorted(found) if fs.exists(join(p, MANIFEST))]
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    return [p if protocol in ("file", "local") else f"{protocol}://{p.lstrip('/')}" for p in found]
+    return [url_for(fs, p) for p in found]
 
 
 def best_checkpoint(run_url: str, metric: str = "score") -> str:

@@ -89,9 +89,7 @@ class Storage:
 
     def url_of(self, path: str) -> str:
         """Turn a path inside ``fs`` back into a URL another process can open."""
-        protocol = self.fs.protocol
-        protocol = protocol[0] if isinstance(protocol, (tuple, list)) else protocol
-        return path if protocol in ("file", "local") else f"{protocol}://{path.lstrip('/')}"
+        return url_for(self.fs, path)
 
     # canonical locations -------------------------------------------------------------
     def dataset_dir(self, name: str) -> str:
@@ -131,6 +129,13 @@ class Storage:
 def shared_across_processes(url: str) -> bool:
     """Can another process (a Ray task or worker) open ``url``? Not ``memory://``."""
     return not str(url).startswith("memory://")
+
+
+def url_for(fs, path: str) -> str:
+    """A path inside the fsspec file system ``fs`` as a URL another process can open (the one place
+    that turns paths back into URLs): local paths stay paths, others get their protocol back."""
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return path if protocol in ("file", "local") else f"{protocol}://{path.lstrip('/')}"
 
 
 def join(base: str, *parts: str) -> str:
