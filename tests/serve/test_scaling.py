@@ -258,3 +258,29 @@ def test_autoscaling_adds_a_replica_under_load(serve_started, tiny_checkpoint, s
         assert len(seen) == 2, seen  # requests reach both replicas
     finally:
         serve.delete("seqgen-auto")
+
+
+def test_a_dataset_line_as_style_uses_the_servers_storage(serve_started, serve_url, tmp_path_factory):
+    """With storage holding the model's dataset, its line ids are styles (and listed in the schema)."""
+    from ray import serve
+
+    from seqgen.cli import DEFAULT_HANDWRITING
+    from seqgen.handwriting.dataset import preprocess_handwriting
+    from seqgen.storage import Storage
+    from tests.handwriting.test_hw_dataset import write_form
+    from tests.serve.conftest import deploy
+
+    tmp = tmp_path_factory.mktemp("hw-storage")
+    storage = Storage.from_url(str(tmp / "storage"))
+    write_form(tmp / "iam", "a01-000u", ["a move to stop", "mr gaitskell"], seed=1)
+    preprocess_handwriting(storage, "iam", str(tmp / "iam"), use_ray=False)  # the bundled model's dataset name
+    url = deploy(serve_started, str(DEFAULT_HANDWRITING), "seqgen-hw-data", "/hwdata", storage=storage.url)
+    try:
+        schema = requests.get(f"{url}/openapi.json", timeout=TIMEOUT).json()
+        style = schema["components"]["schemas"]["WriteBody"]["properties"]["style"]
+        assert {"type": "string", "enum": ["a01-000u-01", "a01-000u-02"]} in style["anyOf"]
+        r = post(url, "/write", {"text": "hello", "style": "a01-000u-02", "seed": 1})
+        assert r.status_code == 200 and r.json()["points"] > 0, r.text
+        assert post(url, "/write", {"text": "hello", "style": "a01-000u-09"}).status_code == 404
+    finally:
+        serve.delete("seqgen-hw-data")
