@@ -200,7 +200,7 @@ def _cluster_specs() -> list[tuple[str, dict]]:
 @pytest.mark.parametrize("name,spec", _cluster_specs(), ids=lambda v: v if isinstance(v, str) else "")
 def test_kuberay_clusters_run_our_image_with_token_auth_and_no_public_service(name, spec):
     assert spec["rayVersion"] == ray.__version__
-    assert spec["authOptions"] == {"mode": "token"}
+    assert spec["authOptions"] == {"mode": "token", "secretName": "seqgen-ray-token"}
     assert spec["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
     pods = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec.get("workerGroupSpecs", [])]
     for pod in pods:
