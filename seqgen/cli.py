@@ -131,7 +131,7 @@ def main(
 
 @app.command()
 def preprocess(
-    name: str = typer.Argument(..., help="Dataset name on storage; a preset (shakespeare, ptb-word, ptb-char) needs no inputs."),
+    name: str = typer.Argument(..., help="Dataset name on storage; a preset (shakespeare, ptb-word, ptb-char, hutter) needs no inputs."),
     input: List[str] = typer.Option([], "--input", "-i", help="Training text file(s): paths or fsspec URLs (s3://, gs://, memory://)."),
     valid: List[str] = typer.Option([], "--valid", help="Validation file(s) (else use --valid-fraction)."),
     test: List[str] = typer.Option([], "--test", help="Test file(s)."),
@@ -145,7 +145,7 @@ def preprocess(
     tokens_are_chars: Optional[bool] = typer.Option(None, "--tokens-are-chars/--tokens-are-text",
                                                     help="Each token stands for one character (Mikolov's char-level PTB: "
                                                          "bits/token = bits/char), or for its text's length."),
-    valid_fraction: Optional[float] = typer.Option(None, help="Tail fraction of the input used for validation (Hutter: 0.04); "
+    valid_fraction: Optional[float] = typer.Option(None, help="Tail fraction of the input used for validation (hutter preset: 0.05); "
                                                               "handwriting: fraction of the forms (default 0.1)."),
     test_fraction: Optional[float] = typer.Option(None, help="Tail fraction of the input used for test; handwriting: of the forms."),
     max_vocab: Optional[int] = typer.Option(None, help="Vocabulary cap; words beyond it become <unk>, other kinds fail. 0 = none."),
@@ -260,7 +260,7 @@ def evaluate(
     modes = {"static": 0.0, **({"dynamic": dynamic_lr} if dynamic_lr > 0 else {})}
     rows = {}
     if kind == "text":
-        from seqgen.data.text import chars_per_token, load_split
+        from seqgen.data.text import chars_per_token, open_split
         from seqgen.evaluate import evaluate_tokens
 
         _refuse("a text model", {"--max-lines": max_lines}, "use --max-tokens")
@@ -268,7 +268,7 @@ def evaluate(
         if manifest["vocab"] != loaded.meta["vocab"]:
             raise ValueError(f"dataset {name!r} has another vocabulary than checkpoint {loaded.url}: its ids "
                              "would mean other symbols; evaluate on the dataset the model was trained on")
-        ids = load_split(st, manifest, split)
+        ids = open_split(st, manifest, split)  # read window by window, never loaded whole
         ids = ids[:max_tokens] if max_tokens else ids
         for mode, lr in modes.items():
             with Progress(f"evaluate {split} ({mode})", len(ids), "tokens") as p:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seqgen.data.streams import Streams
 from seqgen.models.stack import detach_state
 
 LN2 = math.log(2)
@@ -85,15 +86,15 @@ def window_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 
 def evaluate_tokens(model, ids: np.ndarray, streams: int = 16, seq_len: int = 100,
                     dynamic_lr: float = 0.0, progress=None) -> TokenStats:
-    """Predict ``ids`` with ``streams`` parallel rows, carrying state across windows.
+    """Predict ``ids`` with ``streams`` parallel rows, carrying state across windows. ``ids`` is an
+    array or a lazily read ``seqgen.data.streams.SplitTokens``: only the current window is loaded.
 
     ``dynamic_lr > 0`` is dynamic evaluation (sec. 3.1): after predicting each window, take one
     SGD step on it, on a copy of the model, so every token is predicted before it is trained on.
     """
     streams = max(1, min(streams, len(ids) // (seq_len + 1) or 1))
-    data = batchify(ids, streams)
+    rows = Streams(ids, streams)  # batchify, a window at a time
     device = next(model.parameters()).device
-    data = data.to(device)
     if dynamic_lr > 0:
         model = copy.deepcopy(model)
         optimizer = torch.optim.SGD(model.parameters(), lr=dynamic_lr)
@@ -102,10 +103,9 @@ def evaluate_tokens(model, ids: np.ndarray, streams: int = 16, seq_len: int = 10
     total = TokenStats()
     state = model.initial_state(streams, device)
     try:
-        for start in range(0, data.shape[1] - 1, seq_len):
-            x = data[:, start : start + seq_len]
-            y = data[:, start + 1 : start + 1 + seq_len]
-            x = x[:, : y.shape[1]]
+        for start in range(0, rows.length - 1, seq_len):
+            window = rows.window(start, start + seq_len + 1).to(device)  # (B, <= T + 1)
+            x, y = window[:, :-1], window[:, 1:]
             with torch.set_grad_enabled(dynamic_lr > 0):
                 logits, new_state = model(x, state)
                 loss, stats = window_stats(logits, y)
@@ -151,7 +151,9 @@ def evaluate_lines(model, lines: list[dict], meta: dict, batch_size: int = 16, d
 
     Statically, lines go in batches of similar length (little padding). ``dynamic_lr > 0``: lines
     keep the dataset's order (a form's lines, one writer, follow each other), and after scoring each
-    batch one SGD step on its mean per-line loss adapts a copy of the model to what it has read.
+    batch one SGD step adapts a copy of the model to what it has read. The step is on the mean loss
+    per *point*, so learning rates compare with text's per-token ones: on the per-line loss (~1000
+    nats on IAM-OnDB) lr 1e-4 took the bundled model from -1134 to -858 nats/line on valid.
     """
     from seqgen.handwriting.mdn import mixture_nll, split_mixture, sse_per_point
     from seqgen.handwriting.models import meta_alphabet
@@ -182,7 +184,7 @@ def evaluate_lines(model, lines: list[dict], meta: dict, batch_size: int = 16, d
             total = total + LineStats(nll.sum().item(), len(group), int(mask.sum().item()), sse.sum().item())
             if dynamic_lr > 0:
                 optimizer.zero_grad()
-                nll.mean().backward()
+                (nll.sum() / mask.sum().clamp(min=1)).backward()
                 optimizer.step()
             if progress is not None:
                 progress.advance(len(group))

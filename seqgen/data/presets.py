@@ -1,4 +1,5 @@
-"""Named datasets: the bundled Tiny Shakespeare and the corpora in the shared data directory.
+"""Named datasets: the bundled Tiny Shakespeare and the corpora in the shared data directory
+(PTB; enwik8 for the Hutter preset, when it is there).
 
 A preset is a set of `TextSpec` settings plus where its files live. The settings are also CLI
 options of ``seqgen preprocess``, so the same dataset (same fingerprint) can be built from any copy
@@ -63,6 +64,11 @@ PRESETS = {
     "ptb-word": TextPreset({"tokenizer": "word", "max_vocab": 10000}, _ptb("ptb")),
     # space-separated symbols, '_' between words: 50 symbols with <eos>; one token = one character
     "ptb-char": TextPreset({"tokenizer": "word", "tokens_are_chars": True}, _ptb("ptb.char")),
+    # Hutter Prize Wikipedia (enwik8, sec. 3.2): raw bytes, all 256 values as symbols, one file cut
+    # 90 / 5 / 5 into train / valid / test (Graves trained on the first 96M bytes and validated on
+    # the last 4M; 90/5/5 is the split later enwik8 results use, and it keeps a test set). Any byte
+    # file or fsspec URL: `seqgen preprocess NAME --preset hutter -i s3://bucket/enwik8`.
+    "hutter": TextPreset({"tokenizer": "byte", "valid_fraction": 0.05, "test_fraction": 0.05}, {"train": ["text/enwik8"]}),
 }
 TEXT_PRESETS = tuple(PRESETS)
 SETTINGS = tuple(f.name for f in fields(TextSpec) if f.name != "files")

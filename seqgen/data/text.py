@@ -12,7 +12,15 @@ settings and on the *content* of each split's inputs, never on where they were r
 corpus gives the same dataset from a local copy or from s3://.
 
 A chunk owns the bytes from the first tokeniser boundary at or after its start up to the first
-boundary at or after its end, so no symbol is cut in two and every byte is owned exactly once.
+boundary at or after its end, so no symbol is cut in two and every byte is owned exactly once. A
+chunk with no boundary inside it owns nothing (the chunk before reads on through it), so every
+byte is scanned for a boundary by one chunk only: the work is linear even in a 100 MB line. A
+bigram pair cannot start after an odd number of characters of its line, so for ``bigram`` a cheap
+first pass (``line_parity`` per chunk, composed on the driver) tells each chunk the parity at its
+start and end. A task reads its range ``read_bytes`` at a time, cut at token boundaries
+(``safe_cut``), and writes its shard a row (``block_tokens`` ids, one Parquet row group) at a
+time, so its memory does not grow with the chunk size; readers fetch single row groups
+(``seqgen.data.streams``).
 """
 
 from __future__ import annotations
@@ -20,29 +28,31 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 from fsspec.core import url_to_fs
 
-from seqgen.data.tokenizers import Vocabulary, count_chars, count_symbols, is_boundary
+from seqgen.data.tokenizers import Vocabulary, count_chars, count_symbols, first_boundary, line_parity, safe_cut
 from seqgen.data.shards import (  # noqa: F401  (DatasetError, remove_old_versions: re-exported)
     DatasetError,
+    ShardWriter,
     fingerprint,
     new_version,
-    rank_slices,
-    read_shard,
     remove_old_versions,
-    split_info,
 )
+from seqgen.data.streams import open_split
 from seqgen.progress import track
 from seqgen.lease import writes_dataset
 from seqgen.runtime import map_tasks
-from seqgen.storage import Storage, join, shared_across_processes, write_parquet
+from seqgen.storage import Storage, join, shared_across_processes
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "valid", "test")
+SHARD_SCHEMA = pa.schema([("tokens", pa.list_(pa.int32()))])  # one row = block_tokens ids
+SCAN_BYTES = 1 << 16  # bytes read at a time while looking for a boundary
 
 
 @dataclass
@@ -56,11 +66,12 @@ class TextSpec:
     max_vocab: int = 0  # 0 = no cap
     tokens_are_chars: bool = False  # each token is one character of the text (Mikolov's char-level PTB)
     chunk_bytes: int = 8 << 20
-    block_tokens: int = 1 << 16  # tokens per Parquet row
+    block_tokens: int = 1 << 16  # tokens per Parquet row (= row group: what a reader fetches at once)
+    read_bytes: int = 1 << 20  # bytes a task reads and tokenises at a time (bounds its memory)
 
     def settings(self) -> dict:
         """What shapes the tokens (not where the inputs live, nor how they are cut into tasks)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("chunk_bytes", "files")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("chunk_bytes", "read_bytes", "files")}
 
 
 @dataclass(frozen=True)
@@ -71,54 +82,134 @@ class Chunk:
     start: int  # nominal byte range; the owned range is snapped to tokeniser boundaries
     end: int
     file_end: int  # the file's size (a tail-fraction cut is snapped like any other chunk end)
+    parity: int = 0  # bigram: characters since the line start, mod 2, at ``start`` ...
+    end_parity: int = 0  # ... and at ``end`` (from `_parity_task`)
 
 
-def _read_owned(kind: str, chunk: Chunk) -> tuple[int, bytes]:
-    """The owned byte range's start and its bytes (see module docstring)."""
-    fs, path = url_to_fs(chunk.url)
-    with fs.open(path, "rb") as f:
-
-        def snap(pos: int) -> int:
-            if pos <= 0 or pos >= chunk.file_end:
-                return min(max(pos, 0), chunk.file_end)
-            f.seek(pos - 1)
-            prev = f.read(1)[0]
-            while pos < chunk.file_end:
-                block = f.read(min(4096, chunk.file_end - pos))
-                for b in block:
-                    if is_boundary(kind, prev, b):
-                        return pos
-                    prev = b
-                    pos += 1
-            return chunk.file_end
-
-        start, end = snap(chunk.start), snap(chunk.end)
-        f.seek(start)
-        return start, f.read(end - start)
+def _open(url: str, block: int):
+    fs, path = url_to_fs(url)
+    return fs.open(path, "rb", block_size=block)  # reads of ~block bytes: no multi-MB read-ahead
 
 
-def _count_task(kind: str, chunk: Chunk) -> dict:
+def _read(f, n: int, url: str) -> bytes:
+    data = f.read(n)
+    if not data:
+        raise DatasetError(f"{url} became shorter while it was read; rerun on a file that does not change")
+    return data
+
+
+def _snap(f, url: str, kind: str, pos: int, limit: int, parity: int) -> int:
+    """The first token boundary at or after ``pos``, or ``limit`` if none comes before it."""
+    if kind == "bigram":  # a character start; inside a pair (odd parity, not a newline), the next one
+        c = _snap(f, url, "char", pos, limit, 0)
+        if parity and c < limit:
+            f.seek(c)
+            if f.read(1) != b"\n":
+                c = _snap(f, url, "char", c + 1, limit, 0)
+        return c
+    if pos <= 0 or pos >= limit:
+        return min(max(pos, 0), limit)
+    f.seek(pos - 1)
+    prev, step = f.read(1)[0], 64
+    while pos < limit:  # boundaries are usually a few bytes away: read 64 bytes, then twice as many, ...
+        block = _read(f, min(step, limit - pos), url)
+        i = first_boundary(kind, prev, block)
+        if i < len(block):
+            return pos + i
+        pos, prev, step = pos + len(block), block[-1], min(2 * step, SCAN_BYTES)
+    return limit
+
+
+def _owned(f, kind: str, chunk: Chunk) -> tuple[int, int]:
+    """The owned byte range (see the module docstring). The start is looked for inside the chunk
+    only; the end may lie beyond it, in chunks that own nothing."""
+    start = _snap(f, chunk.url, kind, chunk.start, chunk.end, chunk.parity)
+    if start >= chunk.end:
+        return chunk.end, chunk.end
+    return start, _snap(f, chunk.url, kind, chunk.end, chunk.file_end, chunk.end_parity)
+
+
+def _pieces(f, kind: str, start: int, end: int, url: str, size: int) -> Iterator[tuple[int, bytes]]:
+    """[start, end) as (offset, bytes) pieces of about ``size`` bytes, each cut at a token boundary."""
+    f.seek(start)
+    pos, carry, at = start, b"", start
+    while pos < end:
+        data = _read(f, min(size, end - pos), url)
+        pos += len(data)
+        buf = carry + data if carry else data
+        cut = len(buf) if pos >= end else safe_cut(kind, buf)
+        if cut:
+            yield at, buf[:cut]
+        carry, at = buf[cut:], at + cut
+
+
+def _parity_task(chunk: Chunk, read_bytes: int) -> tuple[bool, int]:
+    """`line_parity` of the chunk's nominal range (bigram only)."""
+    reset, parity = False, 0
+    with _open(chunk.url, read_bytes) as f:
+        f.seek(chunk.start)
+        pos = chunk.start
+        while pos < chunk.end:
+            data = _read(f, min(read_bytes, chunk.end - pos), chunk.url)
+            pos += len(data)
+            newline, n = line_parity(data)
+            reset, parity = (True, n) if newline else (reset, (parity + n) % 2)
+    return reset, parity
+
+
+def _with_parities(chunks: list[Chunk], summaries: list[tuple[bool, int]]) -> list[Chunk]:
+    """Each chunk's parity at its start and end, composed along each file from its first byte."""
+    out, parity = [], 0
+    for chunk, (reset, n) in zip(chunks, summaries):
+        parity = 0 if chunk.start == 0 else parity  # the chunks of a file follow each other in the plan
+        end_parity = n if reset else (parity + n) % 2
+        out.append(replace(chunk, parity=parity, end_parity=end_parity))
+        parity = end_parity
+    return out
+
+
+def _count_task(kind: str, chunk: Chunk, read_bytes: int = 1 << 20) -> dict:
+    counts, tokens, chars, digest = Counter(), 0, 0, hashlib.sha256()
     try:
-        start, data = _read_owned(kind, chunk)
-        counts = count_symbols(kind, data, start, chunk.url)
+        with _open(chunk.url, read_bytes) as f:
+            start, end = _owned(f, kind, chunk)
+            for offset, piece in _pieces(f, kind, start, end, chunk.url, read_bytes):
+                piece_counts = count_symbols(kind, piece, offset, chunk.url)
+                counts.update(piece_counts)
+                tokens += piece_counts.total()
+                chars += count_chars(kind, piece)
+                digest.update(piece)
     except ValueError as e:
         return {"error": str(e)}
-    return {
-        "counts": counts,
-        "tokens": counts.total(),
-        "chars": count_chars(kind, data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    return {"counts": counts, "tokens": tokens, "chars": chars, "sha256": digest.hexdigest()}
 
 
-def _encode_task(kind: str, chunk: Chunk, vocab_json: dict, out_url: str, block: int) -> tuple[int, str]:
+def _row(ids: np.ndarray) -> pa.Table:
+    return pa.table({"tokens": pa.ListArray.from_arrays(pa.array([0, len(ids)], pa.int32()), pa.array(ids))},
+                    schema=SHARD_SCHEMA)
+
+
+def _encode_task(kind: str, chunk: Chunk, vocab_json: dict, out_url: str, block: int,
+                 read_bytes: int = 1 << 20) -> tuple[int, str]:
     """-> (tokens written, sha256 of the shard file)."""
     vocab = Vocabulary.from_json(vocab_json)
-    start, data = _read_owned(kind, chunk)
-    ids = vocab.encode_chunk(data, start, chunk.url)
-    blocks = [ids[i : i + block] for i in range(0, len(ids), block)]
-    table = pa.table({"tokens": pa.array(blocks, type=pa.list_(pa.int32()))})
-    return len(ids), write_parquet(out_url, table)
+    writer = ShardWriter(out_url, SHARD_SCHEMA)
+    row, filled, total = np.empty(block, np.int32), 0, 0
+    with _open(chunk.url, read_bytes) as f:
+        start, end = _owned(f, kind, chunk)
+        for offset, piece in _pieces(f, kind, start, end, chunk.url, read_bytes):
+            ids = vocab.encode_chunk(piece, offset, chunk.url)
+            total += len(ids)
+            while len(ids):
+                take = min(block - filled, len(ids))
+                row[filled : filled + take], ids = ids[:take], ids[take:]
+                filled += take
+                if filled == block:
+                    writer.write(_row(row))
+                    row, filled = np.empty(block, np.int32), 0
+    if filled:
+        writer.write(_row(row[:filled]))
+    return total, writer.close()
 
 
 def plan_chunks(spec: TextSpec) -> list[Chunk]:
@@ -163,7 +254,11 @@ def preprocess_text(storage: Storage, name: str, spec: TextSpec, use_ray: bool |
     kind = spec.tokenizer
     chunks = plan_chunks(spec)
     sizes = [c.end - c.start for c in chunks]  # bytes per task, for the MB/s of the progress line
-    counted = list(track(map_tasks(_count_task, [(kind, c) for c in chunks], use_ray),
+    if kind == "bigram":
+        parities = list(track(map_tasks(_parity_task, [(c, spec.read_bytes) for c in chunks], use_ray),
+                              f"preprocess {name}: lines", len(chunks), "tasks", sizes))
+        chunks = _with_parities(chunks, parities)
+    counted = list(track(map_tasks(_count_task, [(kind, c, spec.read_bytes) for c in chunks], use_ray),
                          f"preprocess {name}: count", len(chunks), "tasks", sizes))
     errors = [r["error"] for r in counted if "error" in r]
     if errors:
@@ -190,8 +285,9 @@ def preprocess_text(storage: Storage, name: str, spec: TextSpec, use_ray: bool |
     base = join(storage.dataset_dir(name), version)
     out = [storage.url_of(f"{base}/{c.split}/part-{c.index:05d}.parquet") for c in chunks]
     vocab_json = vocab.to_json()
-    encoded = list(track(map_tasks(_encode_task, [(kind, c, vocab_json, o, spec.block_tokens) for c, o in zip(chunks, out)],
-                                   use_ray), f"preprocess {name}: encode", len(chunks), "tasks", sizes))
+    args = [(kind, c, vocab_json, o, spec.block_tokens, spec.read_bytes) for c, o in zip(chunks, out)]
+    encoded = list(track(map_tasks(_encode_task, args, use_ray), f"preprocess {name}: encode", len(chunks), "tasks",
+                         sizes))
     splits = {}
     for chunk, (n, sha) in zip(chunks, encoded):
         entry = splits.setdefault(chunk.split, {"tokens": 0, "chars": stats[chunk.split]["chars"], "shards": []})
@@ -247,11 +343,7 @@ def load_manifest(storage: Storage, name: str) -> dict:
 
 
 def load_split(storage: Storage, manifest: dict, split: str, rank: int = 0, world: int = 1) -> np.ndarray:
-    """The token ids of ``split`` for worker ``rank`` of ``world``: a contiguous 1/world share,
-    reading (and verifying) only the shards that overlap it."""
-    info = split_info(manifest, split)
-    parts = []
-    for shard, start, stop in rank_slices(info["shards"], "tokens", info["tokens"], rank, world):
-        column = read_shard(storage, manifest, shard, ["tokens"]).column("tokens")
-        parts.append(column.combine_chunks().flatten().to_numpy(zero_copy_only=False)[start:stop])
-    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    """The token ids of ``split`` for worker ``rank`` of ``world`` (a contiguous 1/world share) in
+    memory. Training and evaluation read them lazily instead: ``open_split``."""
+    return open_split(storage, manifest, split, rank, world).read().astype(np.int32)
+

@@ -3,6 +3,11 @@
 A task owns the data side of training (its shard of the corpus, the data cursor, the RNN state
 carried between windows) and the loss; the loop in ``seqgen.train.loop`` owns everything else.
 Its cursor and carried state go into every checkpoint, so a resumed run continues exactly.
+
+The worker's share of the corpus is never loaded whole: each of its B streams reads its own
+region of the shards window by window (``seqgen.data.streams``), so memory does not grow with the
+corpus. The streams are a pure function of (dataset, rank, world, B), so the cursor (epoch,
+window) is all a resumed run needs to read the very same windows.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import numpy as np
 import torch
 
 from seqgen.config import ExperimentConfig
-from seqgen.data.text import chars_per_token, load_manifest, load_split
-from seqgen.evaluate import all_reduce_stats, batchify, evaluate_tokens, window_stats
+from seqgen.data.streams import Streams, open_split
+from seqgen.data.text import chars_per_token, load_manifest
+from seqgen.evaluate import all_reduce_stats, evaluate_tokens, window_stats
 from seqgen.models.stack import detach_state
 from seqgen.models.text import TextModel
 from seqgen.storage import Storage
@@ -29,11 +35,11 @@ class TextTask:
         t = cfg.train
         if t.batch_size % world:
             raise ValueError(f"train.batch_size={t.batch_size} must be divisible by {world} workers")
-        self.streams = batchify(load_split(storage, self.manifest, "train", rank, world), t.batch_size // world)
-        self.num_windows = (self.streams.shape[1] - 1) // t.seq_len
+        self.streams = Streams(open_split(storage, self.manifest, "train", rank, world), t.batch_size // world)
+        self.num_windows = (self.streams.length - 1) // t.seq_len
         if self.num_windows < 1:
             raise ValueError(f"training split too small for batch_size={t.batch_size}, seq_len={t.seq_len}")
-        self.valid = load_split(storage, self.manifest, "valid", rank, world) if "valid" in self.manifest["splits"] else None
+        self.valid = open_split(storage, self.manifest, "valid", rank, world) if "valid" in self.manifest["splits"] else None
         if self.valid is not None and t.eval_tokens:
             self.valid = self.valid[: t.eval_tokens // world]
         # The training set's size in the loss's unit, for adaptive weight noise's KL / |S|: the loss
@@ -60,8 +66,8 @@ class TextTask:
         t = self.cfg.train
         w = int(self._window_order()[self.window])
         reset = self.state is None or self.window == 0 or t.shuffle or (t.reset_every and self.window % t.reset_every == 0)
-        x = self.streams[:, w * t.seq_len : (w + 1) * t.seq_len].to(self.device)
-        y = self.streams[:, w * t.seq_len + 1 : (w + 1) * t.seq_len + 1].to(self.device)
+        window = self.streams.window(w * t.seq_len, (w + 1) * t.seq_len + 1).to(self.device)  # (B, T + 1)
+        x, y = window[:, :-1], window[:, 1:]
         self.window += 1
         if self.window == self.num_windows:
             self.epoch, self.window = self.epoch + 1, 0
