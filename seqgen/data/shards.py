@@ -113,12 +113,13 @@ class ShardWriter:
     file's bytes for the manifest. The file goes straight to its final name: a dataset becomes
     visible only through its manifest, written after every shard (see the module docstring)."""
 
-    def __init__(self, url: str, schema: pa.Schema):
+    def __init__(self, url: str, schema: pa.Schema, **options):
+        """``options``: of ``pyarrow.parquet.ParquetWriter`` (encoding, compression)."""
         fs, path = url_to_fs(url)
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         self._file = fs.open(path, "wb")
         self._digest = hashlib.sha256()
-        self._writer = pq.ParquetWriter(_Hashing(self._file, self._digest), schema)
+        self._writer = pq.ParquetWriter(_Hashing(self._file, self._digest), schema, **options)
 
     def write(self, table: pa.Table) -> None:
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))

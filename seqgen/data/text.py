@@ -52,6 +52,9 @@ from seqgen.storage import Storage, join, shared_across_processes
 SCHEMA_VERSION = 1
 SPLITS = ("train", "valid", "test")
 SHARD_SCHEMA = pa.schema([("tokens", pa.list_(pa.int32()))])  # one row = block_tokens ids
+# Plain encoding + zstd: as small as pyarrow's default (dictionary + snappy) on text, and 3x less CPU
+# to write (dictionary-encoding token ids was most of an encode task's time; benchmarks/README.md).
+SHARD_OPTIONS = {"use_dictionary": False, "compression": "zstd"}
 SCAN_BYTES = 1 << 16  # bytes read at a time while looking for a boundary
 
 
@@ -193,7 +196,7 @@ def _encode_task(kind: str, chunk: Chunk, vocab_json: dict, out_url: str, block:
                  read_bytes: int = 1 << 20) -> tuple[int, str]:
     """-> (tokens written, sha256 of the shard file)."""
     vocab = Vocabulary.from_json(vocab_json)
-    writer = ShardWriter(out_url, SHARD_SCHEMA)
+    writer = ShardWriter(out_url, SHARD_SCHEMA, **SHARD_OPTIONS)
     row, filled, total = np.empty(block, np.int32), 0, 0
     with _open(chunk.url, read_bytes) as f:
         start, end = _owned(f, kind, chunk)
