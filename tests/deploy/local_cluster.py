@@ -144,8 +144,8 @@ class LocalCluster:
         return addresses
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM each node's process group (workers first: `ray start --block` then stops its
-        own processes), SIGKILL whatever is left after ``timeout``."""
+        """SIGTERM every node's process group (`ray start --block` then stops its own
+        processes), SIGKILL whatever is left after ``timeout``, remove the nodes' temp dirs."""
         groups = [p.pid for p in reversed(self.procs)]
         for pgid in groups:
             _signal_group(pgid, signal.SIGTERM)

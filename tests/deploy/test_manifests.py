@@ -74,7 +74,7 @@ def test_hadolint_rejects_a_sloppy_dockerfile(tmp_path):
 def test_dockerfile_builds_on_the_pinned_ray_image_as_a_non_root_user():
     text = DOCKERFILE.read_text()
     tag = re.search(r"^ARG RAY_IMAGE_TAG=(\S+)$", text, re.M).group(1)
-    assert tag == f"{ray.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+    assert re.fullmatch(rf"{re.escape(ray.__version__)}-py3\d+", tag), tag  # the Ray version we test with
     assert re.search(r"^FROM rayproject/ray:\$\{RAY_IMAGE_TAG\}$", text, re.M)
     assert re.search(r'pip install .*"\./\[s3,gcs\]"', text)  # the package with both storage extras
     assert re.search(r"^ARG TORCH_VERSION=\d+\.\d+\.\d+$", text, re.M)  # torch pinned
