@@ -152,8 +152,10 @@ def evaluate_lines(model, lines: list[dict], meta: dict, batch_size: int = 16, d
     Statically, lines go in batches of similar length (little padding). ``dynamic_lr > 0``: lines
     keep the dataset's order (a form's lines, one writer, follow each other), and after scoring each
     batch one SGD step adapts a copy of the model to what it has read. The step is on the mean loss
-    per *point*, so learning rates compare with text's per-token ones: on the per-line loss (~1000
-    nats on IAM-OnDB) lr 1e-4 took the bundled model from -1134 to -858 nats/line on valid.
+    per *point*, so learning rates compare with text's per-token ones (on the per-line loss, ~1000
+    nats, even lr 1e-4 wrecked the bundled model: -1134 -> -858 nats/line on IAM-OnDB valid).
+    Measured on 40 valid lines, batches of 8, bundled model: static -1122.1 nats/line; dynamic
+    lr 1e-3 -1122.6, 1e-2 -1125.3, 3e-2 -1117.2.
     """
     from seqgen.handwriting.mdn import mixture_nll, split_mixture, sse_per_point
     from seqgen.handwriting.models import meta_alphabet
