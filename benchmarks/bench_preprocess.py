@@ -1,12 +1,15 @@
 """Preprocessing MB/s and peak memory on a large corpus (>= 200 MB): memory stays flat as the
-corpus grows, and more Ray tasks run faster.
+corpus grows and does not depend on the chunk size, and more Ray tasks run faster.
 
 Each configuration runs in a fresh process so its ru_maxrss belongs to it alone. The in-process
 rows run the very same chunk tasks in the driver, so their peak RSS is the whole pipeline's
 memory at two corpus sizes; the Ray rows show the speed-up from parallel tasks and the largest
-task process's resident memory (sampled).
+task process's resident memory (sampled every 50 ms). For the speed-up, each row also says where
+the machine's CPU time went while it ran (from /proc): this run's processes (driver, Ray, tasks)
+vs everything else on the box, since a 2-core machine shared with other work cannot give a
+2-CPU run two whole cores.
 
-    python benchmarks/bench_preprocess.py [--mb 200]
+    python benchmarks/bench_preprocess.py [--mb 200] [--chunk-mb 8] [--tokenizer char]
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import json, os, resource, sys, threading, time
 from seqgen.runtime import ensure_ray
 from seqgen.storage import Storage
 from seqgen.data.text import TextSpec, preprocess_text
-corpus, root, cpus = sys.argv[1], sys.argv[2], int(sys.argv[3])
+corpus, root, cpus, chunk_mb, kind = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 if cpus:
     ensure_ray(num_cpus=cpus)
 peak_task_mb, done = 0.0, threading.Event()
@@ -45,28 +48,56 @@ def descendants() -> list[int]:  # this process's tree, from /proc (Ray workers 
         tree += frontier
     return tree
 
-def watch():  # the largest Ray task process's resident memory, sampled every 50 ms
-    global peak_task_mb
+idle_worker_mb = 0.0
+
+def watch():  # the largest Ray task process's resident memory, sampled every 50 ms, and the
+    global peak_task_mb, idle_worker_mb  # largest of a worker between tasks (libraries, no chunk)
     while not done.wait(0.05):
         for pid in descendants():
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if not f.read().startswith(b"ray::"):
-                        continue
+                    cmd = f.read()
+                if not cmd.startswith(b"ray::"):
+                    continue
                 with open(f"/proc/{pid}/status") as f:
                     rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
                 peak_task_mb = max(peak_task_mb, rss / 1024)
+                if cmd.startswith(b"ray::IDLE"):
+                    idle_worker_mb = max(idle_worker_mb, rss / 1024)
             except (OSError, StopIteration):
                 pass
 
+def machine_cpu() -> tuple[float, float]:  # (busy, total) seconds of all CPUs since boot
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz
+
+def our_cpu() -> float:  # CPU seconds of this process and its tree (Ray's daemons, workers)
+    total = 0
+    for pid in [os.getpid(), *descendants()]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
 threading.Thread(target=watch, daemon=True).start()
+busy0, total0 = machine_cpu()
+ours0 = our_cpu()
 start = time.perf_counter()
-m = preprocess_text(Storage.from_url(root), "big", TextSpec("char", {"train": [corpus]}, valid_fraction=0.01),
-                    use_ray=bool(cpus))
+spec = TextSpec(kind, {"train": [corpus]}, valid_fraction=0.01, chunk_bytes=int(chunk_mb * (1 << 20)))
+m = preprocess_text(Storage.from_url(root), "big", spec, use_ray=bool(cpus))
 seconds = time.perf_counter() - start
+ours = our_cpu() - ours0
+busy1, total1 = machine_cpu()
 done.set()
 print(json.dumps({"seconds": seconds, "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "task_peak_mb": peak_task_mb if cpus else None, "tokens": m["splits"]["train"]["tokens"]}))
+                  "task_peak_mb": peak_task_mb if cpus else None, "idle_worker_mb": idle_worker_mb if cpus else None,
+                  "tokens": m["splits"]["train"]["tokens"],
+                  "our_cpu_s": ours, "other_cpu_s": max(busy1 - busy0 - ours, 0.0), "idle_cpu_s": (total1 - total0) - (busy1 - busy0)}))
 """
 
 
@@ -77,30 +108,42 @@ def make_corpus(path: Path, mb: int) -> None:
             f.write(text)
 
 
-def run(corpus: Path, cpus: int) -> dict:
+def run(corpus: Path, cpus: int, chunk_mb: float, kind: str) -> dict:
     with tempfile.TemporaryDirectory() as root:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(corpus), root, str(cpus)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", CHILD, str(corpus), root, str(cpus), str(chunk_mb), kind],
+                             capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"preprocessing {corpus} with {cpus} Ray CPUs failed:\n{out.stderr}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    r["mb_per_s"] = round(os.path.getsize(corpus) / (1 << 20) / r["seconds"], 2)
-    return r
+    r["mb_per_s"] = os.path.getsize(corpus) / (1 << 20) / r["seconds"]
+    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--mb", type=int, default=200)
+    p.add_argument("--chunk-mb", type=float, default=8.0)
+    p.add_argument("--tokenizer", default="char")
+    p.add_argument("--repeats", type=int, default=2, help="1-CPU / 2-CPU pairs, interleaved (the load drifts)")
     a = p.parse_args()
     rows = {}
     with tempfile.TemporaryDirectory() as d:
         small, big = Path(d) / "small.txt", Path(d) / "big.txt"
         make_corpus(small, max(a.mb // 4, 8))
         make_corpus(big, a.mb)
-        rows[f"in-process, {small.stat().st_size >> 20} MB"] = run(small, 0)
-        rows[f"in-process, {big.stat().st_size >> 20} MB"] = run(big, 0)
-        rows[f"Ray 1 CPU, {big.stat().st_size >> 20} MB"] = run(big, 1)
-        rows[f"Ray 2 CPUs, {big.stat().st_size >> 20} MB"] = run(big, 2)
-    save("preprocess", {"rows": rows})
+        mb = big.stat().st_size >> 20
+        rows[f"in-process, {small.stat().st_size >> 20} MB"] = run(small, 0, a.chunk_mb, a.tokenizer)
+        rows[f"in-process, {mb} MB"] = run(big, 0, a.chunk_mb, a.tokenizer)
+        rows[f"in-process, {mb} MB, chunks of {4 * a.chunk_mb:g} MB"] = run(big, 0, 4 * a.chunk_mb, a.tokenizer)
+        for i in range(a.repeats):
+            rows[f"Ray 1 CPU, {mb} MB, run {i + 1}"] = run(big, 1, a.chunk_mb, a.tokenizer)
+            rows[f"Ray 2 CPUs, {mb} MB, run {i + 1}"] = run(big, 2, a.chunk_mb, a.tokenizer)
+    one = [r["seconds"] for k, r in rows.items() if k.startswith("Ray 1 CPU")]
+    two = [r["seconds"] for k, r in rows.items() if k.startswith("Ray 2 CPUs")]
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    save("preprocess", {"tokenizer": a.tokenizer, "chunk_mb": a.chunk_mb, "load_average_after": load,
+                        "speedup_2_vs_1_cpu": round(sum(one) / sum(two), 3), "rows": rows})
 
 
 if __name__ == "__main__":
