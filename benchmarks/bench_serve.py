@@ -6,7 +6,8 @@ by ``seqgen.serve.app.build_app`` (one replica, 1 CPU); clients are asyncio + ht
 process. Measured, in one run:
 
 1. raw limit: the bare free-running loop (`seqgen.sampling.run`) stepping the model at batch 64,
-   in this process with the replica's thread count, symbols/s;
+   in this process with the replica's thread count, symbols/s (measured before and after the
+   endpoint runs, averaged: the load on a shared machine drifts);
 2. endpoint, ``--clients`` (64) concurrent streaming clients, closed loop for ``--duration`` s:
    symbols/s as a fraction of the raw limit; vs one request at a time; vs request-level batching
    (the same engine admitting a new batch only when the running one is done: ``batching="request"``);
@@ -244,11 +245,14 @@ def main() -> None:
             res["threads"] = threads
             return res
 
+        raw_before, _ = raw_limit(ckpt, 64, args.length, 1, "text")  # bracket the endpoint runs: load drifts
         text = asyncio.run(text_runs())
-        raw, _ = raw_limit(ckpt, 64, args.length, text["threads"], "text")
+        raw_after, _ = raw_limit(ckpt, 64, args.length, text["threads"], "text")
+        raw = (raw_before + raw_after) / 2
         c, r = text["continuous"], text["request"]
         out["text"] = {
             "raw_limit_batch64_symbols_per_s": round(raw),
+            "raw_limit_before_after": [round(raw_before), round(raw_after)],
             "endpoint": c["concurrent"], "one_at_a_time": c["one_at_a_time"], "request_level": r["concurrent"],
             "endpoint_vs_raw": round(c["concurrent"]["symbols_per_s"] / raw, 3),
             "endpoint_vs_one_at_a_time": round(c["concurrent"]["symbols_per_s"] / c["one_at_a_time"]["symbols_per_s"], 2),

@@ -139,8 +139,8 @@ def _ndjson(data: dict) -> str:
 @serve.ingress(api)
 class SeqgenServer:
     def __init__(self, checkpoint_url: str, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
-                 prefill_chunk: int = 64, flush_interval_s: float = 0.05, storage: str | None = None,
-                 loader: Loader | None = None, batching: str = "continuous"):
+                 prefill_chunk: int = 64, flush_interval_s: float = 0.05, max_chunks_per_s: float = 200.0,
+                 storage: str | None = None, loader: Loader | None = None, batching: str = "continuous"):
         from seqgen.storage import Storage
 
         model, loaded = (loader or default_loader)(checkpoint_url)
@@ -152,7 +152,8 @@ class SeqgenServer:
         self.handler = handler(model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
         self.timeout_s = min(timeout_s, MAX_TIMEOUT_S)
         self.engine = Engine(self.handler.gen, max_streams=max_streams, max_queued=max_queued,
-                             prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s, batching=batching)
+                             prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s,
+                             max_chunks_per_s=max_chunks_per_s, batching=batching)
         self.metrics = MetricsExporter(self.engine)
         api.openapi_schema = None  # built for this model on first use
         api.openapi = self._openapi
@@ -314,8 +315,8 @@ def deployment_options(*, max_streams: int = 64, max_queued: int = 64, num_repli
 
 
 def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
-              prefill_chunk: int = 64, flush_interval_s: float = 0.05, storage: str | None = None,
-              loader: Loader | None = None, batching: str = "continuous", **scaling):
+              prefill_chunk: int = 64, flush_interval_s: float = 0.05, max_chunks_per_s: float = 200.0,
+              storage: str | None = None, loader: Loader | None = None, batching: str = "continuous", **scaling):
     """The Serve application for one checkpoint; ``scaling`` goes to `deployment_options`.
 
     ``loader`` (checkpoint URL -> (model, LoadedCheckpoint)) defaults to ``load_model`` and runs
@@ -324,10 +325,12 @@ def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 6
     options = deployment_options(max_streams=max_streams, max_queued=max_queued, **scaling)
     return SeqgenServer.options(**options).bind(
         checkpoint_url, max_streams=max_streams, max_queued=max_queued, timeout_s=timeout_s,
-        prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s, storage=storage, loader=loader, batching=batching)
+        prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s, max_chunks_per_s=max_chunks_per_s,
+        storage=storage, loader=loader, batching=batching)
 
 
 BUILDER_ARGS = {"max_streams": int, "max_queued": int, "timeout_s": float, "prefill_chunk": int, "flush_interval_s": float,
+                "max_chunks_per_s": float,
                 "num_replicas": int, "num_cpus": float, "num_gpus": float, "max_ongoing_requests": int,
                 "target_ongoing_requests": float}
 

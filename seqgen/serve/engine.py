@@ -12,8 +12,10 @@ rows (`seqgen.sampling.Decoder`) and, between any two steps of it:
 
 A request that finds ``max_queued`` requests already waiting is refused at once (`Overloaded`,
 HTTP 503) instead of queueing without bound. Outputs go back to the request's asyncio queue in
-chunks: the first symbol at once (time to first symbol), then at most every ``flush_interval_s``
-(each chunk crosses Serve's streaming path, which costs far more than drawing a symbol). A numerical fault ends its own request only: rows are computed
+chunks: the first symbol at once (time to first symbol), then at most every ``flush_interval_s``,
+and with many requests running about ``max_chunks_per_s`` chunks a second over all of them. A chunk crosses the
+replica's event loop and Serve's streaming path, which cost far more than drawing a symbol, so
+the cap keeps streaming's share of the replica's CPU bounded however many requests run. A numerical fault ends its own request only: rows are computed
 independently, so a non-finite output in one row cannot reach another (`Decoder.step`).
 
 Thread model: `submit` and the event iterators run on the replica's asyncio loop; the engine
@@ -147,13 +149,15 @@ class Engine:
         prefill_chunk: prompt inputs fed per request per iteration.
         flush_interval_s: a request's new outputs are posted at most this often (and at its first
             symbol and its end): the streaming granularity.
+        max_chunks_per_s: with many requests running, their interval grows to keep the total
+            number of chunks per second under this.
         batching: "continuous" (requests join and leave at every step) or "request" (a batch is
             admitted only when the previous one has finished: request-level batching, kept as the
             baseline the benchmark compares with).
     """
 
     def __init__(self, gen: Generator, max_streams: int = 64, max_queued: int = 64, prefill_chunk: int = 64,
-                 flush_interval_s: float = 0.05, batching: str = "continuous"):
+                 flush_interval_s: float = 0.05, max_chunks_per_s: float = 200.0, batching: str = "continuous"):
         if batching not in ("continuous", "request"):
             raise ValueError(f"batching must be 'continuous' or 'request', got {batching!r}")
         if max_streams < 1 or max_queued < 0 or prefill_chunk < 1 or flush_interval_s < 0:
@@ -163,6 +167,7 @@ class Engine:
         self.max_queued = max_queued
         self.prefill_chunk = prefill_chunk
         self.flush_interval_s = flush_interval_s
+        self.max_chunks_per_s = max_chunks_per_s
         self.batching = batching
         self.stats = Stats(max_streams)
         self.decoder = Decoder(gen)
@@ -342,11 +347,13 @@ class Engine:
         """Post each request's new outputs: its first symbol at once, then at most every
         ``flush_interval_s``, and everything when a row finishes."""
         now = time.monotonic()
+        running = len({row.owner[0] for row in self.decoder.rows})
+        interval = max(self.flush_interval_s, running / self.max_chunks_per_s)
         chunks: dict[Ticket, dict[int, list]] = {}
         for row in [*self.decoder.rows, *finished]:
             ticket, i = row.owner
             sent = ticket.sent[i]
-            if row.drawn > sent and (row.finished or sent == 0 or now - ticket.posted >= self.flush_interval_s):
+            if row.drawn > sent and (row.finished or sent == 0 or now - ticket.posted >= interval):
                 chunks.setdefault(ticket, {})[i] = row.outputs[sent:]
                 ticket.sent[i] = row.drawn
         for ticket, chunk in chunks.items():

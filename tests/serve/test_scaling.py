@@ -250,7 +250,11 @@ def test_autoscaling_adds_a_replica_under_load(serve_started, tiny_checkpoint, s
             if replicas == 2:
                 break
             time.sleep(0.5)
-        seen = {requests.get(f"{url}/stats", timeout=TIMEOUT).json()["replica"] for _ in range(20)}
+        seen: set = set()
+        deadline = time.monotonic() + 30  # routers learn of the new replica within a few seconds
+        while replicas == 2 and len(seen) < 2 and time.monotonic() < deadline:
+            seen.add(requests.get(f"{url}/stats", timeout=TIMEOUT).json()["replica"])
+            time.sleep(0.1)
         stop.set()
         for t in threads:
             t.join(timeout=TIMEOUT)
