@@ -64,7 +64,7 @@ class TextSpec:
 
     tokenizer: str = "char"
     files: dict[str, list[str]] = field(default_factory=dict)  # split -> urls
-    valid_fraction: float = 0.0  # tail fractions of the train file(s) (Hutter: 0.04)
+    valid_fraction: float = 0.0  # tail fractions of the train file(s) (hutter preset: 0.05 each)
     test_fraction: float = 0.0
     max_vocab: int = 0  # 0 = no cap
     tokens_are_chars: bool = False  # each token is one character of the text (Mikolov's char-level PTB)
