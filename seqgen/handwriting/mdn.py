@@ -125,8 +125,8 @@ def draw_mixture(params: MixtureParams, bias: Tensor, u: Tensor) -> Tensor:
     M = params.log_pi.shape[-1]
     mode = torch.isinf(bias)
     b = torch.where(mode, torch.zeros_like(bias), bias).to(params.mu.dtype)
-    log_pi = torch.log_softmax(params.log_pi * (1 + b)[..., None], -1)  # eq. 61
-    sigma = torch.exp(params.log_sigma - b[..., None, None])  # eq. 62
+    log_pi = torch.log_softmax(params.log_pi * (1 + b)[..., None], -1)  # eq. 62
+    sigma = torch.exp(params.log_sigma - b[..., None, None])  # eq. 61
     tiny = torch.finfo(u.dtype).tiny
     gumbel = -torch.log((-torch.log(u[..., :M].clamp_min(tiny))).clamp_min(tiny))
     j = torch.where(mode[..., None], log_pi.argmax(-1, keepdim=True), (log_pi + gumbel.to(log_pi.dtype)).argmax(-1, keepdim=True))

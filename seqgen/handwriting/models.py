@@ -41,8 +41,8 @@ class HandwritingState(NamedTuple):
     """Everything carried from step t to t + 1 (batch-first, so rows can be sliced / concatenated)."""
 
     layers: tuple  # per-layer LSTM states ((h, c), ...), each (B, H)
-    kappa: Tensor  # (B, K) window locations kappa_t (eq. 50); (B, 0) in the prediction net
-    w: Tensor  # (B, C) window vector w_t (eq. 51), read by layer 1 at t + 1; (B, 0) in the prediction net
+    kappa: Tensor  # (B, K) window locations kappa_t (eq. 51); (B, 0) in the prediction net
+    w: Tensor  # (B, C) window vector w_t (eq. 47), read by layer 1 at t + 1; (B, 0) in the prediction net
 
 
 class HandwritingModel(nn.Module):
@@ -60,9 +60,9 @@ class HandwritingModel(nn.Module):
             "lstm", 3, cfg.hidden_size, cfg.num_layers, skip=cfg.skip, dropout=cfg.dropout,
             extra_size=self.C, peephole=cfg.peephole, deriv_clip=cfg.deriv_clip,
         )  # x_t = (dx, dy, eos) to every layer; w to every layer (eqs. 52-53) when C > 0
-        self.window = nn.Linear(cfg.hidden_size, 3 * self.K) if self.C else None  # eq. 47: W_{h1,p}, b_p
+        self.window = nn.Linear(cfg.hidden_size, 3 * self.K) if self.C else None  # eq. 48: W_{h1,p}, b_p
         if self.window is not None and points_per_char:
-            # Start kappa's step exp(kappahat) (eq. 50) at the data's mean pace, 1 / points_per_char
+            # Start kappa's step exp(kappahat) (eq. 51) at the data's mean pace, 1 / points_per_char
             # characters per point. With the default bias 0 the window advances one character per
             # point, runs off the end of a ~30-character line within ~30 of its ~650 points and stays
             # there, so the net learns to ignore it (observed: no alignment after 700 updates; with

@@ -1,5 +1,5 @@
 """Writing with the handwriting networks on the step protocol (`seqgen.sampling`): probability
-bias, the stop rule and priming (MODELS.md sec. 6).
+bias, the stop rule and priming (docs/equations.md sec. 9).
 
 `HandwritingGenerator` is what the one free-running loop (`seqgen.sampling.Decoder`) needs: feed
 x_t, read y_t, draw x_{t+1} ~ Pr(. | y_t) with probability bias b (eqs. 61-62), feed it back; with

@@ -1,7 +1,7 @@
 """The soft attention window of handwriting synthesis (Graves sec. 5, eqs. 46-51) and its stop rule.
 
 K Gaussians over character positions u = 1..U, 1-based as in the paper: with kappa = 1 the window
-is centred on the first character c_1. The window parameters p = W_{h1,p} h^1_t + b_p (eq. 47)
+is centred on the first character c_1. The window parameters p = W_{h1,p} h^1_t + b_p (eq. 48)
 are laid out as [ alphahat (K) | betahat (K) | kappahat (K) ].
 """
 
@@ -12,9 +12,9 @@ from torch import Tensor
 
 
 def window_params(p: Tensor, kappa_prev: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """p (B, 3K), kappa_{t-1} (B, K) -> alpha, beta, kappa, each (B, K)   (eqs. 48-50)."""
+    """p (B, 3K), kappa_{t-1} (B, K) -> alpha, beta, kappa, each (B, K)   (eqs. 49-51)."""
     alphahat, betahat, kappahat = p.chunk(3, -1)
-    return alphahat.exp(), betahat.exp(), kappa_prev + kappahat.exp()  # eqs. 48, 49, 50
+    return alphahat.exp(), betahat.exp(), kappa_prev + kappahat.exp()  # eqs. 49, 50, 51
 
 
 def window_phi(alpha: Tensor, beta: Tensor, kappa: Tensor, U: int) -> Tensor:
@@ -29,7 +29,7 @@ def soft_window(
     """One step of the window: w_t = sum_u phi(t, u) c_u   (eqs. 46-51).
 
     Args:
-        p: (B, 3K) raw window outputs (eq. 47); kappa_prev: (B, K) kappa_{t-1} (zeros at t = 1).
+        p: (B, 3K) raw window outputs (eq. 48); kappa_prev: (B, K) kappa_{t-1} (zeros at t = 1).
         chars_onehot: (B, U, C) one-hot text c, padded; char_mask: (B, U), 1/True on real characters.
         dummy: also return phi at u = U + 1, the dummy position of the stop rule.
     Returns:
@@ -42,7 +42,7 @@ def soft_window(
     alpha, beta, kappa = window_params(p, kappa_prev)
     phi = window_phi(alpha, beta, kappa, U + int(dummy))
     weights = phi[:, :U] if char_mask is None else phi[:, :U] * char_mask.to(phi.dtype)
-    w = torch.bmm(weights.unsqueeze(1), chars_onehot.to(phi.dtype)).squeeze(1)  # eq. 51
+    w = torch.bmm(weights.unsqueeze(1), chars_onehot.to(phi.dtype)).squeeze(1)  # eq. 47
     return w, kappa, phi
 
 

@@ -291,7 +291,7 @@ class RNNLayer(nn.Module):
 
 
 class SCRNLayer(nn.Module):
-    """Structurally constrained RNN (Mikolov et al. 2015), the textbook's RNN-CF (MODELS.md sec. 8).
+    """Structurally constrained RNN (Mikolov et al. 2015), the textbook's RNN-CF (docs/equations.md sec. 10).
 
         s_t = (1 - alpha) B x_t + alpha s_{t-1}      slow context, no non-linearity, alpha fixed
         h_t = tanh(P s_t + A x_t + R h_{t-1})

@@ -31,7 +31,7 @@ class TextModel(nn.Module):
             cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, skip=cfg.skip, dropout=cfg.dropout,
             peephole=cfg.peephole, deriv_clip=cfg.deriv_clip, context_size=cfg.context_size, alpha=cfg.alpha,
         )
-        self.head = nn.Linear(self.rnn.output_size, vocab_size)  # eq. 5: b_y + sum_n W_{hn,y} h^n_t
+        self.head = nn.Linear(self.rnn.output_size, vocab_size)  # eq. 3: b_y + sum_n W_{hn,y} h^n_t
 
     def initial_state(self, batch: int, device=None) -> tuple:
         return self.rnn.initial_state(batch, device or self.head.weight.device, self.head.weight.dtype)
@@ -42,6 +42,6 @@ class TextModel(nn.Module):
         return F.one_hot(tokens, self.vocab_size).to(self.head.weight.dtype)
 
     def forward(self, tokens: Tensor, state: tuple) -> tuple[Tensor, tuple]:
-        """tokens (B, T) int64 -> logits (B, T, V) (eq. 13 before the softmax), new state."""
+        """tokens (B, T) int64 -> logits (B, T, V) (yhat_t: eq. 12 before the softmax), new state."""
         h, state = self.rnn(self.embed(tokens), state)
         return self.head(h), state

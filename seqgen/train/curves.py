@@ -73,7 +73,7 @@ def _plot(title: str, evals: list[dict]) -> bytes:
         if points:
             ax.plot(*zip(*points), marker="o", markersize=3, label=key.replace("_", " "))
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (bits per token; nats per sequence for handwriting)")
+    ax.set_ylabel("loss (bits/token; handwriting: nats/line)")  # short enough not to be clipped
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

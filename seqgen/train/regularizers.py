@@ -1,4 +1,4 @@
-"""Weight-noise regularisers (Graves 2013 sec. 3.1; MODELS.md sec. 7).
+"""Weight-noise regularisers (Graves 2013 sec. 3.1; docs/equations.md sec. 5).
 
 A regulariser perturbs the weights used for one training window without touching the stored ones:
 
@@ -128,7 +128,7 @@ def kl_to_optimal_prior(mu: Sequence[Tensor], log_sigma: Sequence[Tensor]) -> Te
 
 
 class AdaptiveWeightNoise(Regularizer):
-    """Adaptive weight noise (Graves 2011 "Practical Variational Inference"; MODELS.md sec. 7).
+    """Adaptive weight noise (Graves 2011 "Practical Variational Inference"; docs/equations.md sec. 5).
 
     A diagonal Gaussian posterior q(w) = N(mu, sigma^2) over all weights. The model's own
     parameters are the means mu; this module holds one learned log sigma per weight in

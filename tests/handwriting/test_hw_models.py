@@ -128,7 +128,7 @@ def test_build_from_config_and_meta():
 
 
 def test_window_starts_at_the_datas_pace():
-    """meta["points_per_char"] = 20 -> the first step moves every kappa by 1/20 of a character (eq. 50)."""
+    """meta["points_per_char"] = 20 -> the first step moves every kappa by 1/20 of a character (eq. 51)."""
     cfg = ExperimentConfig(model=ModelConfig(kind="handwriting_synthesis", hidden_size=8, num_layers=1))
     meta = {"alphabet": graves57_alphabet().to_json(), "points_per_char": 20.0}
     model = build_handwriting_model(cfg, meta)

@@ -18,7 +18,7 @@ META = {"alphabet": ALPHABET.to_json(), "offset_mean": [0.5, -0.2], "offset_std"
 
 def model(synthesis=True, kappa_step=None, alphabet=ALPHABET, seed=0):
     """A tiny random net; ``kappa_step``: the window moves exactly that far each step
-    (W_{h1,p} = 0, alpha = beta = 1, kappahat = log step: eqs. 47-50)."""
+    (W_{h1,p} = 0, alpha = beta = 1, kappahat = log step: eqs. 48-51)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(hidden_size=8, num_layers=2, mixture_components=3, window_components=2)
     m = HandwritingModel(cfg, len(alphabet) if synthesis else 0).double().eval()

@@ -40,7 +40,7 @@ def test_batched_window_matches_naive_loop_over_steps():
     p0, onehot, mask, _ = random_batch()
     g = torch.Generator().manual_seed(1)
     kappa = kappa_ref = torch.zeros(3, 4, dtype=torch.float64)
-    for t in range(5):  # carry kappa across steps: it only moves forward (eq. 50)
+    for t in range(5):  # carry kappa across steps: it only moves forward (eq. 51)
         p = p0 + 0.3 * torch.randn(p0.shape, generator=g, dtype=p0.dtype)
         w, kappa_new, phi = soft_window(p, kappa, onehot, mask)
         w_ref, kappa_ref, phi_ref = naive_window(p, kappa_ref, onehot, mask)

@@ -1,8 +1,8 @@
-"""Recurrent layers against naive per-timestep loops written from the equations (MODELS.md 2, 8).
+"""Recurrent layers against naive per-timestep loops written from the equations (docs/equations.md secs. 2, 10).
 
 Every layer is run in float64 with its *own* parameters and compared on outputs, final states and
 gradients (parameters, inputs, initial states). Also: fused fast path == time loop, gradcheck,
-LSTM derivative clipping, chunked (truncated-BPTT) == whole-sequence, DeepRecurrent skips (eq. 5).
+LSTM derivative clipping, chunked (truncated-BPTT) == whole-sequence, DeepRecurrent skips (eq. 3).
 """
 
 from __future__ import annotations
@@ -335,7 +335,7 @@ def test_deep_recurrent_equals_manual_stack(skip):
         ys.append(below)
         torch.testing.assert_close(new[n][0], s[0])
         torch.testing.assert_close(new[n][1], s[1])
-    expected = torch.cat(ys, -1) if skip else ys[-1]  # eq. 5: the output reads every layer
+    expected = torch.cat(ys, -1) if skip else ys[-1]  # eq. 3: the output reads every layer
     torch.testing.assert_close(out, expected)
 
 

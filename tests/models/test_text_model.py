@@ -45,7 +45,7 @@ def test_embedding_input_shapes():
 @pytest.mark.parametrize("skip,head_in", [(True, 3 * 8), (False, 8)])
 def test_head_reads_every_layer_with_skip(skip, head_in):
     m = _model(num_layers=3, skip=skip)
-    assert m.head.weight.shape == (V, head_in)  # eq. 5: b_y + sum_n W_{hn,y} h^n_t
+    assert m.head.weight.shape == (V, head_in)  # eq. 3: b_y + sum_n W_{hn,y} h^n_t
 
 
 @pytest.mark.parametrize(
