@@ -9,7 +9,8 @@ cluster/ and deploy/, one check per command (test id = file:line):
   tune's ``--space`` is parsed. The cheap ones (runs, datasets, inspect, sample, score, evaluate,
   write) also *run* on a tiny storage; the blocks that train on the bundled Tiny Shakespeare run
   end to end with overrides that make the training tiny (marked ``ray``).
-* ``ray ...`` / ``serve ...``: parsed by Ray's own CLIs, and a ``ray job submit`` entrypoint is checked as above.
+* ``ray ...`` / ``serve ...``: parsed by Ray's own CLIs; a ``ray job submit`` entrypoint is checked
+  as above.
 * ``python benchmarks/*.py`` / ``python docs/*.py``: the script exists and ``--help`` works.
 * Every repository path a command names (manifests, Dockerfile, start scripts, jobs) exists;
   ``pip install '.[extra]'`` names an extra pyproject.toml defines.
@@ -18,7 +19,9 @@ Placeholders (``<run>``) must be listed in PLACEHOLDERS, and a program not liste
 the test: a new kind of command needs a check here. The curl requests of docs/serving.md and the
 export commands of docs/export.md are run by tests/serve/test_docs.py and tests/test_export.py.
 Inline `seqgen ...` spans in the prose are checked too: the command and every option they name
-exist, and every ``section.key=`` they set is a config key.
+exist, and every ``section.key=`` they set is a config key. So are the docs' links and pictures
+(every relative link resolves, every picture of docs/img/ a doc names is embedded in it) and the
+equation numbers the code cites (each is stated in docs/equations.md).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from tiny_storage import new_storage, text_checkpoint, text_dataset
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [p for p in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
                          *(ROOT / d / "README.md" for d in ("benchmarks", "cluster", "deploy"))) if p.exists()]
-try:  # typer >= 0.24 vendors its own copy of click: seqgen's commands and errors are that copy's classes
+try:  # recent typer vendors its own copy of click: seqgen's commands and errors are that copy's classes
     from typer import _click as typer_click
 except ImportError:
     typer_click = click
@@ -465,6 +468,45 @@ def test_shakespeare_block_runs_end_to_end(block: list[Command], ray_session, tm
 
 def test_shakespeare_blocks_were_found():
     assert len(shakespeare_blocks()) >= 2  # docs/quality.md and cluster/README.md
+
+
+# ---------------------------------------------------------------------------------------------
+# Links and pictures
+
+LINK = re.compile(r"(!?)\[[^\]]*\]\(([^)\s]+)\)")
+PICTURE = re.compile(r"[\w.-]+\.(?:png|svg|jpg|gif)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces -> hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"^\s*```.*?^\s*```", "", path.read_text(), flags=re.S | re.M)
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_and_pictures_resolve(path: Path):
+    """Every relative link and image of a doc points at a file (and heading) that exists."""
+    for _, target in LINK.findall(path.read_text()):
+        if re.match(r"^[a-z]+:", target):
+            continue  # http(s):, mailto:
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        assert dest.exists(), f"{path.relative_to(ROOT)}: {target}: no such file"
+        if anchor and dest.suffix == ".md":
+            assert anchor in anchors(dest), f"{path.relative_to(ROOT)}: {target}: no such heading"
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_pictures_named_are_shown(path: Path):
+    """A picture of docs/img/ that a doc names is also embedded in it (![...](...)), not only named."""
+    text = path.read_text()
+    shown = {Path(target).name for bang, target in LINK.findall(text) if bang}
+    named = {name for name in PICTURE.findall(LINK.sub("", text)) if (ROOT / "docs" / "img" / name).exists()}
+    assert named <= shown, f"{path.relative_to(ROOT)} names but does not show {sorted(named - shown)}"
 
 
 # ---------------------------------------------------------------------------------------------
