@@ -4,7 +4,9 @@ corpus grows and does not depend on the chunk size, and more Ray tasks run faste
 Each configuration runs in a fresh process so its ru_maxrss belongs to it alone. The in-process
 rows run the very same chunk tasks in the driver, so their peak RSS is the whole pipeline's
 memory at two corpus sizes; the Ray rows show the speed-up from parallel tasks and the largest
-task process's resident memory (sampled every 50 ms). For the speed-up, each row also says where
+task process's resident memory (sampled every 50 ms). The clock starts once Ray is up and one task
+per CPU has run (booting Ray's worker processes and importing the library cost ~1-1.5 CPU-seconds
+per worker, paid once per cluster, not per dataset). For the speed-up, each row also says where
 the machine's CPU time went while it ran (from /proc): this run's processes (driver, Ray, tasks)
 vs everything else on the box, since a 2-core machine shared with other work cannot give a
 2-CPU run two whole cores.
@@ -30,8 +32,17 @@ from seqgen.runtime import ensure_ray
 from seqgen.storage import Storage
 from seqgen.data.text import TextSpec, preprocess_text
 corpus, root, cpus, chunk_mb, kind = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-if cpus:
+if cpus:  # a started cluster: its workers booted and the library imported (as on a cluster that is up)
+    import ray
     ensure_ray(num_cpus=cpus)
+
+    @ray.remote(num_cpus=1)
+    def warm():
+        import seqgen.data.text  # noqa: F401
+        time.sleep(1.0)  # so that the cpus calls overlap, one per worker process
+        return os.getpid()
+
+    assert len(set(ray.get([warm.remote() for _ in range(cpus)]))) == cpus
 peak_task_mb, done = 0.0, threading.Event()
 
 def descendants() -> list[int]:  # this process's tree, from /proc (Ray workers hang below the raylet)
@@ -73,31 +84,39 @@ def machine_cpu() -> tuple[float, float]:  # (busy, total) seconds of all CPUs s
     hz = os.sysconf("SC_CLK_TCK")
     return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz
 
-def our_cpu() -> float:  # CPU seconds of this process and its tree (Ray's daemons, workers)
-    total = 0
+def cpu_by_pid() -> dict:  # CPU seconds of this process and its tree (Ray's daemons, workers)
+    out = {}
     for pid in [os.getpid(), *descendants()]:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                worker = f.read().startswith(b"ray::")
+            out[pid] = (worker, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
         except (OSError, IndexError, ValueError):
             pass
-    return total / os.sysconf("SC_CLK_TCK")
+    return out
+
+def our_cpu() -> float:
+    return sum(cpu for _, cpu in cpu_by_pid().values())
 
 threading.Thread(target=watch, daemon=True).start()
 busy0, total0 = machine_cpu()
+before = cpu_by_pid()
 ours0 = our_cpu()
 start = time.perf_counter()
 spec = TextSpec(kind, {"train": [corpus]}, valid_fraction=0.01, chunk_bytes=int(chunk_mb * (1 << 20)))
 m = preprocess_text(Storage.from_url(root), "big", spec, use_ray=bool(cpus))
 seconds = time.perf_counter() - start
 ours = our_cpu() - ours0
+after = cpu_by_pid()  # the task work each Ray worker process did (how evenly the tasks spread)
+workers = sorted((cpu - before.get(pid, (0, 0.0))[1] for pid, (w, cpu) in after.items() if w), reverse=True)
 busy1, total1 = machine_cpu()
 done.set()
 print(json.dumps({"seconds": seconds, "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "task_peak_mb": peak_task_mb if cpus else None, "idle_worker_mb": idle_worker_mb if cpus else None,
                   "tokens": m["splits"]["train"]["tokens"],
-                  "our_cpu_s": ours, "other_cpu_s": max(busy1 - busy0 - ours, 0.0), "idle_cpu_s": (total1 - total0) - (busy1 - busy0)}))
+                  "our_cpu_s": ours, "worker_cpu_s": [round(c, 2) for c in workers if c >= 0.05], "other_cpu_s": max(busy1 - busy0 - ours, 0.0), "idle_cpu_s": (total1 - total0) - (busy1 - busy0)}))
 """
 
 
