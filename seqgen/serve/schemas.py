@@ -35,8 +35,10 @@ def _integral(value):
 
 
 Int = Annotated[int, BeforeValidator(_integral)]
-_Seed = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i (wrapping at 2^64); null = a random seed, "
-              "returned in the answer so the output can be repeated")
+# In a union (seed: Seed | None) the bounds must sit on the member, or the JSON schema loses them.
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_integral)]
+_Seed = Field(None, description="sample i uses seed + i (wrapping at 2^64); null = a random seed, returned in the "
+              "answer so the output can be repeated")
 _Timeout = Field(None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S, description="deadline in seconds (null = the server's "
                  "default); past it the answer is 504")
 _Stream = Field(False, description="stream the output as it is drawn")
@@ -53,7 +55,7 @@ class GenerateBody(BaseModel):
                                description=f"softmax temperature; below {TEMPERATURE_FLOOR} (0 included) sampling "
                                            "is greedy (argmax)")
     top_k: Int = Field(0, ge=0, le=MAX_TOP_K, description="sample among the k most likely; 0 = all")
-    seed: Int | None = _Seed
+    seed: Seed | None = _Seed
     n: Int = Field(1, ge=1, le=MAX_SAMPLES, description="number of samples")
     stream: bool = Field(False, description="answer text/event-stream: 'chunk' events of new text per sample, "
                                             "then a 'done' event with totals")
@@ -79,7 +81,7 @@ class WriteBody(BaseModel):
                         description="probability bias b (eqs. 61-62): 0 = unbiased, larger = neater")
     style: Int | str | None = Field(None, description="priming style: 0-12 (the shipped styles) or a line id of "
                                                       "the model's training dataset on the server's storage")
-    seed: Int | None = _Seed
+    seed: Seed | None = _Seed
     stream: bool = Field(False, description="answer application/x-ndjson: {\"points\": [[dx, dy, eos], ...]} "
                                             "lines as the pen moves, then {\"done\": true, ...}")
     timeout_s: float | None = _Timeout

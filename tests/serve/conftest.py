@@ -1,6 +1,9 @@
 """Fixtures for the serving tests: one local Ray, a tiny trained checkpoint, one Serve app.
 
-Everything is session-scoped: ``ray.init`` (~5 s), the tiny training (~ seconds) and Serve's
+Serve is shut down after the last test of tests/serve (`pytest_runtest_teardown`), and test
+replicas reserve no CPUs, so the Ray Train tests that run after them find the CPUs they ask for.
+
+Everything else is session-scoped: ``ray.init`` (~5 s), the tiny training (~ seconds) and Serve's
 start-up (~8 s, overlapped with the training) are paid once for all serve tests.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,7 +91,7 @@ def deploy(serve_started, checkpoint: str, name: str, route_prefix: str, **kw) -
     thread.join(timeout=120)
     if errors:
         raise errors[0]
-    kw = {"num_cpus": 0.25, "flush_interval_s": 0.01, **kw}  # fine chunks: the streaming tests see several
+    kw = {"num_cpus": 0, "flush_interval_s": 0.01, **kw}  # fine chunks: the streaming tests see several
     serve.run(build_app(checkpoint, **kw), name=name, route_prefix=route_prefix)
     url = f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
     deadline = time.time() + 30
@@ -128,3 +132,18 @@ def metrics_url(ray_session) -> str:
     import ray
 
     return f"http://127.0.0.1:{ray._private.worker._global_node.metrics_export_port}/metrics"
+
+
+SERVE_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """After the last serve test, stop Serve: its replicas would hold memory (and a started Ray
+    would keep them) through the rest of the session."""
+    if nextitem is None or SERVE_TESTS not in Path(str(nextitem.fspath)).resolve().parents:
+        import ray
+
+        if ray.is_initialized():
+            from ray import serve
+
+            serve.shutdown()
