@@ -29,10 +29,12 @@ RESOURCE = "minimal_env"  # custom resource that only the minimal node has: pins
 
 
 @pytest.fixture(scope="module")
-def minimal_bin(request) -> Path:
-    """bin/ of a venv with ray[default], torch, numpy, pyarrow and nothing of seqgen's own."""
+def minimal_bin(request, tmp_path_factory) -> Path:
+    """bin/ of a venv with ray[default], torch, numpy, pyarrow and nothing of seqgen's own (kept in
+    pytest's cache between runs; in a temporary directory when the cache plugin is off)."""
     key = f"minimal-venv-py{sys.version_info[0]}{sys.version_info[1]}-ray{RAY_VERSION}-torch{TORCH_VERSION}"
-    root = request.config.cache.mkdir(key)
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir(key) if cache is not None else tmp_path_factory.mktemp(key)
     venv, ready = root / "venv", root / "ready"
     with FileLock(str(root / "lock"), timeout=1200):  # one builder at a time
         if not ready.exists():
