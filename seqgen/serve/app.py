@@ -29,10 +29,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, StreamingResponse
 from ray import serve
 
+from seqgen import kinds
 from seqgen.serve import errors
 from seqgen.serve.engine import Engine
-from seqgen.serve.errors import COMMON, WORK, WRITE, BodyLimit, SafeJSONResponse, error_payload
-from seqgen import kinds
+from seqgen.serve.errors import WORK, WRITE, BodyLimit, SafeJSONResponse, error_payload
 from seqgen.serve.handlers import TextStream
 from seqgen.serve.schemas import (
     MAX_BODY_BYTES, MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, MAX_TIMEOUT_S, GenerateBody,
