@@ -162,7 +162,7 @@ class Decoder:
         self.rows: list[Row] = []
         self.state: State = None
         self.x: Tensor | None = None
-        self._batched = None  # (seeds, options, context) for the current rows
+        self._batched = None  # (stream keys, options, context) of the current rows
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -233,12 +233,15 @@ class Decoder:
 def run(gen: Generator, jobs: list[Job]) -> list[Job]:
     """Prime every job, then run all their rows free in one batch until each has finished.
 
-    Rows fill ``row.outputs`` (and ``row.aux`` with ``keep_aux``); a failed row has ``row.error``.
+    Rows fill ``row.outputs`` (and ``row.aux`` with ``keep_aux``). A row whose model outputs were
+    not finite is an error here (the serving engine instead fails that request alone).
     """
     decoder = Decoder(gen)
     for job in jobs:
         state, _ = prime(gen, job)
         decoder.join_job(job, state)
     while decoder.rows:
-        decoder.step()
+        for row in decoder.step():
+            if row.error:
+                raise FloatingPointError(row.error)
     return jobs

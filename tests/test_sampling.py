@@ -173,3 +173,14 @@ def test_a_row_steps_to_the_same_bits_in_any_batch(vocab, hidden):
             params, _, new_state = step(gen, x[:b], tuple(tuple(t[:b] for t in layer) for layer in state), None)
             assert torch.equal(params[:1], alone), b
             assert all(torch.equal(a[:1], s) for la, ls in zip(new_state, alone_state) for a, s in zip(la, ls))
+
+
+def test_non_finite_outputs_are_an_error_offline(vocab):
+    from seqgen.config import ModelConfig
+    from seqgen.models.text import TextModel
+
+    m = TextModel(ModelConfig(hidden_size=8, num_layers=1), len(vocab)).eval()
+    with torch.no_grad():
+        m.head.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="not finite at step 1"):
+        generate(m, vocab, "the", 5, seed=0)
