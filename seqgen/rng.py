@@ -15,6 +15,8 @@ the modulo 2^64 the algorithm needs; right shifts are made logical with a mask.
 
 from __future__ import annotations
 
+import secrets
+
 import torch
 from torch import Tensor
 
@@ -41,6 +43,14 @@ def _mix(z: Tensor) -> Tensor:
     z = (z ^ _shr(z, 30)) * _M1
     z = (z ^ _shr(z, 27)) * _M2
     return z ^ _shr(z, 31)
+
+
+MAX_RANDOM_SEED = 2**53 - 1  # drawn seeds fit every JSON parser exactly (float64), so they can be sent back
+
+
+def random_seed() -> int:
+    """A seed for a request that gave none (returned to the caller, so the output can be repeated)."""
+    return secrets.randbelow(MAX_RANDOM_SEED + 1)
 
 
 def as_seed(seed: int) -> int:

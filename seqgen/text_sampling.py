@@ -15,7 +15,6 @@ the end of the previous sentence), standing in for the paper's all-zero first in
 from __future__ import annotations
 
 import math
-import secrets
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +27,6 @@ from seqgen.data.tokenizers import EOS, Vocabulary
 from seqgen.sampling import Job, Row, run
 
 TEMPERATURE_FLOOR = 1e-2  # below it sampling is greedy
-MAX_RANDOM_SEED = 2**53 - 1  # drawn seeds fit every JSON parser exactly (float64), so they can be sent back
 
 
 @dataclass
@@ -46,11 +44,6 @@ def start_token(vocab: Vocabulary) -> int:
         if symbol in vocab.index:
             return vocab.index[symbol]
     return 0
-
-
-def random_seed() -> int:
-    """A seed for a request that gave none (returned to the caller, so the output can be repeated)."""
-    return secrets.randbelow(MAX_RANDOM_SEED + 1)
 
 
 def filter_logits(logits: Tensor, temperature: Tensor, top_k: Tensor) -> Tensor:
@@ -121,7 +114,7 @@ class TextGenerator:
             seed: int | None = None, n: int = 1) -> Job:
         """n samples of ``length`` symbols after ``prompt``; sample i uses seed + i."""
         ids = self.encode(prompt)
-        seed = random_seed() if seed is None else seed
+        seed = rng.random_seed() if seed is None else seed
         rows = [Row(rng.as_seed(seed + i), length, (temperature, top_k)) for i in range(n)]
         return Job(prompt=ids[:-1], first=ids[-1], rows=rows)  # teacher-force all but the last symbol
 

@@ -120,7 +120,7 @@ class HandwritingGenerator:
         The hard length limit is min(max_points, U * max_points_per_char) for a text.
         """
         w = self.weight
-        seed = random_seed() if seed is None else seed
+        seed = rng.random_seed() if seed is None else seed
         x1 = torch.zeros(3, dtype=w.dtype, device=w.device)  # x_1 = 0: "no prior information" (sec. 2)
         prompt, context = x1[:0, None].expand(0, 3), None
         if self.model.synthesis:
@@ -153,12 +153,6 @@ class HandwritingGenerator:
         if max_points is not None and len(text) > (max_chars := max_points // POINTS_PER_CHAR):
             raise ValueError(f"text {text!r} is too long: {len(text)} characters, at most {max_chars} fit in "
                              f"max_points={max_points} at ~{POINTS_PER_CHAR} points a character")
-
-
-def random_seed() -> int:
-    from seqgen.text_sampling import random_seed as draw
-
-    return draw()
 
 
 def sample_strokes(model: HandwritingModel, meta: dict, n_points: int = 700, bias: float = 0.0,
@@ -213,7 +207,7 @@ def synthesize(model: HandwritingModel, meta: dict, texts: list[str], bias: floa
     if not texts:
         raise ValueError("no texts to write")
     gen = HandwritingGenerator(model, meta)
-    seed = random_seed() if seed is None else seed
+    seed = rng.random_seed() if seed is None else seed
     jobs = [gen.job(text, bias, seed + i, prime, keep_phi=True, max_points_per_char=max_points_per_char,
                     max_points=max_points) for i, text in enumerate(texts)]
     u0 = 0 if prime is None else len(prime[1]) + 1  # phi over the text itself, not the priming text

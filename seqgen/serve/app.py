@@ -38,7 +38,8 @@ from seqgen.serve.schemas import (
     MAX_BODY_BYTES, MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, MAX_TIMEOUT_S, GenerateBody,
     GenerateResponse, Health, ScoreBody, ScoreResponse, WriteBody, WriteResponse,
 )
-from seqgen.text_sampling import random_seed, score_summary
+from seqgen.rng import random_seed
+from seqgen.text_sampling import score_summary
 
 Loader = Callable[[str], tuple]  # checkpoint URL -> (model, LoadedCheckpoint)
 PAGE = Path(__file__).parent / "static" / "index.html"

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from seqgen.text_sampling import MAX_RANDOM_SEED, TEMPERATURE_FLOOR
+from seqgen.rng import MAX_RANDOM_SEED
+from seqgen.text_sampling import TEMPERATURE_FLOOR
 
 MAX_LENGTH = 5000  # symbols generated per sample
 MAX_SAMPLES = 16  # samples per request (n)
