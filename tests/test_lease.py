@@ -7,58 +7,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 
 import pytest
 from fsspec.core import url_to_fs
 
 from seqgen.lease import Lease, LeaseHeld, LeaseLost, check_holder, dataset_lease, run_lease
-
-
-@pytest.fixture(scope="module")
-def moto_s3(tmp_path_factory):
-    """moto's S3 server on a free loopback port and a bucket; AWS_ENDPOINT_URL + dummy credentials
-    set for this process while the module's tests run."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"moto_server did not start on {endpoint}") from None
-                time.sleep(0.2)
-        os.environ.update(env)
-        import s3fs
-
-        s3fs.S3FileSystem.clear_instance_cache()  # instances made before the endpoint was set
-        s3fs.S3FileSystem().mkdir("seqgen-lease-test")
-        yield "s3://seqgen-lease-test"
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(params=["local", "memory", pytest.param("s3", marks=pytest.mark.s3)])
@@ -68,7 +26,7 @@ def lease_url(request, tmp_path):
         return str(tmp_path / name / "lease.json")
     if request.param == "memory":
         return f"memory://{name}/lease.json"
-    return f"{request.getfixturevalue('moto_s3')}/{name}/lease.json"
+    return f"{request.getfixturevalue('s3').url('lease')}/lease.json"
 
 
 def _plant(url: str, holder: str, heartbeat: float, timeout: float = 1.0) -> None:

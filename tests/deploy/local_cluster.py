@@ -24,16 +24,11 @@ from pathlib import Path
 import pytest
 
 from seqgen.runtime import LOCAL_ENV
+from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 START_HEAD = REPO / "cluster" / "start-head.sh"
 START_WORKER = REPO / "cluster" / "start-worker.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def machine_ip() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,96 +21,10 @@ from pathlib import Path
 import pytest
 
 from seqgen.runtime import LOCAL_ENV
+from tests.processes import free_port, stop_group, wait_until
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, timeout: float, what: str, interval: float = 0.5):
-    """Poll ``check()`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def stop_group(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> None:
-    """Signal ``proc``'s own process group (it was started with start_new_session), then SIGKILL it
-    if it has not exited after ``timeout`` s."""
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
-# ---------------------------------------------------------------------------------------------
-# S3 on 127.0.0.1
-@dataclass
-class S3Server:
-    endpoint: str
-    bucket: str
-    env: dict  # what a process needs to reach this server (endpoint, dummy credentials, region)
-
-    def url(self, prefix: str = "") -> str:
-        """A fresh ``s3://bucket/<prefix>-<uuid>`` root, so tests never see each other's objects."""
-        return f"s3://{self.bucket}/{prefix or 'root'}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory):
-    """moto's S3 server on a free loopback port, a bucket, and AWS_ENDPOINT_URL + dummy credentials
-    in this process's environment (botocore/s3fs and pyarrow both read them); processes started
-    later (``ray start`` nodes, a local Ray's workers) inherit them."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    try:
-        def up():
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(up, 60, f"moto_server on {endpoint}", 0.2)
-        os.environ.update(env)
-        import s3fs
-
-        bucket = "seqgen-test"
-        s3fs.S3FileSystem().mkdir(bucket)
-        yield S3Server(endpoint, bucket, env)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        stop_group(proc, timeout=10)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ start-up (~8 s, overlapped with the training) are paid once for all serve tests.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,12 +16,7 @@ from pathlib import Path
 import pytest
 
 from seqgen.runtime import apply_local_env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.processes import free_port
 
 
 @pytest.fixture(scope="session")
