@@ -12,11 +12,13 @@ answer 404)::
     GET  /stats       this replica's engine counters (also exported as Ray Serve metrics)
     GET  /openapi.json
 
-Every request goes through the replica's `Engine` (`seqgen.serve.engine`): it joins the running
-batch at the next step, a full queue answers 503 at once, a deadline 504. Errors have one JSON
-shape (`seqgen.serve.errors`).
+Every request goes through the replica's `Engine` (`seqgen.serve.engine`), which runs in a child
+process of the replica (`seqgen.serve.engine_process`; ``engine="thread"`` keeps it in the replica):
+a request joins the running batch at the next step, a full queue answers 503 at once, a deadline
+504. Errors have one JSON shape (`seqgen.serve.errors`).
 """
 
+import asyncio
 import json
 import os
 import threading
@@ -31,7 +33,8 @@ from ray import serve
 
 from seqgen import kinds
 from seqgen.serve import errors
-from seqgen.serve.engine import Engine
+from seqgen.serve.engine import Engine, EngineDown
+from seqgen.serve.engine_process import EngineProcess
 from seqgen.serve.errors import WORK, WRITE, BodyLimit, SafeJSONResponse, error_payload
 from seqgen.serve.handlers import TextStream
 from seqgen.serve.schemas import (
@@ -45,6 +48,8 @@ Loader = Callable[[str], tuple]  # checkpoint URL -> (model, LoadedCheckpoint)
 PAGE = Path(__file__).parent / "static" / "index.html"
 ROUTE_CAPABILITY = {"/generate": "generate", "/score": "score", "/write": "write"}
 HEADROOM = 8  # ongoing requests beyond the engine's capacity: /healthz, /info, requests being refused
+#: where a replica runs its engine: a child process (the default: the GIL stays with HTTP) or a thread
+ENGINES = {"process": EngineProcess, "thread": Engine}
 
 api = FastAPI(
     title="seqgen",
@@ -88,7 +93,7 @@ class MetricsExporter:
     """Publishes the engine's statistics as Ray Serve metrics (Prometheus, via Ray's metrics agent)
     once a second: batch occupancy, running rows, queue length, symbols/s and request outcomes."""
 
-    def __init__(self, engine: Engine, period_s: float = 1.0):
+    def __init__(self, engine: Engine | EngineProcess, period_s: float = 1.0):
         from ray.serve import metrics
 
         self.engine = engine
@@ -106,18 +111,18 @@ class MetricsExporter:
         threading.Thread(target=self._run, name="seqgen-metrics", daemon=True).start()
 
     def export(self) -> None:
-        s = self.engine.stats
-        self.gauges["occupancy"].set(s.running_rows / s.max_streams)
-        self.gauges["running_rows"].set(s.running_rows)
-        self.gauges["queue_length"].set(s.queue_length)
-        self.gauges["symbols_per_s"].set(s.symbols_per_s())
-        for outcome, count in list(s.counts.items()):
+        s = self.engine.snapshot()
+        self.gauges["occupancy"].set(s["running_rows"] / self.engine.max_streams)
+        self.gauges["running_rows"].set(s["running_rows"])
+        self.gauges["queue_length"].set(s["queue_length"])
+        self.gauges["symbols_per_s"].set(s["symbols_per_s"])
+        for outcome, count in s["requests"].items():
             if count > self._seen.get(outcome, 0):
                 self.requests.inc(count - self._seen.get(outcome, 0), tags={"outcome": outcome})
                 self._seen[outcome] = count
-        if s.symbols > self._seen_symbols:
-            self.symbols.inc(s.symbols - self._seen_symbols)
-            self._seen_symbols = s.symbols
+        if s["symbols_generated"] > self._seen_symbols:
+            self.symbols.inc(s["symbols_generated"] - self._seen_symbols)
+            self._seen_symbols = s["symbols_generated"]
 
     def _run(self) -> None:
         while True:
@@ -141,7 +146,8 @@ def _ndjson(data: dict) -> str:
 class SeqgenServer:
     def __init__(self, checkpoint_url: str, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
                  prefill_chunk: int = 64, flush_interval_s: float = 0.05, max_chunks_per_s: float = 200.0,
-                 storage: str | None = None, loader: Loader | None = None, batching: str = "continuous"):
+                 storage: str | None = None, loader: Loader | None = None, batching: str = "continuous",
+                 engine: str = "process"):
         from seqgen.storage import Storage
 
         model, loaded = (loader or default_loader)(checkpoint_url)
@@ -152,9 +158,14 @@ class SeqgenServer:
         handler = kinds.resolve(kind.handler)
         self.handler = handler(model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
         self.timeout_s = min(timeout_s, MAX_TIMEOUT_S)
-        self.engine = Engine(self.handler.gen, max_streams=max_streams, max_queued=max_queued,
-                             prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s,
-                             max_chunks_per_s=max_chunks_per_s, batching=batching)
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        self.settings = {"engine": engine, "max_streams": max_streams, "max_queued": max_queued,
+                         "prefill_chunk": prefill_chunk, "flush_interval_s": flush_interval_s,
+                         "max_chunks_per_s": max_chunks_per_s, "batching": batching}
+        self.engine = ENGINES[engine](self.handler.gen, max_streams=max_streams, max_queued=max_queued,
+                                      prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s,
+                                      max_chunks_per_s=max_chunks_per_s, batching=batching)
         self.metrics = MetricsExporter(self.engine)
         api.openapi_schema = None  # built for this model on first use
         api.openapi = self._openapi
@@ -184,25 +195,35 @@ class SeqgenServer:
     async def page(self) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
 
-    @api.get("/healthz", response_model=Health)
+    @api.get("/healthz", response_model=Health, responses={503: errors.WORK[503]})
     async def healthz(self) -> dict:
+        self.check_health()
         return {"status": "ok"}
 
     @api.get("/info")
     async def info(self) -> dict:
         import torch
 
-        e = self.engine
         return {**self.handler.info(),
-                "engine": {"max_streams": e.max_streams, "max_queued": e.max_queued, "prefill_chunk": e.prefill_chunk,
-                           "flush_interval_s": e.flush_interval_s, "batching": e.batching, "default_timeout_s": self.timeout_s},
+                "engine": {**self.settings, "default_timeout_s": self.timeout_s},
                 "limits": {"length": MAX_LENGTH, "n": MAX_SAMPLES, "prompt_chars": MAX_PROMPT_CHARS,
                            "score_chars": MAX_SCORE_CHARS, "body_bytes": MAX_BODY_BYTES, "timeout_s": MAX_TIMEOUT_S},
                 "torch_threads": torch.get_num_threads()}
 
     @api.get("/stats")
     async def stats(self) -> dict:
-        return {**self.engine.stats.as_dict(), "replica": _replica_id()}
+        return {**await asyncio.to_thread(self.engine.snapshot), "replica": _replica_id()}
+
+    def __del__(self):  # Serve calls it when the replica shuts down
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.stop()
+
+    def check_health(self) -> None:
+        """Serve's periodic health check (and /healthz): a replica whose engine process died is
+        replaced by Serve."""
+        if isinstance(self.engine, EngineProcess) and not self.engine.alive():
+            raise EngineDown(f"the engine is down ({self.engine.exit_reason}); the replica is being replaced")
 
     # ------------------------------------------------------------------------------ /generate
     @api.post("/generate", response_model=GenerateResponse, responses={**WORK, **SSE})
@@ -284,7 +305,8 @@ class SeqgenServer:
 
 def deployment_options(*, max_streams: int = 64, max_queued: int = 64, num_replicas: int = 1,
                        autoscale: tuple[int, int] | dict | None = None, target_ongoing_requests: float | None = None,
-                       num_cpus: float = 0.5, num_gpus: float = 0, max_ongoing_requests: int | None = None) -> dict:
+                       num_cpus: float = 0.5, num_gpus: float = 0, max_ongoing_requests: int | None = None,
+                       health_check_period_s: float = 5.0) -> dict:
     """Serve options of the deployment, its limits following the engine's.
 
     A replica takes at most ``max_streams + max_queued`` requests plus a little headroom (so
@@ -301,6 +323,7 @@ def deployment_options(*, max_streams: int = 64, max_queued: int = 64, num_repli
         "max_ongoing_requests": ongoing,
         "max_queued_requests": ongoing,
         "ray_actor_options": {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})},
+        "health_check_period_s": health_check_period_s,  # a replica whose engine died is replaced this soon
     }
     if autoscale:
         config = dict(autoscale) if isinstance(autoscale, dict) else dict(zip(("min_replicas", "max_replicas"), autoscale))
@@ -317,7 +340,8 @@ def deployment_options(*, max_streams: int = 64, max_queued: int = 64, num_repli
 
 def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 64, timeout_s: float = 60.0,
               prefill_chunk: int = 64, flush_interval_s: float = 0.05, max_chunks_per_s: float = 200.0,
-              storage: str | None = None, loader: Loader | None = None, batching: str = "continuous", **scaling):
+              storage: str | None = None, loader: Loader | None = None, batching: str = "continuous",
+              engine: str = "process", **scaling):
     """The Serve application for one checkpoint; ``scaling`` goes to `deployment_options`.
 
     ``loader`` (checkpoint URL -> (model, LoadedCheckpoint)) defaults to ``load_model`` and runs
@@ -327,13 +351,13 @@ def build_app(checkpoint_url: str, *, max_streams: int = 64, max_queued: int = 6
     return SeqgenServer.options(**options).bind(
         checkpoint_url, max_streams=max_streams, max_queued=max_queued, timeout_s=timeout_s,
         prefill_chunk=prefill_chunk, flush_interval_s=flush_interval_s, max_chunks_per_s=max_chunks_per_s,
-        storage=storage, loader=loader, batching=batching)
+        storage=storage, loader=loader, batching=batching, engine=engine)
 
 
 BUILDER_ARGS = {"max_streams": int, "max_queued": int, "timeout_s": float, "prefill_chunk": int, "flush_interval_s": float,
-                "max_chunks_per_s": float,
+                "max_chunks_per_s": float, "engine": str,
                 "num_replicas": int, "num_cpus": float, "num_gpus": float, "max_ongoing_requests": int,
-                "target_ongoing_requests": float}
+                "target_ongoing_requests": float, "health_check_period_s": float}
 
 
 def app_builder(args: dict):

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import torch
 
@@ -55,14 +55,19 @@ class StreamFailed(Exception):
     """The request failed inside the engine (a numerical fault, or an error in a model call)."""
 
 
+class EngineDown(Exception):
+    """The replica's engine is gone (its process died); Serve's health check replaces the replica."""
+
+
 @dataclass(eq=False)
 class Ticket:
     """One request inside the engine, and its way back to the caller."""
 
     job: Job
-    loop: asyncio.AbstractEventLoop
     deadline: float  # time.monotonic() by which it must be done
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    send: Callable[[str, Any], None]  # hands an event to the caller; called from the engine thread
+    inbox: asyncio.Queue | None = None  # the caller's end, when it is an asyncio loop of this process
+    on_cancel: Callable[[], None] | None = None  # tells whoever runs the request that it is cancelled
     cancelled: bool = False
     # engine-side progress
     submitted: float = field(default_factory=time.monotonic)
@@ -73,20 +78,67 @@ class Ticket:
     posted: float = 0.0  # time.monotonic() of the last chunk posted
     rows_left: int = 0
 
+    @classmethod
+    def on_this_loop(cls, job: Job, timeout_s: float, on_cancel: Callable[[], None] | None = None) -> "Ticket":
+        """A ticket whose events arrive on the running asyncio loop (read them with `receive`)."""
+        loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
+        return cls(job, time.monotonic() + timeout_s,
+                   lambda kind, payload: loop.call_soon_threadsafe(inbox.put_nowait, (kind, payload)),
+                   inbox, on_cancel)
+
     @property
     def slots(self) -> int:
         return max(1, len(self.job.rows))
 
     def post(self, kind: str, payload: Any = None) -> None:
-        """Hand an event to the caller's event loop (from any thread); a closed loop means the
-        caller is gone, which is a cancellation."""
+        """Hand an event to the caller (from any thread); a caller that cannot take it any more
+        (its loop closed, its connection gone) is gone, which is a cancellation."""
         try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
-        except RuntimeError:  # the loop is closed
+            self.send(kind, payload)
+        except (RuntimeError, OSError):
             self.cancelled = True
 
     def cancel(self) -> None:
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            if self.on_cancel is not None:
+                self.on_cancel()
+
+
+async def receive(ticket: Ticket) -> AsyncIterator[tuple[str, Any]]:
+    """The ticket's events ("chunk" {row: [outputs]}, then "done" {...}); raises the engine's
+    error. Chunks that queued up while the caller was busy come as one. If the caller stops
+    iterating (client gone, task cancelled) the request is cancelled and its slots are freed at
+    the engine's next step."""
+    try:
+        pending = None
+        while True:
+            if pending is None:
+                remaining = ticket.deadline - time.monotonic() + 5.0  # the engine enforces the deadline
+                try:
+                    pending = await asyncio.wait_for(ticket.inbox.get(), timeout=max(remaining, 0.1))
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded("the request's deadline passed") from None
+            (kind, payload), pending = pending, None
+            while kind == "chunk" and not ticket.inbox.empty():
+                nxt = ticket.inbox.get_nowait()
+                if nxt[0] != "chunk":
+                    pending = nxt
+                    break
+                payload = {i: payload.get(i, []) + nxt[1].get(i, []) for i in payload.keys() | nxt[1].keys()}
+            if kind == "error":
+                raise payload
+            yield kind, payload
+            if kind == "done":
+                return
+    finally:
+        ticket.cancel()  # a no-op for a finished ticket: the engine no longer holds it
+
+
+def retry_after(waiting: int, completed: int, elapsed_s: float) -> float:
+    """A rough wait for a refused request: the queue drains at about the completion rate (1-60 s)."""
+    rate = completed / max(elapsed_s, 1e-6)
+    return max(1.0, min(60.0, waiting / rate)) if rate > 0 else 1.0
 
 
 class Stats:
@@ -180,54 +232,34 @@ class Engine:
 
     # ---------------------------------------------------------------- caller side (event loop)
     def submit(self, job: Job, timeout_s: float) -> Ticket:
-        """Queue ``job``; raises `Overloaded` at once when ``max_queued`` requests are waiting."""
-        ticket = Ticket(job, asyncio.get_running_loop(), time.monotonic() + timeout_s)
+        """Queue ``job`` for the caller's asyncio loop (read its events with `events`); raises
+        `Overloaded` at once when ``max_queued`` requests are waiting."""
+        return self.enqueue(Ticket.on_this_loop(job, timeout_s))
+
+    def enqueue(self, ticket: Ticket) -> Ticket:
+        """Queue a ticket whose events go wherever ``ticket.send`` sends them (any thread)."""
         if ticket.slots > self.max_streams:
-            raise ValueError(f"{len(job.rows)} samples in one request exceed this server's {self.max_streams} streams")
+            raise ValueError(f"{len(ticket.job.rows)} samples in one request exceed this server's "
+                             f"{self.max_streams} streams")
         with self._lock:
             if len(self._waiting) >= self.max_queued:
                 self.stats.counts["rejected"] += 1
                 raise Overloaded(f"the server is at capacity ({self.max_streams} streams running, "
-                                 f"{len(self._waiting)} requests waiting)", retry_after=self._retry_after())
+                                 f"{len(self._waiting)} requests waiting)",
+                                 retry_after(len(self._waiting), self.stats.counts["completed"],
+                                             time.time() - self.stats.started))
             self._waiting.append(ticket)
             self.stats.queue_length = len(self._waiting)
             self._lock.notify()
         return ticket
 
-    def _retry_after(self) -> float:
-        """A rough wait: the queue drains at about the completion rate (at least 1 s)."""
-        done = self.stats.counts["completed"]
-        rate = done / max(time.time() - self.stats.started, 1e-6)
-        return max(1.0, min(60.0, len(self._waiting) / rate)) if rate > 0 else 1.0
+    def events(self, ticket: Ticket) -> AsyncIterator[tuple[str, Any]]:
+        """A submitted ticket's events (`receive`)."""
+        return receive(ticket)
 
-    async def events(self, ticket: Ticket) -> AsyncIterator[tuple[str, Any]]:
-        """The ticket's events ("chunk" {row: [outputs]}, then "done" {...}); raises the engine's
-        error. Chunks that queued up while the caller was busy come as one. If the caller stops
-        iterating (client gone, task cancelled) the request is cancelled and its slots are freed at
-        the next step."""
-        try:
-            pending = None
-            while True:
-                if pending is None:
-                    remaining = ticket.deadline - time.monotonic() + 5.0  # the engine enforces the deadline
-                    try:
-                        pending = await asyncio.wait_for(ticket.events.get(), timeout=max(remaining, 0.1))
-                    except asyncio.TimeoutError:
-                        raise DeadlineExceeded("the request's deadline passed") from None
-                (kind, payload), pending = pending, None
-                while kind == "chunk" and not ticket.events.empty():
-                    nxt = ticket.events.get_nowait()
-                    if nxt[0] != "chunk":
-                        pending = nxt
-                        break
-                    payload = {i: payload.get(i, []) + nxt[1].get(i, []) for i in payload.keys() | nxt[1].keys()}
-                if kind == "error":
-                    raise payload
-                yield kind, payload
-                if kind == "done":
-                    return
-        finally:
-            ticket.cancel()  # a no-op for a finished ticket: the engine no longer holds it
+    def snapshot(self) -> dict:
+        """The engine's counters (`Stats.as_dict`)."""
+        return self.stats.as_dict()
 
     def stop(self) -> None:
         with self._lock:

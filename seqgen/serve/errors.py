@@ -18,8 +18,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from seqgen.serve.engine import DeadlineExceeded, Overloaded, StreamFailed
+from seqgen.serve.engine import DeadlineExceeded, EngineDown, Overloaded, StreamFailed
 from seqgen.serve.schemas import MAX_BODY_BYTES, ErrorBody
+
+ENGINE_DOWN_RETRY_S = 5  # about one health-check period: Serve has replaced the replica by then
 
 
 class UnknownSymbols(ValueError):
@@ -56,6 +58,8 @@ def error_payload(exc: Exception) -> tuple[int, dict, dict | None]:
     if isinstance(exc, Overloaded):
         retry = str(max(1, math.ceil(exc.retry_after)))
         return 503, {"error": "overloaded", "message": str(exc)}, {"Retry-After": retry}
+    if isinstance(exc, EngineDown):
+        return 503, {"error": "unavailable", "message": str(exc)}, {"Retry-After": str(ENGINE_DOWN_RETRY_S)}
     if isinstance(exc, DeadlineExceeded):
         return 504, {"error": "deadline_exceeded", "message": str(exc)}, None
     if isinstance(exc, StreamFailed):
@@ -91,7 +95,7 @@ def install(api) -> None:
     """Register the handlers: every exception becomes the JSON error shape."""
     api.add_exception_handler(RequestValidationError, handle_validation_error)
     api.add_exception_handler(HTTPException, handle_http_error)
-    for exc in (ValueError, NotFound, Overloaded, DeadlineExceeded, StreamFailed, Exception):
+    for exc in (ValueError, NotFound, Overloaded, EngineDown, DeadlineExceeded, StreamFailed, Exception):
         api.add_exception_handler(exc, handle_error)
 
 
@@ -109,7 +113,8 @@ WORK = {
     **COMMON,
     400: _doc("a body that cannot be decoded, or text with symbols the model cannot read (named in "
               "unknown_symbols)"),
-    503: {**_doc("at capacity: retry after the Retry-After header's seconds"),
+    503: {**_doc("at capacity, or the replica's engine is being replaced: retry after the Retry-After "
+                 "header's seconds"),
           "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
     504: _doc("the request's deadline passed"),
 }

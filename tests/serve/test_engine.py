@@ -1,6 +1,8 @@
-"""The continuous-batching engine in-process (its thread, asyncio tickets), on tiny random models:
-equal outputs alone / batched / joining mid-batch, short requests not held back, cancellation,
-deadlines, back-pressure, a numerical fault confined to its request, chunked priming and scoring."""
+"""The continuous-batching engine on tiny random models, run both ways a replica can run it: in a
+thread (`Engine`) and in a child process (`EngineProcess`): equal outputs alone / batched / joining
+mid-batch, short requests not held back, cancellation, deadlines, back-pressure, a numerical
+fault confined to its request, chunked priming and scoring; and what only the process has: a
+dead engine fails its requests and reports itself, a failed start names why."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from seqgen.handwriting.models import HandwritingModel
 from seqgen.handwriting.sampling import HandwritingGenerator, synthesize
 from seqgen.models.text import TextModel
 from seqgen.serve.engine import DeadlineExceeded, Engine, Overloaded, StreamFailed
+from seqgen.serve.engine_process import EngineProcess
 from seqgen.text_sampling import TextGenerator, generate, score_text
 
 CORPUS = "the quick brown fox jumps over the lazy dog.\nTHE END, 42!\n"
@@ -42,6 +45,34 @@ def gen(model, vocab):
     return TextGenerator(model, vocab)
 
 
+@pytest.fixture(params=["thread", "process"])
+def make_engine(request):
+    """A factory of engines of one kind; every engine it made is stopped after the test."""
+    made = []
+
+    def make(gen, **options):
+        made.append((Engine if request.param == "thread" else EngineProcess)(gen, **options))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.stop()
+
+
+class Poisoned(TextGenerator):
+    """Rows with seed 666 get NaN logits (module level: the engine process unpickles it)."""
+
+    def step(self, x, state, context):
+        logits, aux, state = super().step(x, state, context)
+        bad = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)  # padded rows (MIN_BATCH) too
+        bad[: len(self._rows)] = torch.tensor([r.seed == 666 for r in self._rows])
+        return torch.where(bad[:, None], torch.nan, logits), aux, state
+
+    def options(self, rows):
+        self._rows = rows
+        return super().options(rows)
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, timeout=60))
 
@@ -61,27 +92,26 @@ def texts(gen, result) -> list[str]:
     return [gen.vocab.decode(result["rows"][i]) for i in sorted(result["rows"])]
 
 
-def test_outputs_equal_alone_batched_and_joining_mid_batch(gen, model, vocab):
+def test_outputs_equal_alone_batched_and_joining_mid_batch(gen, model, vocab, make_engine):
     specs = [("the ", 60, 0.9, 0, 11, 1), ("", 25, 1.3, 5, 12, 2), ("THE", 40, 0.0, 0, 13, 1), ("q", 90, 0.5, 3, 14, 1)]
     alone = [generate(model, vocab, *spec) for spec in specs]
 
     async def main():
-        engine = Engine(gen, max_streams=8, flush_interval_s=0)
+        engine = make_engine(gen, max_streams=8, flush_interval_s=0)
         first = [engine.submit(gen.job(*s), 30) for s in specs[:2]]
         await asyncio.sleep(0.05)  # the first two are running when the others join
         later = [engine.submit(gen.job(*s), 30) for s in specs[2:]]
         results = [await collect(engine, t) for t in first + later]
-        engine.stop()
-        return results, engine.stats.as_dict()
+        return results, engine.snapshot()
 
     results, stats = run(main())
     assert [texts(gen, r) for r in results] == alone
     assert stats["max_batch_size_seen"] >= 2 and stats["requests"]["completed"] == 4
 
 
-def test_short_request_joining_a_long_one_finishes_first(gen):
+def test_short_request_joining_a_long_one_finishes_first(gen, make_engine):
     async def main():
-        engine = Engine(gen, max_streams=4, flush_interval_s=0)
+        engine = make_engine(gen, max_streams=4, flush_interval_s=0)
         order = []
 
         async def one(name, length):
@@ -94,26 +124,24 @@ def test_short_request_joining_a_long_one_finishes_first(gen):
         await one("short", 20)
         still_running = not long.done()
         await long
-        engine.stop()
         return order, still_running
 
     order, still_running = run(main())
     assert order == ["short", "long"] and still_running
 
 
-def test_cancel_frees_the_slot_at_the_next_step(gen):
+def test_cancel_frees_the_slot_at_the_next_step(gen, make_engine):
     async def main():
-        engine = Engine(gen, max_streams=2)
+        engine = make_engine(gen, max_streams=2)
         ticket = engine.submit(gen.job("", 5000, seed=1), 60)
         events = engine.events(ticket)
         await events.__anext__()  # running
         await events.aclose()  # the client went away
         for _ in range(100):
             await asyncio.sleep(0.02)
-            if engine.stats.running_rows == 0:
+            if engine.snapshot()["running_rows"] == 0:
                 break
-        stats = engine.stats.as_dict()
-        engine.stop()
+        stats = engine.snapshot()
         return stats
 
     stats = run(main())
@@ -121,11 +149,11 @@ def test_cancel_frees_the_slot_at_the_next_step(gen):
     assert stats["symbols_generated"] < 5000
 
 
-def test_deadline_and_overload(gen):
+def test_deadline_and_overload(gen, make_engine):
     async def main():
-        engine = Engine(gen, max_streams=1, max_queued=1)
+        engine = make_engine(gen, max_streams=1, max_queued=1)
         running = engine.submit(gen.job("", 100_000, seed=1), 0.3)
-        while engine.stats.running_rows == 0:  # admitted: the queue is empty again
+        while engine.snapshot()["running_rows"] == 0:  # admitted: the queue is empty again
             await asyncio.sleep(0.001)
         waiting = engine.submit(gen.job("", 10, seed=2), 0.2)
         with pytest.raises(Overloaded) as refused:
@@ -137,8 +165,7 @@ def test_deadline_and_overload(gen):
                 outcomes.append("done")
             except DeadlineExceeded:
                 outcomes.append("deadline")
-        engine.stop()
-        return refused.value, outcomes, engine.stats.as_dict()
+        return refused.value, outcomes, engine.snapshot()
 
     refused, outcomes, stats = run(main())
     assert refused.retry_after >= 1
@@ -146,46 +173,34 @@ def test_deadline_and_overload(gen):
     assert stats["requests"]["rejected"] == 1 and stats["requests"]["expired"] == 2
 
 
-def test_a_numerical_fault_ends_its_own_request_only(gen, model, vocab):
+def test_a_numerical_fault_ends_its_own_request_only(gen, model, vocab, make_engine):
     """A row whose model outputs turn NaN fails alone; its batch-mates are exactly as without it."""
-
-    class Poisoned(TextGenerator):
-        def step(self, x, state, context):
-            logits, aux, state = super().step(x, state, context)
-            bad = torch.tensor([r.seed == 666 for r in self._rows], device=logits.device)
-            return torch.where(bad[:, None], torch.nan, logits), aux, state
-
-        def options(self, rows):
-            self._rows = rows
-            return super().options(rows)
 
     poisoned = Poisoned(model, vocab)
     specs = [("the", 50, 1.0, 0, s, 1) for s in range(8)]
 
     async def main():
-        engine = Engine(poisoned, max_streams=16)
+        engine = make_engine(poisoned, max_streams=16)
         tickets = [engine.submit(poisoned.job(*s), 30) for s in specs]
         bad = engine.submit(poisoned.job("x", 50, 1.0, 0, 666, 1), 30)
         results = [await collect(engine, t) for t in tickets]
         with pytest.raises(StreamFailed, match="not finite"):
             await collect(engine, bad)
-        engine.stop()
         return results
 
     results = run(main())
     assert [texts(poisoned, r) for r in results] == [generate(model, vocab, *s) for s in specs]
 
 
-def test_chunked_priming_and_scoring_equal_one_pass(gen, model, vocab):
+def test_chunked_priming_and_scoring_equal_one_pass(gen, model, vocab, make_engine):
     prompt = ("the quick brown fox jumps over the lazy dog. " * 6)[:250]
 
     async def main():
-        engine = Engine(gen, max_streams=4, prefill_chunk=16)
+        engine = make_engine(gen, max_streams=4, prefill_chunk=16)
         a = engine.submit(gen.job(prompt, 30, 0.7, 0, 5, 1), 30)
         b = engine.submit(gen.score_job(prompt), 30)
         c = engine.submit(gen.job(prompt[:37], 30, 0.7, 0, 6, 1), 30)  # a remainder chunk of another length
         results = [await collect(engine, t) for t in (a, b, c)]
-        engine.stop()
         return results
 
     gen_a, scored, gen_c = run(main())
@@ -196,7 +211,7 @@ def test_chunked_priming_and_scoring_equal_one_pass(gen, model, vocab):
     assert scored["done"]["log_prob"] == pytest.approx(expected["log_prob"], rel=1e-5)
 
 
-def test_handwriting_rows_equal_synthesize_alone():
+def test_handwriting_rows_equal_synthesize_alone(make_engine):
     alphabet = Alphabet([END, *"abcdef "])
     meta = {"alphabet": alphabet.to_json(), "offset_mean": [0.5, -0.2], "offset_std": [2.0, 3.0]}
     torch.manual_seed(0)
@@ -210,12 +225,11 @@ def test_handwriting_rows_equal_synthesize_alone():
     texts_ = ["abc", "fed cba", "a"]
 
     async def main():
-        engine = Engine(hw, max_streams=4, flush_interval_s=0)
+        engine = make_engine(hw, max_streams=4, flush_interval_s=0)
         first = engine.submit(hw.job(texts_[0], 0.3, 10), 30)
         await asyncio.sleep(0.02)
         rest = [engine.submit(hw.job(t, 0.3, 10 + i), 30) for i, t in enumerate(texts_[1:], 1)]
         out = [await collect(engine, t) for t in [first, *rest]]
-        engine.stop()
         return out
 
     for i, (text, result) in enumerate(zip(texts_, run(main()))):
@@ -226,11 +240,11 @@ def test_handwriting_rows_equal_synthesize_alone():
         torch.testing.assert_close(torch.as_tensor(denormalise(got, meta)), torch.as_tensor(alone.offsets))
 
 
-def test_request_level_batching_holds_a_short_request_back(gen):
+def test_request_level_batching_holds_a_short_request_back(gen, make_engine):
     """The baseline mode: a request that arrives while a batch runs waits for all of it."""
 
     async def main():
-        engine = Engine(gen, max_streams=4, batching="request")
+        engine = make_engine(gen, max_streams=4, batching="request")
         order = []
 
         async def one(name, length):
@@ -241,7 +255,35 @@ def test_request_level_batching_holds_a_short_request_back(gen):
         await asyncio.sleep(0.05)
         await one("short", 20)
         await long
-        engine.stop()
         return order
 
     assert run(main()) == ["long", "short"]
+
+
+def test_a_dead_engine_process_fails_its_requests_and_reports_itself(gen):
+    engine = EngineProcess(gen, max_streams=2)
+
+    async def main():
+        ticket = engine.submit(gen.job("", 100_000, seed=1), 60)
+        events = engine.events(ticket)
+        await events.__anext__()  # running
+        engine._proc.kill()  # the child dies mid-request (OOM killer, a crash in a kernel)
+        with pytest.raises(StreamFailed, match="engine process exited"):
+            async for _ in events:
+                pass
+        with pytest.raises(StreamFailed, match="engine is down"):
+            engine.submit(gen.job("", 5, seed=2), 60)
+
+    run(main())
+    assert not engine.alive()
+
+
+def test_the_engine_process_exits_when_its_replica_is_gone(gen):
+    engine = EngineProcess(gen, max_streams=2)
+    engine._conn.close()  # what the replica's death looks like from the child: EOF
+    assert engine._proc.wait(timeout=30) == 0
+
+
+def test_an_engine_process_that_cannot_start_says_why(gen):
+    with pytest.raises(RuntimeError, match="failed to start(.|\n)*prefill_chunk must be >= 1"):
+        EngineProcess(gen, prefill_chunk=0)
