@@ -11,6 +11,7 @@ process. Measured, in one run:
 2. endpoint, ``--clients`` (64) concurrent streaming clients, closed loop for ``--duration`` s:
    symbols/s as a fraction of the raw limit; vs one request at a time; vs request-level batching
    (the same engine admitting a new batch only when the running one is done: ``batching="request"``);
+   vs the engine in a thread of the replica (``engine="thread"``) instead of its own process;
 3. mixed load, open loop (Poisson arrivals at ``--rate`` requests/s): 90% 50-symbol + 10%
    2,000-symbol requests; p50/p99 latency of the short ones vs a short-only run at the same rate,
    and time to first symbol p50/p99; continuous and request-level batching;
@@ -229,19 +230,23 @@ def main() -> None:
 
         async def text_runs() -> dict:
             res = {}
-            for mode in ("continuous", "request"):
-                base = deploy(ckpt, f"text-{mode}", batching=mode, max_streams=64, max_queued=256)
+            # (batching, where the replica runs its engine): the default, the engine in the replica's
+            # own process (sharing its GIL with the event loop), and request-level batching
+            for mode, engine in (("continuous", "process"), ("continuous", "thread"), ("request", "process")):
+                name = f"text-{mode}-{engine}"
+                base = deploy(ckpt, name, batching=mode, engine=engine, max_streams=64, max_queued=256)
                 threads = requests.get(f"{base}/info", timeout=30).json()["torch_threads"]
                 client = Client(base)
                 await closed_loop(client, 8, 50, 3)  # warm-up
                 r = {"concurrent": await closed_loop(client, args.clients, args.length, args.duration)}
-                if mode == "continuous":
-                    r["one_at_a_time"] = await closed_loop(client, 1, args.length, args.duration)
-                r["mixed"] = await open_loop(client, args.rate, args.duration, long_share=0.1)
-                r["short_only"] = await open_loop(client, args.rate, args.duration, long_share=0.0)
+                if engine == "process":
+                    if mode == "continuous":
+                        r["one_at_a_time"] = await closed_loop(client, 1, args.length, args.duration)
+                    r["mixed"] = await open_loop(client, args.rate, args.duration, long_share=0.1)
+                    r["short_only"] = await open_loop(client, args.rate, args.duration, long_share=0.0)
                 await client.close()
-                serve.delete(f"text-{mode}")
-                res[mode] = r
+                serve.delete(name)
+                res[name] = r
             res["threads"] = threads
             return res
 
@@ -249,12 +254,14 @@ def main() -> None:
         text = asyncio.run(text_runs())
         raw_after, _ = raw_limit(ckpt, 64, args.length, text["threads"], "text")
         raw = (raw_before + raw_after) / 2
-        c, r = text["continuous"], text["request"]
+        c, t, r = text["text-continuous-process"], text["text-continuous-thread"], text["text-request-process"]
         out["text"] = {
             "raw_limit_batch64_symbols_per_s": round(raw),
             "raw_limit_before_after": [round(raw_before), round(raw_after)],
             "endpoint": c["concurrent"], "one_at_a_time": c["one_at_a_time"], "request_level": r["concurrent"],
+            "engine_in_replica_thread": t["concurrent"],
             "endpoint_vs_raw": round(c["concurrent"]["symbols_per_s"] / raw, 3),
+            "engine_in_replica_thread_vs_raw": round(t["concurrent"]["symbols_per_s"] / raw, 3),
             "endpoint_vs_one_at_a_time": round(c["concurrent"]["symbols_per_s"] / c["one_at_a_time"]["symbols_per_s"], 2),
             "request_level_vs_raw": round(r["concurrent"]["symbols_per_s"] / raw, 3),
             "mixed_continuous": c["mixed"], "short_only_continuous": c["short_only"],

@@ -46,7 +46,7 @@ from seqgen.storage import Storage, check_name, join
 from seqgen.tune.report import (
     REPORTED_FILE, SEGMENT_FILE, copy_checkpoint, curves_png, read_evals, summarise, write_tables,
 )
-from seqgen.tune.space import apply_params, check_space, default_space, describe, grid_size, mutations
+from seqgen.tune.space import SETTING, apply_params, check_space, default_space, describe, grid_size, mutations
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def trial_rows(storage: Storage, grid, prefix: str, keys: list[str], metric: str
         trial_id = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
         run = trial_run_name(prefix, trial_id)
         params = {k: _plain(result.config.get(k)) for k in keys}
-        row = {**extra, "trial": run, "setting": describe(params), **params,
+        row = {**extra, "trial": run, **params, "setting": describe(params),  # the label wins over a `setting` key
                **summarise(storage, trial_runs(storage, prefix, trial_id), metric, max_steps)}
         if result.error is not None:
             row["status"] = "error"
@@ -214,7 +214,8 @@ def finish(storage: Storage, name: str, rows: list[dict], errors: list[str], key
            title: str, marker_step: int | None = None) -> SearchResult:
     """Write the tables, the curves and best.json, copy the best checkpoint to ``best/``."""
     tune_dir = storage.tune_dir(name)
-    columns = [*(["stage"] if any("stage" in r for r in rows) else []), "trial", "setting", *keys, f"best_{metric}",
+    params = [k for k in keys if k != SETTING]  # a `setting` key is the label column itself
+    columns = [*(["stage"] if any("stage" in r for r in rows) else []), "trial", "setting", *params, f"best_{metric}",
                *[c for c in ("best_valid_loss", "best_valid_bpc") if c != f"best_{metric}"],
                "steps", "status", "checkpoint"]
     write_tables(storage, tune_dir, title, rows, columns)

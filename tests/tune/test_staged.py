@@ -69,6 +69,8 @@ def test_staged_search_from_the_command_line(storage, ray_session):
     with storage.fs.open(join(tune_dir, "results.md"), "r") as f:
         md = f.read()
     assert md.count("| 2 | st-s2-trial-") == 3 and md.count("| 1 | st-s1-trial-000") == 1
+    header = md.split("\n| ", 1)[1].split("\n", 1)[0]
+    assert header.split(" | ").count("setting") == 1, header  # the label column, not also the space key
     with storage.fs.open(join(tune_dir, "curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert storage.exists(join(tune_dir, "stage1")) and storage.exists(join(tune_dir, "stage2"))
