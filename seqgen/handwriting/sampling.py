@@ -214,6 +214,8 @@ def synthesize(model: HandwritingModel, meta: dict, texts: list[str], bias: floa
     results = []
     for text, job in zip(texts, run(gen, jobs)):
         (row,) = job.rows
-        phi = torch.stack(row.aux)[:, u0 : u0 + len(text)]
+        # slice each step before stacking: phi spans the batch's padded context, which narrows
+        # when the longest text's row finishes before this one
+        phi = torch.stack([a[u0 : u0 + len(text)] for a in row.aux])
         results.append(Result(text, denormalise(torch.stack(row.outputs), meta), phi.float().numpy()))
     return results

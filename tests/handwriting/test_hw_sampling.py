@@ -120,3 +120,18 @@ def test_read_line_matches_step_outputs():
     offsets = np.random.default_rng(0).normal(size=(6, 3))
     yhat, phi = read_line(m, META, offsets, "abc")
     assert yhat.shape == (6, 6 * 3 + 1) and phi.shape == (6, 3)
+
+
+def test_phi_of_a_row_that_outlives_the_longest_text():
+    """The bundled model at bias 0.5, seed 1 writes "handwriting synthesis" longer than "a quick
+    brown fox jumps": once the longer text's row has left, the batch's padded context (and phi with it)
+    narrows, and each row's phi must still cover exactly its own text."""
+    from seqgen.cli import DEFAULT_HANDWRITING
+    from seqgen.models import load_model
+
+    m, loaded = load_model(str(DEFAULT_HANDWRITING))
+    texts = ["a quick brown fox jumps", "handwriting synthesis"]
+    results = synthesize(m, loaded.meta, texts, bias=0.5, seed=1)
+    assert len(results[1].offsets) > len(results[0].offsets)  # the case this test is about
+    for r in results:
+        assert r.phi.shape == (len(r.offsets), len(r.text))
