@@ -24,6 +24,16 @@ def new_storage(tag: str) -> Storage:
     return Storage.from_url(f"memory://{tag}-{uuid.uuid4().hex}")
 
 
+def shakespeare_storage(url: str) -> Storage:
+    """A storage root at ``url`` with the bundled Tiny Shakespeare preprocessed (the training tests'
+    dataset)."""
+    from seqgen.data.presets import text_preset
+
+    st = Storage.from_url(url)
+    preprocess_text(st, "shakespeare", text_preset("shakespeare"), use_ray=False)
+    return st
+
+
 def text_dataset(st: Storage, tmp: Path, name: str = "tiny", nbytes: int = 20_000) -> dict:
     src = tmp / f"{name}.txt"
     src.write_bytes(TEXT.read_bytes()[:nbytes])

@@ -13,12 +13,10 @@ import pytest
 import torch
 
 from seqgen import config
-from seqgen.data.presets import text_preset
-from seqgen.data.text import preprocess_text
 from seqgen.models import load_model
-from seqgen.storage import Storage
 from seqgen import checkpoint as ckpt
 from seqgen.train.run import train
+from tests.tiny_storage import shakespeare_storage
 
 pytestmark = pytest.mark.ray
 
@@ -26,18 +24,12 @@ TINY = ["model.hidden_size=16", "train.batch_size=8", "train.seq_len=20", "train
         "train.progress=false"]
 
 
-def _storage(url: str) -> Storage:
-    st = Storage.from_url(url)
-    preprocess_text(st, "shakespeare", text_preset("shakespeare"), use_ray=False)
-    return st
-
-
 def _cfg(*overrides: str) -> config.ExperimentConfig:
     return config.load(None, [*TINY, *overrides])
 
 
 def test_tiny_run_writes_complete_checkpoints(ray_session):
-    st = _storage("memory://loop-basic")
+    st = shakespeare_storage("memory://loop-basic")
     result = train(_cfg("run_name=basic", "train.max_steps=9", "train.eval_every=3", "train.keep_checkpoints=1"), st)
     names = [u.rsplit("/", 1)[-1] for u in ckpt.list_checkpoints(result.run_url)]
     assert names[-1] == "checkpoint_00000009"
@@ -56,7 +48,7 @@ def test_tiny_run_writes_complete_checkpoints(ray_session):
 def test_exact_resume_after_kill(ray_session, tmp_path):
     """Kill a real training process mid-run; re-running it must reproduce the uninterrupted
     run's per-step losses exactly: no step lost or repeated."""
-    st = _storage(str(tmp_path))
+    st = shakespeare_storage(str(tmp_path))
     steps = ["train.max_steps=40", "train.eval_every=4", "train.eval_tokens=500", "model.dropout=0.2",
              "reg.kind=weight_noise", "reg.std=0.01"]  # RNG-dependent: resume must restore RNG too
     reference = train(_cfg("run_name=ref", *steps), st)
@@ -80,7 +72,7 @@ def test_exact_resume_after_kill(ray_session, tmp_path):
 
 
 def test_init_from_checkpoint_starts_from_its_weights(ray_session):
-    st = _storage("memory://loop-init")
+    st = shakespeare_storage("memory://loop-init")
     source = train(_cfg("run_name=src", "train.max_steps=3", "train.eval_every=3"), st)
     retrained = train(_cfg("run_name=retrain", "train.max_steps=1", "train.eval_every=1", "optim.lr=0",
                            "optim.grad_norm_clip=0", f"train.init_from={source.latest_checkpoint}",
@@ -90,7 +82,7 @@ def test_init_from_checkpoint_starts_from_its_weights(ray_session):
 
 
 def test_early_stopping(ray_session):
-    st = _storage("memory://loop-early")
+    st = shakespeare_storage("memory://loop-early")
     result = train(_cfg("run_name=early", "optim.lr=0", "train.max_steps=50", "train.eval_every=2",
                         "train.patience=2"), st)
     assert ckpt.load(result.latest_checkpoint).progress["step"] == 6  # eval 1 sets best, 2 and 3 fail
@@ -103,7 +95,7 @@ def test_early_stopping(ray_session):
     ["model.cell=gru", "model.embedding_dim=8", "train.reset_every=2"],
 ])
 def test_variants_learn(ray_session, overrides):
-    st = _storage("memory://loop-variants")
+    st = shakespeare_storage("memory://loop-variants")
     name = "v-" + str(abs(hash(tuple(overrides))) % 10**8)
     result = train(_cfg(f"run_name={name}", "train.max_steps=30", "train.eval_every=30", *overrides), st)
     losses = ckpt.load(result.latest_checkpoint).progress["losses"]
@@ -112,7 +104,7 @@ def test_variants_learn(ray_session, overrides):
 
 
 def test_resuming_with_other_model_settings_is_a_clear_error(ray_session):
-    st = _storage("memory://loop-mismatch")
+    st = shakespeare_storage("memory://loop-mismatch")
     train(_cfg("run_name=mismatch", "train.max_steps=2", "train.eval_every=2"), st)
     with pytest.raises(ValueError, match="other model settings.*hidden_size"):
         train(_cfg("run_name=mismatch", "train.max_steps=4", "train.eval_every=2", "model.hidden_size=24"), st)

@@ -16,22 +16,14 @@ from fsspec.core import url_to_fs
 
 from seqgen import checkpoint as ckpt
 from seqgen import config
-from seqgen.data.presets import text_preset
-from seqgen.data.text import preprocess_text
-from seqgen.storage import Storage
 from seqgen.train.run import resume_conflict, train
+from tests.tiny_storage import shakespeare_storage
 
 pytestmark = pytest.mark.ray
 
 TINY = ["model.hidden_size=16", "train.batch_size=8", "train.seq_len=20", "train.eval_tokens=500",
         "train.progress=false", "train.keep_checkpoints=10",
         "model.dropout=0.2", "reg.kind=weight_noise", "reg.std=0.01"]  # RNG-dependent: resume restores RNG
-
-
-def _storage(url: str) -> Storage:
-    st = Storage.from_url(url)
-    preprocess_text(st, "shakespeare", text_preset("shakespeare"), use_ray=False)
-    return st
 
 
 def _cfg(*overrides: str) -> config.ExperimentConfig:
@@ -44,7 +36,7 @@ def _final(result):
 
 
 def test_damaged_latest_checkpoint_falls_back_to_the_one_before(ray_session, caplog):
-    st = _storage("memory://recovery-damaged")
+    st = shakespeare_storage("memory://recovery-damaged")
     steps = ["train.max_steps=12", "train.eval_every=4"]
     expected_losses, expected_params = _final(train(_cfg("run_name=ref", *steps), st))
 
@@ -65,7 +57,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(ray_session, cap
 
 
 def test_resuming_on_another_number_of_workers_is_a_clear_error(ray_session, tmp_path):
-    st = _storage(str(tmp_path))
+    st = shakespeare_storage(str(tmp_path))
     done = train(_cfg("run_name=w1", "train.max_steps=2", "train.eval_every=2"), st)
     with pytest.raises(ValueError, match=r"written by 1 worker\(s\), but train.num_workers=2 now; resume with "
                                          r"train.num_workers=0 or 1"):
@@ -94,7 +86,7 @@ def _train_workers() -> list[psutil.Process]:
 
 
 def test_killed_worker_is_replaced_and_the_run_continues_exactly(ray_session, tmp_path):
-    st = _storage(str(tmp_path))
+    st = shakespeare_storage(str(tmp_path))
     two = ["train.num_workers=2", "train.cpus_per_worker=1", "train.max_steps=60", "train.eval_every=10"]
     tick = time.time()
     reference = train(_cfg("run_name=ref2", *two), st)
