@@ -66,10 +66,12 @@ class EngineProcess:
         import torch
 
         self.max_streams, self.max_queued = max_streams, max_queued
-        self.options = options
         self._tickets: dict[int, Ticket] = {}
         self._ids = itertools.count()
-        self._lock = threading.Lock()  # one writer on the socket at a time; guards _tickets
+        # Two locks, never held together: the reader thread needs only `_lock` (no I/O under it), so
+        # it keeps draining the child's events while a write to a full socket waits on `_send_lock`.
+        self._lock = threading.Lock()  # the tickets table and the counters
+        self._send_lock = threading.Lock()  # one writer on the socket at a time
         self._stats_replies: dict[int, Any] = {}
         self._stats_ready = threading.Condition(self._lock)
         self._rejected = 0
@@ -109,8 +111,8 @@ class EngineProcess:
                                  retry_after(waiting, self._completed, time.time() - self._started))
             tid = next(self._ids)
             ticket = Ticket.on_this_loop(job, timeout_s, on_cancel=lambda: self._cancel(tid))
-            self._tickets[tid] = ticket
-            send(self._conn, ("submit", tid, job, timeout_s))
+            self._tickets[tid] = ticket  # before the child can answer
+        self._send(("submit", tid, job, timeout_s))
         return ticket
 
     def events(self, ticket: Ticket) -> AsyncIterator[tuple[str, Any]]:
@@ -123,7 +125,8 @@ class EngineProcess:
             if self.exit_reason is not None:
                 raise EngineDown(f"the engine is down ({self.exit_reason})")
             rid = next(self._ids)
-            send(self._conn, ("stats", rid))
+        self._send(("stats", rid))
+        with self._lock:
             if not self._stats_ready.wait_for(lambda: rid in self._stats_replies or self.exit_reason, timeout_s):
                 raise TimeoutError(f"the engine process did not answer within {timeout_s} s")
             if rid not in self._stats_replies:
@@ -138,20 +141,27 @@ class EngineProcess:
 
     def stop(self) -> None:
         try:
-            with self._lock:
-                send(self._conn, ("stop",))
+            self._send(("stop",))
             self._proc.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
+        except (EngineDown, subprocess.TimeoutExpired):
             self._kill()
 
     # ------------------------------------------------------------------ internals
+    def _send(self, message: tuple) -> None:
+        try:
+            with self._send_lock:
+                send(self._conn, message)
+        except OSError as e:  # the child is gone; the reader fails what it held
+            raise EngineDown(f"the engine is down ({type(e).__name__}: {e})") from None
+
     def _cancel(self, tid: int) -> None:
         with self._lock:
-            if self._tickets.pop(tid, None) is not None and self.exit_reason is None:
-                try:
-                    send(self._conn, ("cancel", tid))
-                except OSError:
-                    pass  # the child is gone: the reader fails what is left
+            running = self._tickets.pop(tid, None) is not None and self.exit_reason is None
+        if running:
+            try:
+                self._send(("cancel", tid))
+            except EngineDown:
+                pass
 
     def _read(self) -> None:
         """Route the child's messages: events to their tickets, stats to whoever asked."""

@@ -19,7 +19,7 @@ from seqgen.handwriting.iam import END, Alphabet
 from seqgen.handwriting.models import HandwritingModel
 from seqgen.handwriting.sampling import HandwritingGenerator, synthesize
 from seqgen.models.text import TextModel
-from seqgen.serve.engine import DeadlineExceeded, Engine, Overloaded, StreamFailed
+from seqgen.serve.engine import DeadlineExceeded, Engine, EngineDown, Overloaded, StreamFailed
 from seqgen.serve.engine_process import EngineProcess
 from seqgen.text_sampling import TextGenerator, generate, score_text
 
@@ -271,17 +271,41 @@ def test_a_dead_engine_process_fails_its_requests_and_reports_itself(gen):
         with pytest.raises(StreamFailed, match="engine process exited"):
             async for _ in events:
                 pass
-        with pytest.raises(StreamFailed, match="engine is down"):
+        with pytest.raises(EngineDown, match="engine is down"):
             engine.submit(gen.job("", 5, seed=2), 60)
 
     run(main())
     assert not engine.alive()
 
 
-def test_the_engine_process_exits_when_its_replica_is_gone(gen):
-    engine = EngineProcess(gen, max_streams=2)
-    engine._conn.close()  # what the replica's death looks like from the child: EOF
-    assert engine._proc.wait(timeout=30) == 0
+def test_the_engine_process_exits_when_its_replica_is_gone():
+    """A replica killed with SIGKILL cannot stop its engine: the engine reads EOF and exits."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    replica = subprocess.Popen([sys.executable, "-c", """
+import torch
+from collections import Counter
+from seqgen.config import ModelConfig
+from seqgen.data.tokenizers import Vocabulary, split_symbols
+from seqgen.models.text import TextModel
+from seqgen.serve.engine_process import EngineProcess
+from seqgen.text_sampling import TextGenerator
+vocab = Vocabulary.build("char", Counter(split_symbols("char", b"abc ")))
+engine = EngineProcess(TextGenerator(TextModel(ModelConfig(hidden_size=8), len(vocab)).eval(), vocab))
+print(engine._proc.pid, flush=True)
+input()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        child = psutil.Process(int(replica.stdout.readline()))
+        assert child.is_running()
+        replica.kill()
+        replica.wait(timeout=30)
+        child.wait(timeout=30)  # raises psutil.TimeoutExpired if the engine outlives its replica
+    finally:
+        replica.kill()
 
 
 def test_an_engine_process_that_cannot_start_says_why(gen):
