@@ -11,7 +11,10 @@ process. Measured, in one run:
 2. endpoint, ``--clients`` (64) concurrent streaming clients, closed loop for ``--duration`` s:
    symbols/s as a fraction of the raw limit; vs one request at a time; vs request-level batching
    (the same engine admitting a new batch only when the running one is done: ``batching="request"``);
-   vs the engine in a thread of the replica (``engine="thread"``) instead of its own process;
+   vs the engine in a thread of the replica (``engine="thread"``) instead of its own process; and
+   with ``--long-length`` (2,000) symbols per request, where Serve's per-request cost is spread
+   over ~7x the symbols; and, when ``wrk`` is installed (Debian: ``apt-get install wrk``), with
+   ``wrk`` as the client (C, one thread: a client that costs almost no CPU);
 3. mixed load, open loop (Poisson arrivals at ``--rate`` requests/s): 90% 50-symbol + 10%
    2,000-symbol requests; p50/p99 latency of the short ones vs a short-only run at the same rate,
    and time to first symbol p50/p99; continuous and request-level batching;
@@ -183,6 +186,39 @@ async def open_loop(client: Client, rate: float, duration: float, long_share: fl
             "long_p50_s": percentile([r["latency"] for r in long], 50)}
 
 
+WRK_SCRIPT = """
+local n = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  local body = string.format('{"length": %d, "seed": %d, "stream": true, "timeout_s": 600}', LENGTH, n)
+  return wrk.format("POST", wrk.path, wrk.headers, body)
+end
+"""
+
+
+def wrk_closed_loop(base: str, clients: int, length: int, duration: float) -> dict | None:
+    """The closed loop again with ``wrk`` (C, one thread) as the client, when it is installed: a
+    client that costs almost no CPU. Every request streams ``length`` symbols (a non-2xx is counted)."""
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which("wrk") is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
+        f.write(WRK_SCRIPT.replace("LENGTH", str(length)))
+        f.flush()
+        out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{duration:.0f}s", "--timeout", "60s", "-s", f.name,
+                              f"{base}/generate"], capture_output=True, text=True, check=True).stdout
+    requests_, seconds = re.search(r"(\d+) requests in ([\d.]+)s", out).groups()
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    ok = int(requests_) - (int(errors.group(1)) if errors else 0)
+    return {"clients": clients, "requests": int(requests_), "errors": int(requests_) - ok,
+            "symbols_per_s": ok * length / float(seconds)}
+
+
 def deploy(checkpoint: str, name: str, **kw) -> str:
     import requests
     from ray import serve
@@ -210,6 +246,7 @@ def main() -> None:
     p.add_argument("--hidden-size", type=int, default=256)
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--length", type=int, default=300, help="symbols per request in the closed-loop runs")
+    p.add_argument("--long-length", type=int, default=2000, help="symbols per request in the long closed-loop run")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per closed / open loop run")
     p.add_argument("--rate", type=float, default=8.0, help="requests/s of the mixed-load runs")
     args = p.parse_args()
@@ -242,6 +279,9 @@ def main() -> None:
                 if engine == "process":
                     if mode == "continuous":
                         r["one_at_a_time"] = await closed_loop(client, 1, args.length, args.duration)
+                        # the same clients with requests ~7x longer: HTTP costs per request, the model per symbol
+                        r["concurrent_long"] = await closed_loop(client, args.clients, args.long_length, args.duration)
+                        r["concurrent_wrk"] = wrk_closed_loop(base, args.clients, args.length, args.duration)
                     r["mixed"] = await open_loop(client, args.rate, args.duration, long_share=0.1)
                     r["short_only"] = await open_loop(client, args.rate, args.duration, long_share=0.0)
                 await client.close()
@@ -259,9 +299,13 @@ def main() -> None:
             "raw_limit_batch64_symbols_per_s": round(raw),
             "raw_limit_before_after": [round(raw_before), round(raw_after)],
             "endpoint": c["concurrent"], "one_at_a_time": c["one_at_a_time"], "request_level": r["concurrent"],
-            "engine_in_replica_thread": t["concurrent"],
+            "engine_in_replica_thread": t["concurrent"], "endpoint_long_requests": c["concurrent_long"],
             "endpoint_vs_raw": round(c["concurrent"]["symbols_per_s"] / raw, 3),
             "engine_in_replica_thread_vs_raw": round(t["concurrent"]["symbols_per_s"] / raw, 3),
+            "endpoint_long_requests_vs_raw": round(c["concurrent_long"]["symbols_per_s"] / raw, 3),
+            "endpoint_wrk_client": c["concurrent_wrk"],
+            "endpoint_wrk_client_vs_raw": (round(c["concurrent_wrk"]["symbols_per_s"] / raw, 3)
+                                           if c["concurrent_wrk"] else None),
             "endpoint_vs_one_at_a_time": round(c["concurrent"]["symbols_per_s"] / c["one_at_a_time"]["symbols_per_s"], 2),
             "request_level_vs_raw": round(r["concurrent"]["symbols_per_s"] / raw, 3),
             "mixed_continuous": c["mixed"], "short_only_continuous": c["short_only"],

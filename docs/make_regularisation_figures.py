@@ -1,6 +1,6 @@
 """Regenerate the pictures of docs/regularisation.md from a staged search's results.
 
-    python docs/make_regularisation_figures.py STORAGE SEARCH [--extra RUN=LABEL ...]
+    python docs/make_regularisation_figures.py STORAGE SEARCH [--extra RUN=LABEL ...] [--name NAME]
 
 STORAGE is the storage root the search ran on, SEARCH its name (``seqgen tune SEARCH --staged``);
 ``--extra`` adds runs trained outside the search from the same stage-1 checkpoint (``seqgen train
@@ -8,10 +8,10 @@ STORAGE is the storage root the search ran on, SEARCH its name (``seqgen tune SE
 Reads ``<STORAGE>/tune/<SEARCH>/results.csv`` (one row per trial, with its stage) and each trial
 run's ``metrics.csv``; writes
 
-* ``docs/img/regularisation-curves.png``: stage 1's train and validation bits/char, then every
+* ``docs/img/<NAME>-curves.png`` (NAME: ``regularisation`` unless given): stage 1's train and validation bits/char, then every
   stage-2 trial's, laid after the stage-1 step its checkpoint was taken at, then the stage-2
   validation curves (and the extra runs') on a zoomed axis;
-* ``docs/img/regularisation-search.png``: a copy of the search's own ``curves.png``.
+* ``docs/img/<NAME>-search.png``: a copy of the search's own ``curves.png``.
 
 The train curve is the running mean of the training minibatch loss between evaluations, measured
 with the trial's regulariser active (dropout masks, sampled weight noise), so under noise it is
@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("storage")
     p.add_argument("search")
     p.add_argument("--extra", action="append", default=[], help="RUN=LABEL")
+    p.add_argument("--name", default="regularisation", help="file name prefix of the pictures in docs/img/")
     a = p.parse_args()
     root, search_dir = Path(a.storage), Path(a.storage) / "tune" / a.search
     with open(search_dir / "results.csv", newline="") as f:
@@ -66,7 +67,7 @@ def main() -> None:
         rows = read_metrics(run_dir)
         first = start_step(run_dir)
         steps = [first + int(r["step"]) for r in rows]
-        label = trial["setting"].replace(", optim.lr=0.001", "")
+        label = trial["setting"].split(", optim.")[0]  # the regulariser, not the search's fixed keys
         ax = ax1 if trial["stage"] == "1" else ax2
         c = colours[i % len(colours)]
         ax.plot(steps, [float(r["valid_bpc"]) for r in rows], color=c, marker="o", markersize=2.5,
@@ -98,10 +99,11 @@ def main() -> None:
     ax2.set_ylim(1.0, 3.0)
     fig.tight_layout()
     IMG.mkdir(exist_ok=True)
-    fig.savefig(IMG / "regularisation-curves.png")
+    curves, search = IMG / f"{a.name}-curves.png", IMG / f"{a.name}-search.png"
+    fig.savefig(curves)
     plt.close(fig)
-    shutil.copyfile(search_dir / "curves.png", IMG / "regularisation-search.png")
-    print(f"wrote {IMG / 'regularisation-curves.png'} and {IMG / 'regularisation-search.png'}")
+    shutil.copyfile(search_dir / "curves.png", search)
+    print(f"wrote {curves} and {search}")
 
 
 if __name__ == "__main__":

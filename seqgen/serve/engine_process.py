@@ -1,12 +1,14 @@
 """The engine in a process of its own, beside the replica that serves HTTP.
 
-A Serve replica's event loop (HTTP parsing, validation, Serve's streaming path) and the engine
-thread share one interpreter, so they take turns on the GIL: every torch call in a step gives the
-GIL up and must win it back from the event loop. Measured with 64 streaming clients on a 2-core
-box (benchmarks/bench_serve.py), that put the engine at 0.58x the bare loop with a thread.
-Here the engine (`seqgen.serve.engine.Engine`, unchanged) runs in a child process of the replica,
-the split vLLM makes between its API server and its engine core: the replica keeps the HTTP side
-and talks to the child over a socket pair, one pickled message per event.
+A Serve replica's event loop (HTTP parsing, validation, Serve's streaming path) and an engine
+thread would share one interpreter and take turns on the GIL: every torch call of a step gives
+the GIL up and must win it back. Here the engine (`seqgen.serve.engine.Engine`, unchanged) runs
+in a child process of the replica, the split vLLM makes between its API server and its engine
+core: the replica keeps the HTTP side and talks to the child over a socket pair, one pickled
+message per event. A crash in the engine (a kernel, the OOM killer) then takes down the engine
+alone, which the replica reports and Serve replaces. Measured (benchmarks/bench_serve.py), the
+process is a few percent faster than the thread on a 2-core box: what limits the endpoint there
+is CPU time in Serve's HTTP path, not the GIL (docs/serving.md).
 
     replica -> child   ("submit", id, job, timeout_s) | ("cancel", id) | ("stats", id) | ("stop",)
     child -> replica   ("ready",) | ("failed", why) | ("event", id, kind, payload) | ("stats", id, dict)

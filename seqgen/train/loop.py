@@ -74,6 +74,7 @@ def train_loop_per_worker(config: dict) -> None:
         task.load_state_dict(st["worker"]["task"])
         _set_rng_state(loaded.trainer_state["worker"], device)  # this worker's own streams
         progress = loaded.progress
+        progress.pop("stopped", None)  # a run resumed with a new budget is running again
     elif cfg.train.init_from:  # retraining with more regularisation (sec. 3.1)
         model.load_state_dict(ckpt.load(cfg.train.init_from).model_state)
     if not resume:  # per-worker dropout / weight-noise streams (a resumed run restores its RNG)
@@ -131,8 +132,12 @@ def train_loop_per_worker(config: dict) -> None:
             trainer_state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                              "regularizer": reg.state_dict()}
             worker_state = {"task": task.state_dict(), **_rng_state(device)}
+            stopped = ("time limit" if out_of_time else
+                       "early stopping" if t.patience and progress["bad_evals"] >= t.patience else None)
+            if stopped:
+                progress["stopped"] = stopped  # saved with the last checkpoint: why the run ended
             reporter.report(metrics, model, task.meta, trainer_state, worker_state)
-            if out_of_time or (t.patience and progress["bad_evals"] >= t.patience):
+            if stopped:
                 break
     reporter.close()
 

@@ -25,14 +25,20 @@ SEGMENT_FILE = "segment.json"  # in a segment's run dir: {"offset": steps before
 REPORTED_FILE = "reported.json"  # in a trial's run dir: {"step": the last step Tune was told about}
 
 
-def read_evals(checkpoint_url: str) -> list[dict] | None:
-    """The evaluation history saved in a checkpoint (None if it cannot be read right now)."""
+def read_progress(checkpoint_url: str) -> dict | None:
+    """A checkpoint's progress record (None if it cannot be read right now)."""
     try:
         fs, path = url_to_fs(checkpoint_url)
         with fs.open(join(path, "progress.json"), "rb") as f:
-            return json.loads(f.read()).get("evals", [])
+            return json.loads(f.read())
     except (FileNotFoundError, json.JSONDecodeError):  # pruned or being replaced: read it next time
         return None
+
+
+def read_evals(checkpoint_url: str) -> list[dict] | None:
+    """The evaluation history saved in a checkpoint (None if it cannot be read right now)."""
+    progress = read_progress(checkpoint_url)
+    return None if progress is None else progress.get("evals", [])
 
 
 def trial_history(storage: Storage, runs: list[str]) -> list[dict]:
@@ -49,9 +55,11 @@ def trial_history(storage: Storage, runs: list[str]) -> list[dict]:
         offset = _read(storage, join(run_dir, SEGMENT_FILE), "offset", 0)
         end = _read(storage, join(run_dir, REPORTED_FILE), "step", None) if i < len(runs) - 1 else None
         found = ckpt.list_checkpoints(storage.url_of(run_dir))
-        history = (read_evals(found[-1]) or []) if found else []
-        history = [e for e in history if end is None or int(e.get("step", 0)) <= end]
+        progress = (read_progress(found[-1]) or {}) if found else {}
+        history = [e for e in progress.get("evals", []) if end is None or int(e.get("step", 0)) <= end]
         evals += [{**e, "trial_step": offset + int(e.get("step", 0)), "run": run} for e in history]
+        if history and end is None and progress.get("stopped"):
+            evals[-1]["stopped"] = progress["stopped"]  # the run ended itself (time limit, early stopping)
     return evals
 
 
@@ -74,7 +82,9 @@ def summarise(storage: Storage, runs: list[str], metric: str, max_steps: int) ->
         if values:
             out[f"best_{key}"] = float(min(values))
     out["steps"] = evals[-1]["trial_step"]
-    out["status"] = "completed" if out["steps"] >= max_steps else "stopped early"
+    # completed its steps; stopped itself ("early stopping", "time limit"); or stopped by Tune's scheduler
+    out["status"] = ("completed" if out["steps"] >= max_steps
+                     else evals[-1].get("stopped") or "stopped by the scheduler")
     scored = [e for e in evals if isinstance(e.get(metric), (int, float))]
     best_run = min(scored, key=lambda e: e[metric])["run"] if scored else evals[-1]["run"]
     out["checkpoint"] = ckpt.best_checkpoint(storage.url_of(storage.run_dir(best_run)), metric)

@@ -85,7 +85,8 @@ def test_early_stopping(ray_session):
     st = shakespeare_storage("memory://loop-early")
     result = train(_cfg("run_name=early", "optim.lr=0", "train.max_steps=50", "train.eval_every=2",
                         "train.patience=2"), st)
-    assert ckpt.load(result.latest_checkpoint).progress["step"] == 6  # eval 1 sets best, 2 and 3 fail
+    progress = ckpt.load(result.latest_checkpoint).progress
+    assert progress["step"] == 6 and progress["stopped"] == "early stopping"  # eval 1 sets best, 2 and 3 fail
 
 
 @pytest.mark.parametrize("overrides", [

@@ -13,10 +13,13 @@ from seqgen.storage import Storage, join
 from seqgen.tune.report import copy_checkpoint, curves_png, summarise, to_csv, to_markdown, write_tables
 
 
-def _fake_run(storage: Storage, run: str, evals: list[dict], offset: int | None = None, step: int = 0) -> str:
-    """A run with one complete checkpoint holding ``evals`` (the files a checkpoint's manifest lists)."""
+def _fake_run(storage: Storage, run: str, evals: list[dict], offset: int | None = None, step: int = 0,
+              stopped: str | None = None) -> str:
+    """A run with one complete checkpoint holding ``evals`` (the files a checkpoint's manifest lists);
+    ``stopped``: why the training loop ended it."""
     url = storage.url_of(join(storage.run_dir(run), f"checkpoint_{step or evals[-1]['step']:08d}"))
-    files = {"progress.json": json.dumps({"evals": evals}).encode(), "model.pt": b"weights", "config.json": b"{}"}
+    progress = {"evals": evals, **({"stopped": stopped} if stopped else {})}
+    files = {"progress.json": json.dumps(progress).encode(), "model.pt": b"weights", "config.json": b"{}"}
     fs = storage.fs
     path = join(storage.run_dir(run), url.rsplit("/", 1)[-1])
     fs.makedirs(path, exist_ok=True)
@@ -47,6 +50,16 @@ def test_tables_csv_and_markdown(tmp_path):
 def test_curves_png_is_a_png_with_one_line_per_trial():
     png = curves_png("t", [("a", [(2, 3.0), (4, 2.5)]), ("b", [(6, 2.4)]), ("empty", [])], "valid bpc", 4)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_status_says_why_a_trial_ended(tmp_path):
+    storage = Storage.from_url(str(tmp_path))
+    evals = [{"step": 2, "score": 3.0}, {"step": 3, "score": 2.9}]
+    for run, stopped in (("time", "time limit"), ("patience", "early stopping"), ("asha", None)):
+        _fake_run(storage, run, evals, stopped=stopped)
+    assert [summarise(storage, [run], "score", max_steps=10)["status"] for run in ("time", "patience", "asha")] == \
+        ["time limit", "early stopping", "stopped by the scheduler"]
+    assert summarise(storage, ["time"], "score", max_steps=3)["status"] == "completed"
 
 
 def test_summarise_joins_pbt_segments_end_to_end(tmp_path):

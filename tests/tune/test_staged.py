@@ -55,7 +55,7 @@ def test_staged_search_from_the_command_line(storage, ray_session):
     assert [(r["stage"], r["trial"]) for r in rows] == [("1", "st-s1-trial-000"), ("2", "st-s2-trial-000"),
                                                        ("2", "st-s2-trial-001"), ("2", "st-s2-trial-002")]
     assert [r["setting"] for r in rows[1:]] == ["none (continued)", "dropout 0.5", "adaptive weight noise"]
-    assert all(r["status"] in ("completed", "stopped early") and r["best_score"] for r in rows), rows
+    assert all(r["status"] in ("completed", "early stopping", "stopped by the scheduler") and r["best_score"] for r in rows), rows
 
     # stage 1 ran unregularised (the base config's dropout and noise are dropped), with patience
     s1 = load_checkpoint(rows[0]["checkpoint"]).config
