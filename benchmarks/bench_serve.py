@@ -20,7 +20,8 @@ process. Measured, in one run:
    and time to first symbol p50/p99; continuous and request-level batching;
 4. handwriting: 32 concurrent /write lines, lines/s vs one at a time and vs the raw batched loop.
 
-    python benchmarks/bench_serve.py                   # ~6 minutes
+    python benchmarks/bench_serve.py                   # ~9 minutes
+    python benchmarks/bench_serve.py --direct-ingress  # ~2 minutes: without Serve's proxy
     python benchmarks/bench_serve.py --duration 10 --rate 8
 
 Prints JSON and writes ``benchmarks/results/serve.json``. Absolute numbers are noisy on shared
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import socket
 import sys
@@ -111,6 +113,7 @@ class Client:
         import httpx
 
         self.base = base
+        self.arrivals: list[tuple[float, int]] = []  # (time.monotonic(), symbols) of every chunk received
         self.http = httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=512,
                                                                         max_keepalive_connections=512))
 
@@ -129,7 +132,9 @@ class Client:
                 elif line.startswith("data: ") and event == "chunk":
                     if first is None:
                         first = time.monotonic() - t0
-                    symbols += len(json.loads(line[6:])["text"])
+                    n = len(json.loads(line[6:])["text"])
+                    symbols += n
+                    self.arrivals.append((time.monotonic(), n))
         return {"status": 200, "latency": time.monotonic() - t0, "ttft": first, "symbols": symbols,
                 "length": length, "done": time.monotonic()}
 
@@ -144,9 +149,12 @@ class Client:
 
 
 async def closed_loop(client: Client, clients: int, length: int, duration: float) -> dict:
-    """``clients`` workers each send their next request when the last is answered."""
+    """``clients`` workers each send their next request when the last is answered, for ``duration``
+    s. Throughput counts the symbols that arrived within that window: after it the clients stop
+    sending and the batch drains, which would otherwise weigh on long requests most."""
     t_start = time.monotonic()
     t_end = t_start + duration
+    client.arrivals = []
     results: list[dict] = []
 
     async def worker(w: int):
@@ -158,8 +166,9 @@ async def closed_loop(client: Client, clients: int, length: int, duration: float
     await asyncio.gather(*(worker(w) for w in range(clients)))
     wall = max(r.get("done", t_start) for r in results) - t_start
     ok = [r for r in results if r["status"] == 200]
+    in_window = sum(n for t, n in client.arrivals if t <= t_end)
     return {"clients": clients, "requests": len(results), "errors": len(results) - len(ok),
-            "symbols_per_s": sum(r["symbols"] for r in ok) / wall, "wall_s": round(wall, 2),
+            "symbols_per_s": in_window / duration, "wall_s": round(wall, 2),
             "ttft_p50_s": percentile([r["ttft"] for r in ok], 50), "latency_p50_s": percentile([r["latency"] for r in ok], 50)}
 
 
@@ -220,24 +229,44 @@ def wrk_closed_loop(base: str, clients: int, length: int, duration: float) -> di
 
 
 def deploy(checkpoint: str, name: str, **kw) -> str:
+    """Run one app; its base URL: on Serve's proxy, or with direct ingress on the port its replica
+    took from Serve's range (it serves HTTP itself)."""
     import requests
     from ray import serve
 
     from seqgen.serve.app import build_app
 
     serve.run(build_app(checkpoint, num_cpus=1, **kw), name=name, route_prefix=f"/{name}")
-    base = f"http://127.0.0.1:{PORT}/{name}"
+    if DIRECT:
+        from ray.serve._private.constants import RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT as first
+        candidates = [f"http://127.0.0.1:{port}/{name}" for port in range(first, first + 16)]
+    else:
+        candidates = [f"http://127.0.0.1:{PORT}/{name}"]
     for _ in range(300):
-        try:
-            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                return base
-        except requests.RequestException:
-            pass
+        for base in candidates:
+            try:
+                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                    return base
+            except requests.RequestException:
+                pass
         time.sleep(0.2)
-    raise RuntimeError(f"{base} did not come up")
+    raise RuntimeError(f"{candidates[0]} did not come up")
 
 
 PORT = 0
+DIRECT = False  # Serve's throughput-optimized mode: replicas serve HTTP themselves, no proxy
+
+
+async def direct_ingress_runs(ckpt: str, args) -> dict:
+    """The 64-client closed loops (``--length`` and ``--long-length``) without Serve's proxy."""
+    base = deploy(ckpt, "text-direct", max_streams=64, max_queued=256)
+    client = Client(base)
+    await closed_loop(client, 8, 50, 3)  # warm-up
+    out = {"base_url": base, "concurrent": await closed_loop(client, args.clients, args.length, args.duration),
+           "concurrent_long": await closed_loop(client, args.clients, args.long_length, args.duration),
+           "concurrent_wrk": wrk_closed_loop(base, args.clients, args.length, args.duration)}
+    await client.close()
+    return out
 
 
 def main() -> None:
@@ -249,7 +278,14 @@ def main() -> None:
     p.add_argument("--long-length", type=int, default=2000, help="symbols per request in the long closed-loop run")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per closed / open loop run")
     p.add_argument("--rate", type=float, default=8.0, help="requests/s of the mixed-load runs")
+    p.add_argument("--direct-ingress", action="store_true",
+                   help="Serve's throughput-optimized mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: each ingress replica "
+                        "serves HTTP on its own port, no proxy); only the 64-client runs, into results/serve-direct.json")
     args = p.parse_args()
+    if args.direct_ingress:  # read when Ray and Serve are imported, here and in every Ray process
+        global DIRECT
+        DIRECT = True
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
 
     import requests
     from ray import serve
@@ -262,6 +298,21 @@ def main() -> None:
     PORT = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     out: dict = {"model": f"2 x {args.hidden_size} LSTM, char vocabulary", "replica_cpus": 1}
+    if DIRECT:
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = text_checkpoint(tmp, args.hidden_size)
+            raw_before, _ = raw_limit(ckpt, 64, args.length, 1, "text")
+            d = asyncio.run(direct_ingress_runs(ckpt, args))
+            raw_after, _ = raw_limit(ckpt, 64, args.length, 1, "text")
+        raw = (raw_before + raw_after) / 2
+        out["text"] = {"raw_limit_batch64_symbols_per_s": round(raw), "raw_limit_before_after": [round(raw_before), round(raw_after)],
+                       **d, "endpoint_vs_raw": round(d["concurrent"]["symbols_per_s"] / raw, 3),
+                       "endpoint_long_requests_vs_raw": round(d["concurrent_long"]["symbols_per_s"] / raw, 3),
+                       "endpoint_wrk_client_vs_raw": (round(d["concurrent_wrk"]["symbols_per_s"] / raw, 3)
+                                                      if d["concurrent_wrk"] else None)}
+        serve.shutdown()
+        save("serve-direct", out)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = text_checkpoint(tmp, args.hidden_size)
 
