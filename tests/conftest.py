@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from seqgen.data.presets import data_dir
-from tests.processes import free_port, stop_group, wait_until
+from tests.processes import free_port, stop_group, wait_for_url
 
 
 @pytest.fixture(scope="session")
@@ -76,16 +75,8 @@ def s3(tmp_path_factory):
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     saved = {k: os.environ.get(k) for k in env}
     try:
-        def up():
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(up, 60, f"moto_server on {endpoint}", 0.2)
+        wait_for_url(f"{endpoint}/moto-api/", proc, 60, f"moto_server on {endpoint}", 0.2,
+                     lambda: log.read_text()[-2000:])
         os.environ.update(env)
         # fsspec caches file system instances by their arguments, not the environment: one made
         # before AWS_ENDPOINT_URL was set (or for an earlier server) would talk to the wrong host.

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 
 def free_port() -> int:
@@ -26,6 +27,22 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.5):
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_for_url(url: str, proc: subprocess.Popen, timeout: float, what: str, interval: float = 0.5,
+                 why_exited=lambda: "") -> None:
+    """Poll ``url`` until it answers, while ``proc`` (the server behind it) is alive: fail at once
+    if it exits (naming its code and ``why_exited()``), or naming ``what`` after ``timeout`` s."""
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {proc.returncode} {why_exited()}".rstrip())
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return True
+        except OSError:
+            return False
+
+    wait_until(answers, timeout, what, interval)
 
 
 def stop_group(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> None:

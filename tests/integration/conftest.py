@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from seqgen.runtime import LOCAL_ENV
-from tests.processes import free_port, stop_group, wait_until
+from tests.processes import free_port, stop_group, wait_for_url, wait_until
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -164,16 +163,7 @@ def cluster(s3, tmp_path_factory):
                                   f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
                                   *c._ports()], c)
     try:
-        def jobs_api():
-            if c.nodes["head"].poll() is not None:
-                raise RuntimeError(f"ray start --head exited with {c.nodes['head'].returncode}")
-            try:
-                with urllib.request.urlopen(f"{c.dashboard}/api/version", timeout=5):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(jobs_api, 120, f"the Ray dashboard at {c.dashboard}", 1)
+        wait_for_url(f"{c.dashboard}/api/version", c.nodes["head"], 120, f"the Ray dashboard at {c.dashboard}", 1)
         c.start_node("node_a")
         c.start_node("node_b")
         yield c

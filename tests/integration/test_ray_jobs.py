@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 
 from seqgen.runtime import LOCAL_ENV
 from seqgen import checkpoint as ckpt
-from tests.processes import free_port
+from tests.processes import free_port, stop_group, wait_for_url
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]
@@ -42,29 +41,10 @@ def head(tmp_path_factory):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     try:
-        _wait_for_jobs_api(url, proc)
+        wait_for_url(f"{url}/api/version", proc, 120, f"the Ray Jobs API at {url}", 1)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_for_jobs_api(url: str, proc, timeout: float = 120) -> None:
-    import urllib.request
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
-                return
-        except OSError:
-            time.sleep(1)
-    raise RuntimeError(f"the Ray Jobs API did not come up at {url}")
+        stop_group(proc, timeout=30)
 
 
 def _run_job(client, entrypoint: str, timeout: float = 300) -> str:
