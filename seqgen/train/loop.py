@@ -11,6 +11,7 @@ with no lost or repeated step. Checkpoints: see ``seqgen.checkpoint``.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -28,6 +29,8 @@ from seqgen.train.curves import write_curves
 from seqgen.train.optim import build_lr_schedule, build_optimizer
 from seqgen.train.regularizers import Regularized, build_regularizer
 from seqgen.train.task import TrainingTask
+
+log = logging.getLogger(__name__)
 
 
 def make_task(cfg: ExperimentConfig, storage: Storage, rank: int, world: int, device) -> TrainingTask:
@@ -139,7 +142,30 @@ def train_loop_per_worker(config: dict) -> None:
             reporter.report(metrics, model, task.meta, trainer_state, worker_state)
             if stopped:
                 break
+            if config.get("paced_by"):
+                wait_for_pace(storage, config["paced_by"], progress["step"])
     reporter.close()
+
+
+PACE_POLL_SECONDS = 0.1
+PACE_TIMEOUT_SECONDS = 600.0
+
+
+def wait_for_pace(storage: Storage, pace_path: str, step: int) -> None:
+    """Wait until the JSON file ``pace_path`` on ``storage`` says ``{"step": >= step}``. A Tune trial that
+    trains in a child task (``tune.search``) is paced by its relay this way under PBT: the scheduler
+    sees each evaluation before the trial trains on, as a function trainable's blocking
+    ``tune.report`` would ensure, rather than after the run has raced to its end. A relay that
+    stays silent for PACE_TIMEOUT_SECONDS lets training go on, with a warning."""
+    deadline = time.monotonic() + PACE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if storage.read_json(pace_path).get("step", -1) >= step:
+                return
+        except FileNotFoundError:
+            pass  # the relay has not reported anything yet
+        time.sleep(PACE_POLL_SECONDS)
+    log.warning("no acknowledgement of step %d in %s after %.0f s: training on", step, pace_path, PACE_TIMEOUT_SECONDS)
 
 
 def _rng_state(device) -> dict:

@@ -51,9 +51,12 @@ def run_config(cfg: ExperimentConfig, storage: Storage, callbacks=None):
     )
 
 
-def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None, lease_holder: str | None = None):
+def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None, lease_holder: str | None = None,
+                 paced_by: str | None = None):
     """A TorchTrainer for run ``cfg.run_name``. With ``lease_holder`` (the holder of the run's lease,
-    ``seqgen.lease``), the workers check that it still holds the lease before every checkpoint."""
+    ``seqgen.lease``), the workers check that it still holds the lease before every checkpoint. With
+    ``paced_by`` (the path on ``storage`` of a JSON file ``{"step": n}`` that someone else writes), training waits
+    after each evaluation until that file has caught up with it (``loop.wait_for_pace``)."""
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -75,7 +78,8 @@ def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None, lease_
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"experiment": to_dict(cfg), "storage": storage.url, "lease_holder": lease_holder},
+        train_loop_config={"experiment": to_dict(cfg), "storage": storage.url, "lease_holder": lease_holder,
+                           "paced_by": paced_by},
         scaling_config=scaling,
         run_config=run_config(cfg, storage, callbacks),
     )

@@ -28,7 +28,10 @@ Schedulers (``time_attr="training_iteration"`` = evaluations so far):
   of seqgen's checkpoint to its last report as the Tune checkpoint; a trial restarted from one
   begins a new *segment* run ``<trial>-r<k>`` initialised (``train.init_from``) from that copy,
   with a fresh optimiser and the trial's remaining step budget, and records in ``segment.json``
-  how many steps came before it, so the report lays the segments end to end.
+  how many steps came before it, so the report lays the segments end to end. The child waits
+  after each evaluation until Tune has seen it and let the trial go on (``continued.json``), so
+  the scheduler acts at every evaluation however fast training is, not after a run that has
+  already raced to its end; a trial restored from a checkpoint at its last step ends at once.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 
 SCHEDULERS = ("asha", "pbt")
 _POLL_SECONDS = 1.0
+# in a PBT trial's run dir: {"step": the last evaluation after which Tune let the trial continue}
+CONTINUED_FILE = "continued.json"
 
 
 @dataclass
@@ -300,15 +305,16 @@ def _driver(params: dict, base: dict, storage_url: str, prefix: str, child: dict
     run, offset = trial_run_name(prefix, trial_id), 0
     restored = tune.get_checkpoint()
     if restored is not None:  # PBT: continue from (a copy of) another trial's weights, in a new segment
-        segment = len(trial_runs(storage, prefix, trial_id))
-        run = trial_run_name(prefix, trial_id, segment)
-        init = storage.url_of(join(storage.run_dir(run), "pbt-init"))
         with restored.as_directory() as d:
-            copy_checkpoint(d, init)
             with open(join(d, SEGMENT_FILE)) as f:
                 offset = json.load(f)["offset"]
-        remaining = max(cfg.train.eval_every, cfg.train.max_steps - offset)
-        cfg = with_values(cfg, {"train.init_from": init, "train.max_steps": remaining})
+            if offset >= cfg.train.max_steps:
+                return  # a copy of a finished trial's last checkpoint: nothing is left to train
+            segment = len(trial_runs(storage, prefix, trial_id))
+            run = trial_run_name(prefix, trial_id, segment)
+            init = storage.url_of(join(storage.run_dir(run), "pbt-init"))
+            copy_checkpoint(d, init)
+        cfg = with_values(cfg, {"train.init_from": init, "train.max_steps": cfg.train.max_steps - offset})
         storage.write_json_atomic(join(storage.run_dir(run), SEGMENT_FILE), {"offset": offset})
     cfg.run_name = run
     storage.write_json_atomic(join(storage.run_dir(cfg.run_name), "config.json"), to_dict(cfg))
@@ -332,8 +338,9 @@ def _fit_local_and_relay(cfg: ExperimentConfig, storage: Storage, child: dict, o
 
     ref = ray.remote(_fit_local).options(num_cpus=child["CPU"], num_gpus=child.get("GPU", 0),
                                          # a dead child (its node lost) is rerun and resumes from storage
-                                         max_retries=cfg.train.max_failures).remote(to_dict(cfg), storage.url)
-    run_url = storage.url_of(storage.run_dir(cfg.run_name))
+                                         max_retries=cfg.train.max_failures).remote(to_dict(cfg), storage.url, pbt)
+    run_dir = storage.run_dir(cfg.run_name)
+    run_url = storage.url_of(run_dir)
     reported, seen, settle = 0, None, 0
     while True:
         done, _ = ray.wait([ref], timeout=_POLL_SECONDS)
@@ -344,14 +351,16 @@ def _fit_local_and_relay(cfg: ExperimentConfig, storage: Storage, child: dict, o
             if evals is not None:
                 seen = latest
                 for i in range(reported, len(evals)):
-                    metrics = {**evals[i], "trial_step": offset + int(evals[i]["step"])}
+                    step = int(evals[i]["step"])
+                    metrics = {**evals[i], "trial_step": offset + step}
+                    if pbt:  # where this segment ends if PBT restarts the trial now (report.trial_history)
+                        storage.write_json_atomic(join(run_dir, REPORTED_FILE), {"step": step})
                     if pbt and i == len(evals) - 1:
                         _report_with_copy(metrics, latest)
                     else:
                         tune.report(metrics)
-                    if pbt:  # where this segment ends if PBT restarts the trial now (report.trial_history)
-                        storage.write_json_atomic(join(storage.run_dir(cfg.run_name), REPORTED_FILE),
-                                                  {"step": int(evals[i]["step"])})
+                    if pbt:  # Tune let the trial go on: so may its training child (_fit_local)
+                        storage.write_json_atomic(join(run_dir, CONTINUED_FILE), {"step": step})
                 reported = max(reported, len(evals))
         if done and (seen == latest or settle >= 50):
             ray.get(ref)  # raises the training error, if any
@@ -377,9 +386,13 @@ def _report_with_copy(metrics: dict, checkpoint_url: str) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def _fit_local(cfg_dict: dict, storage_url: str) -> None:
+def _fit_local(cfg_dict: dict, storage_url: str, paced: bool) -> None:
+    """Under PBT training waits at each evaluation until Tune has seen it and let the trial go on
+    (CONTINUED_FILE), so the scheduler can exploit or perturb before the trial trains further."""
     from seqgen.train.run import make_trainer
 
     cfg = from_dict(ExperimentConfig, cfg_dict)
     assert cfg.train.num_workers == 0
-    make_trainer(cfg, Storage(storage_url)).fit()
+    storage = Storage(storage_url)
+    pace = join(storage.run_dir(cfg.run_name), CONTINUED_FILE) if paced else None
+    make_trainer(cfg, storage, paced_by=pace).fit()
