@@ -583,8 +583,7 @@ def export(
     from seqgen.export import export as run_export
 
     model, loaded = _load(checkpoint, storage)
-    kind = "text" if loaded.config.model.kind == "text" else "handwriting"
-    info = run_export(model, loaded.meta, kind, out, format)
+    info = run_export(model, loaded.meta, loaded.config.model.kind, out, format)
     summary = {"out": out, "format": format, "kind": loaded.config.model.kind, "inputs": info["inputs"],
                "outputs": info["outputs"], "state_shapes": info["state_shapes"]}
     if as_json:

@@ -107,24 +107,37 @@ class SynthesisStep(nn.Module):
         return (yhat[:, 0], phi[:, 0], *tree_flatten(new)[0])
 
 
-def step_module(model, meta: dict, kind: str, batch: int = 2, text_len: int = 5):
-    """(wrapper module, example inputs, input names, output names) of ``model``'s one-step function."""
-    model = model.eval()
-    if kind == "text":
-        leaves, spec = tree_flatten(model.initial_state(batch))
-        names = [f"state_{i}" for i in range(len(leaves))]
-        return (TextStep(model, spec), (torch.zeros(batch, dtype=torch.long), *leaves),
-                ["token", *names], ["logits", *[f"next_{n}" for n in names]])
-    state = model.initial_state(batch)
-    x = torch.zeros(batch, 3)
-    if not model.synthesis:
-        leaves, spec = tree_flatten(state.layers)
-        names = [f"state_{i}" for i in range(len(leaves))]
-        return (PredictionStep(model, spec), (x, *leaves), ["x", *names], ["yhat", *[f"next_{n}" for n in names]])
-    leaves, spec = tree_flatten(state)
-    names = [f"state_{i}" for i in range(len(leaves))]
+def step_module(model, kind: str, batch: int = 2, text_len: int = 5):
+    """(wrapper module, example inputs, input names, output names) of ``model``'s one-step function,
+    built by the kind's exporter (`seqgen.kinds`)."""
+    from seqgen import kinds
+
+    return kinds.resolve(kinds.get(kind).exporter)(model.eval(), batch, text_len)
+
+
+def _state_names(leaves: list) -> list[str]:
+    return [f"state_{i}" for i in range(len(leaves))]
+
+
+def text_step(model, batch: int, text_len: int):
+    leaves, spec = tree_flatten(model.initial_state(batch))
+    names = _state_names(leaves)
+    return (TextStep(model, spec), (torch.zeros(batch, dtype=torch.long), *leaves),
+            ["token", *names], ["logits", *[f"next_{n}" for n in names]])
+
+
+def prediction_step(model, batch: int, text_len: int):
+    leaves, spec = tree_flatten(model.initial_state(batch).layers)
+    names = _state_names(leaves)
+    return (PredictionStep(model, spec), (torch.zeros(batch, 3), *leaves),
+            ["x", *names], ["yhat", *[f"next_{n}" for n in names]])
+
+
+def synthesis_step(model, batch: int, text_len: int):
+    leaves, spec = tree_flatten(model.initial_state(batch))
+    names = _state_names(leaves)
     chars = torch.ones(batch, text_len, dtype=torch.long)
-    return (SynthesisStep(model, spec), (x, chars, torch.ones(batch, text_len), *leaves),
+    return (SynthesisStep(model, spec), (torch.zeros(batch, 3), chars, torch.ones(batch, text_len), *leaves),
             ["x", "chars", "char_mask", *names], ["yhat", "phi", *[f"next_{n}" for n in names]])
 
 
@@ -143,7 +156,7 @@ def export(model, meta: dict, kind: str, out: str, fmt: str = "torchscript") -> 
     """Write ``model``'s one-step function to ``out`` as ``fmt``; returns its ``seqgen.json``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (valid: {', '.join(FORMATS)})")
-    step, example, inputs, outputs = step_module(model, meta, kind)
+    step, example, inputs, outputs = step_module(model, kind)
     info = describe(meta, kind, inputs, outputs, example)
     with torch.no_grad(), _plain_lstm_steps(model):
         if fmt == "torchscript":

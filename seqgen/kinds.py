@@ -7,6 +7,7 @@ import it):
     network    (ExperimentConfig, meta) -> nn.Module                    `seqgen.models.build_model`
     task       the training task (loss, data, evaluation)               `seqgen.train.loop`
     handler    the serving handler, or None when the kind is not served `seqgen.serve`
+    exporter   (model, batch, text_len) -> its one-step module + example   `seqgen.export`
 
 Adding a kind is one entry here plus its modules; nothing else switches on the name.
 """
@@ -23,17 +24,20 @@ class ModelKind:
     network: str  # "module:function" building the network from (cfg, meta)
     task: str  # "module:Class" of the training task
     handler: str | None  # "module:Class" of the serving handler
+    exporter: str  # "module:function" giving the one-step function to export
     description: str
 
 
 KINDS: dict[str, ModelKind] = {k.name: k for k in (
     ModelKind("text", "seqgen.models.text:build_text_model", "seqgen.train.text_task:TextTask",
-              "seqgen.serve.handlers:TextHandler", "next-token text model (Graves sec. 3, char-rnn, WildML)"),
+              "seqgen.serve.handlers:TextHandler", "seqgen.export:text_step",
+              "next-token text model (Graves sec. 3, char-rnn, WildML)"),
     ModelKind("handwriting_prediction", "seqgen.handwriting.models:build_handwriting_model",
-              "seqgen.handwriting.task:HandwritingTask", None, "handwriting prediction network (sec. 4)"),
+              "seqgen.handwriting.task:HandwritingTask", None, "seqgen.export:prediction_step",
+              "handwriting prediction network (sec. 4)"),
     ModelKind("handwriting_synthesis", "seqgen.handwriting.models:build_handwriting_model",
               "seqgen.handwriting.task:HandwritingTask", "seqgen.serve.handlers:HandwritingHandler",
-              "handwriting synthesis network with the soft window (sec. 5)"),
+              "seqgen.export:synthesis_step", "handwriting synthesis network with the soft window (sec. 5)"),
 )}
 
 

@@ -69,7 +69,8 @@ def test_handwriting_step_matches_eager(tmp_path, fmt, kind, extra):
     model = HandwritingModel(cfg, C).eval()
     path = str(tmp_path / f"step.{fmt}")
     meta = {"offset_mean": [1.0, 2.0], "offset_std": [3.0, 4.0]}
-    info = export(model, meta, "handwriting", path, fmt)
+    info = export(model, meta, cfg.kind, path, fmt)
+    assert info["kind"] == cfg.kind
     assert info["offset_std"] == [3.0, 4.0]
     step, _ = load_exported(path)
     gen = torch.Generator().manual_seed(1)
