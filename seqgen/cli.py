@@ -50,7 +50,7 @@ def user_error(e: BaseException) -> str | None:
         while _ray_cause(inner) is not None:
             inner = _ray_cause(inner)
         why = user_error(inner) or f"{type(inner).__name__}: {_one_line(inner)}"
-        return f"training failed in Ray: {why} (worker logs: /tmp/ray/session_latest/logs on the node)"
+        return f"failed in Ray: {why} (worker logs: /tmp/ray/session_latest/logs on the node)"
     if type(e).__name__ == "TrainingFailedError" or type(e).__module__.startswith("ray."):
         return f"Ray failed: {_one_line(e)} (logs: /tmp/ray/session_latest/logs)"
     if isinstance(e, (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
@@ -424,6 +424,10 @@ def serve(
     timeout: float = typer.Option(60.0, help="Default deadline of a request in seconds (504 past it)."),
     cpus: float = typer.Option(1.0, help="CPUs per replica."),
     gpus: float = typer.Option(0.0, help="GPUs per replica (the model goes on the GPU when it has one)."),
+    ingress: str = typer.Option("proxy", help="What answers on HOST:PORT: 'proxy' (Serve's Python proxy) or "
+                                              "'haproxy' (HAProxy in front of replicas that serve HTTP "
+                                              "themselves: Serve's throughput-optimized mode, docs/serving.md). "
+                                              "With --address, the cluster's nodes must have been started with it."),
     storage: Optional[str] = StorageOpt,
     address: Optional[str] = AddressOpt,
 ):
@@ -431,6 +435,12 @@ def serve(
     (blocks until Ctrl-C)."""
     from seqgen.checkpoint import resolve
     from seqgen.runtime import ensure_ray
+    from seqgen.serve import ingress as ingresses
+
+    if ingress == "direct" or ingress not in ingresses.INGRESS:
+        raise typer.BadParameter(f"{ingress!r}: use proxy or haproxy", param_hint="--ingress")
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        ingresses.select(ingress)  # before the local Ray starts: every Ray process reads it at import
     from seqgen.serve.app import parse_autoscale, run
 
     st = Storage.from_url(storage)

@@ -175,7 +175,7 @@ def test_ray_train_failure_is_one_line(ray_session, tmp_path):
     code, err, result = run(Storage.from_url(store), "train", "run_name=fails", "dataset=nowhere",
                             "model.hidden_size=8", "train.num_workers=1", "train.max_failures=0", "train.max_steps=2",
                             "train.progress=false")
-    assert_one_line(code, err, result, "training failed in Ray", "dataset 'nowhere' not found", "seqgen preprocess")
+    assert_one_line(code, err, result, "failed in Ray", "dataset 'nowhere' not found", "seqgen preprocess")
 
 
 def test_user_error_unwraps_ray_train_and_keeps_bugs():
@@ -186,6 +186,6 @@ def test_user_error_unwraps_ray_train_and_keeps_bugs():
     from seqgen.cli import user_error
 
     failed = WorkerGroupError("worker 1 failed", {1: FileNotFoundError("dataset 'x' not found under /s")})
-    assert user_error(failed).startswith("training failed in Ray: dataset 'x' not found under /s")
+    assert user_error(failed).startswith("failed in Ray: dataset 'x' not found under /s")
     assert "--address" in user_error(ConnectionError("Could not connect to 10.0.0.1:6379"))
     assert user_error(KeyError("step")) is None and user_error(ZeroDivisionError()) is None

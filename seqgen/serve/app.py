@@ -401,7 +401,8 @@ def run(checkpoint_url: str, host: str = "127.0.0.1", port: int = 8000, blocking
     """Start Serve (HTTP on ``host:port``, loopback by default) with this checkpoint's app.
 
     Returns the base URL; with ``blocking`` waits until Ctrl-C, then shuts Serve down.
-    ``kw`` goes to ``build_app``.
+    ``kw`` goes to ``build_app``. What listens on ``host:port`` (Serve's proxy or HAProxy) was
+    chosen before Ray started (``seqgen.serve.ingress``).
     """
     from seqgen.runtime import ensure_ray
 

@@ -269,7 +269,12 @@ class Engine:
 
     # ---------------------------------------------------------------- engine thread
     def _run(self) -> None:
-        torch.set_grad_enabled(False)  # grad mode is per thread
+        # inference mode is per thread; like `sampling.run`, it skips autograd's bookkeeping (version
+        # counters, view tracking) that no_grad still does on every op of every step
+        with torch.inference_mode():
+            self._loop()
+
+    def _loop(self) -> None:
         while True:
             with self._lock:
                 while not (self._stopped or self._waiting or self._priming or len(self.decoder)):

@@ -250,6 +250,19 @@ def _validate_serve_config(config: dict) -> None:
         raise ValueError(f"unknown Serve config field(s): {unknown}")
 
 
+def test_rayservice_runs_serve_behind_haproxy_on_every_pod():
+    """Serve's throughput-optimized mode (seqgen.serve.ingress "haproxy") is an environment that
+    every Ray process reads at start, so it must be the same in every container."""
+    from seqgen.serve.ingress import ENV
+
+    spec = _yaml(KUBERAY / "rayservice.yaml")["spec"]["rayClusterConfig"]
+    pods = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for pod in pods:
+        for c in pod["spec"]["containers"]:
+            env = {e["name"]: e["value"] for e in c.get("env", [])}
+            assert {k: env.get(k) for k in ENV["haproxy"]} == ENV["haproxy"], c["name"]
+
+
 def test_rayservice_serve_config_validates_against_serve_deploy_schema():
     config = _serve_config()
     _validate_serve_config(config)

