@@ -20,9 +20,15 @@ process. Measured, in one run:
    and time to first symbol p50/p99; continuous and request-level batching;
 4. handwriting: 32 concurrent /write lines, lines/s vs one at a time and vs the raw batched loop.
 
+With ``--ingress haproxy|direct`` (what answers HTTP: `seqgen.serve.ingress`) or
+``--closed-loops-only``: only the 64-client closed loops of 2 (httpx, ``wrk``, long requests), in
+two rounds, every run bracketed by bare-loop runs and scored against their mean, into
+``results/serve-<ingress>.json``.
+
     python benchmarks/bench_serve.py                   # ~9 minutes
-    python benchmarks/bench_serve.py --ingress haproxy  # ~2 minutes: HAProxy instead of Serve's proxy
-    python benchmarks/bench_serve.py --ingress direct   # ~2 minutes: nothing in front of the replica
+    python benchmarks/bench_serve.py --ingress haproxy  # ~3 minutes: HAProxy instead of Serve's proxy
+    python benchmarks/bench_serve.py --ingress direct   # ~3 minutes: nothing in front of the replica
+    python benchmarks/bench_serve.py --closed-loops-only  # ~3 minutes: the proxy, as the two above
     python benchmarks/bench_serve.py --duration 10 --rate 8
 
 Prints JSON and writes ``benchmarks/results/serve.json``. Absolute numbers are noisy on shared
@@ -312,6 +318,9 @@ def main() -> None:
                    help="what answers HTTP (seqgen.serve.ingress). haproxy / direct: Serve's throughput-optimized "
                         "mode, each replica serving HTTP itself, behind HAProxy / with nothing in front; only the "
                         "64-client runs, into results/serve-<ingress>.json")
+    p.add_argument("--closed-loops-only", action="store_true",
+                   help="only the 64-client runs (as with --ingress haproxy), also for the proxy: "
+                        "into results/serve-proxy.json")
     args = p.parse_args()
     global INGRESS
     INGRESS = args.ingress
@@ -330,7 +339,7 @@ def main() -> None:
     PORT = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     out: dict = {"model": f"2 x {args.hidden_size} LSTM, char vocabulary", "replica_cpus": 1}
-    if INGRESS != "proxy":
+    if INGRESS != "proxy" or args.closed_loops_only:
         out["ingress"] = INGRESS
         with tempfile.TemporaryDirectory() as tmp:
             out["text"] = asyncio.run(ingress_runs(text_checkpoint(tmp, args.hidden_size), args))

@@ -92,6 +92,10 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
                      why_exited=lambda: (tmp_path / "serve.log").read_text()[-2000:])
         front = _listener(port)
         assert front is not None and "haproxy" in front.name(), front
+        # behind it, the replica's own HTTP server: on loopback too, like everything local
+        replica = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN
+                   and 30000 <= c.laddr.port < 31000 and c.pid and _session_of(psutil.Process(c.pid)) == proc.pid]
+        assert replica and all(c.laddr.ip == "127.0.0.1" for c in replica), replica
         r = requests.post(f"{base}/write", json={"text": "hi", "seed": 1}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["points"] > 5 and len(r.json()["strokes"]) == r.json()["points"]
