@@ -222,6 +222,7 @@ def inspect_checkpoint(url: str) -> dict:
         "run_name": cfg.run_name,
         "dataset": meta.get("dataset", cfg.dataset),
         "step": int(progress.get("step", 0)),
+        "started_at_steps": progress.get("starts", []),  # [0, k, ...]: resumed at step k, ...
         "parameters": parameter_count(loaded.model_state),
         "metrics": evals[-1] if evals else {},
         "best": {"metric": metric, "value": best, "step": best_step},

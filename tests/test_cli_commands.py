@@ -65,6 +65,7 @@ def test_datasets_table_and_json(store):
 def test_inspect_text_and_handwriting(store):
     info = json.loads(cli(store, "inspect", "words", "--json"))
     assert info["step"] == 4 and info["dataset"] == "tiny" and info["kind"] == "text"
+    assert info["started_at_steps"] == []  # these checkpoints are written by hand: no training attempt recorded
     assert info["best"] == {"metric": "valid_bpc", "value": 3.9, "step": 4}
     assert info["vocabulary"]["size"] == 58 and info["parameters"] > 1000
     assert set(info["files"]) >= {"model.pt", "config.json", "meta.json"} and info["config"]["model"]["hidden_size"] == 16

@@ -82,6 +82,9 @@ def train_loop_per_worker(config: dict) -> None:
         model.load_state_dict(ckpt.load(cfg.train.init_from).model_state)
     if not resume:  # per-worker dropout / weight-noise streams (a resumed run restores its RNG)
         torch.manual_seed(cfg.train.seed + 1000 * rank)
+    # the step each attempt began at, saved with every checkpoint: [0] for a run never interrupted;
+    # a worker group restarted by Ray Train or a re-run command appends the step it resumed from
+    progress.setdefault("starts", []).append(progress["step"])
     if world > 1:
         import torch.distributed as dist
 

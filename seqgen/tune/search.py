@@ -170,7 +170,9 @@ def fit_trials(base: ExperimentConfig, storage: Storage, prefix: str, space: dic
         tune_config=tune.TuneConfig(metric=metric, mode="min", scheduler=sched, num_samples=num_samples,
                                     max_concurrent_trials=max_concurrent, reuse_actors=False),
         run_config=tune.RunConfig(name=experiment, storage_path=storage_path, storage_filesystem=filesystem,
-                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  # a trial whose driver dies (its node lost) is started again and
+                                  # resumes its run from the last checkpoint on storage
+                                  failure_config=tune.FailureConfig(max_failures=base.train.max_failures),
                                   # PBT may hand any trial's latest checkpoint to another one: keep them all
                                   # a copy: Tune appends its own callbacks to the list it is given
                                   checkpoint_config=None, callbacks=list(callbacks or [])),

@@ -76,11 +76,10 @@ def test_preprocess_tasks_spread_over_nodes(cluster, root):
     assert len(m["splits"]["train"]["shards"]) >= 4 and all(sh["sha256"] for sh in m["splits"]["train"]["shards"])
 
 
-def _losses(storage: Storage, run: str) -> tuple[int, list[float]]:
+def _progress(storage: Storage, run: str) -> dict:
     latest = ckpt.list_checkpoints(storage.url_of(storage.run_dir(run)))[-1]
     with fsspec.open(f"{latest}/progress.json", "rb") as f:
-        progress = json.load(f)
-    return progress["step"], progress["losses"]
+        return json.load(f)
 
 
 def test_training_survives_a_node_kill(cluster, root):
@@ -105,8 +104,11 @@ def test_training_survives_a_node_kill(cluster, root):
     t_end = time.time()
     print(f"train job: {t_end - t0:.1f} s (kill at {t_kill - t0:.1f} s, after checkpoint {killed_at})")
 
-    step, losses = _losses(st, "crash")
+    progress = _progress(st, "crash")
+    step, losses = progress["step"], progress["losses"]
     assert step == 60 and killed_at < 60, (step, killed_at)
+    # the new worker group resumed from a checkpoint at or after the one seen at the kill, not from 0
+    assert progress["starts"][0] == 0 and len(progress["starts"]) >= 2 and progress["starts"][1] >= killed_at, progress["starts"]
     after = _nodes_of(cluster, ("RayTrainWorker",), actors=True)["RayTrainWorker"]
     assert cluster.alive_nodes()["node_c"] in after, "no worker ran on the replacement node: no restart happened"
     assert len(losses) == 60 and all(np.isfinite(losses))
@@ -116,7 +118,7 @@ def test_training_survives_a_node_kill(cluster, root):
     cluster.submit(" ".join(["python jobs/train.py", f"--storage {root}", "run_name=calm", *TINY, *CLUSTER]),
                timeout=300)
     print(f"reference run: {time.time() - t_end:.1f} s")
-    _, reference = _losses(st, "calm")
+    reference = _progress(st, "calm")["losses"]
     assert losses == reference  # bit for bit: nothing lost, repeated or reseeded by the restart
 
     out = CliRunner().invoke(app, ["sample", "crash", "--storage", root, "--prompt", "KING:", "--length", "40",

@@ -48,7 +48,7 @@ def test_s3fs_and_pyarrow_reach_the_local_server(s3):
 
 
 @pytest.mark.ray
-def test_preprocess_train_sample_on_s3(s3, ray_session):
+def test_preprocess_train_sample_on_s3(s3, ray_session, tmp_path):
     from seqgen import checkpoint as ckpt
     from seqgen.train.run import train
 
@@ -67,6 +67,22 @@ def test_preprocess_train_sample_on_s3(s3, ray_session):
                                    "--seed", "3"])
     assert out.exit_code == 0 and out.output.startswith("ROMEO:"), out.output
     assert len(out.output.strip()) >= len("ROMEO:") + 20
+
+    # the other commands that read storage, on the same s3:// root
+    def cli(*args):
+        result = CliRunner().invoke(app, [*args, "--storage", st.url])
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        return result.stdout
+
+    scores = json.loads(cli("evaluate", "s3-run", "--split", "valid"))
+    assert scores["static"]["valid_bpc"] > 0
+    assert json.loads(cli("score", "s3-run", "To be, or not to be"))["tokens"] > 0
+    assert json.loads(cli("runs", "--json"))[0]["name"] == "s3-run"
+    assert json.loads(cli("datasets", "--json"))[0]["name"] == "shakespeare"
+    assert json.loads(cli("inspect", "s3-run", "--json"))["checkpoint"].startswith("s3://")
+    exported = tmp_path / "step.pt"
+    cli("export", "s3-run", "--format", "torchscript", "--out", str(exported))
+    assert exported.stat().st_size > 0
 
 
 @pytest.mark.data

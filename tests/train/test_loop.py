@@ -67,8 +67,10 @@ def test_exact_resume_after_kill(ray_session, tmp_path):
     assert done and done[-1].rsplit("_", 1)[-1] != "00000040", "the process finished before it was killed"
 
     resumed = train(_cfg("run_name=killed", *steps), st)
-    losses = ckpt.load(resumed.latest_checkpoint).progress["losses"]
-    assert losses == expected
+    progress = ckpt.load(resumed.latest_checkpoint).progress
+    assert progress["losses"] == expected
+    # resumed from the last complete checkpoint, not restarted (that would give the same losses)
+    assert progress["starts"] == [0, int(done[-1].rsplit("_", 1)[-1])]
 
 
 def test_init_from_checkpoint_starts_from_its_weights(ray_session):

@@ -127,6 +127,10 @@ def test_killed_worker_is_replaced_and_the_run_continues_exactly(ray_session, tm
     killed_seconds = time.time() - tick
     losses, params = _final(outcome["result"])
     assert len(losses) == 60 and losses == expected_losses  # no step lost, repeated or changed
+    # ... because the new group resumed from the last checkpoint, not from step 0 (which would give
+    # the same losses here: training is deterministic)
+    starts = ckpt.load(outcome["result"].latest_checkpoint).progress["starts"]
+    assert starts[0] == 0 and len(starts) == 2 and starts[1] >= 10 and starts[1] % 10 == 0, starts
     assert all(torch.equal(params[k], expected_params[k]) for k in params)
     times = [e["wall_time"] for e in ckpt.load(reference.latest_checkpoint).progress["evals"]]
     interval = (times[-1] - times[0]) / (len(times) - 1)

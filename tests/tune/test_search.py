@@ -94,3 +94,50 @@ def test_run_search_refuses_bad_requests(tmp_path):
         run_search(base, Storage.from_url("memory://x"), "s", space={})
     with pytest.raises(ValueError, match="scheduler.*asha, pbt"):
         run_search(base, storage, "s", space={}, scheduler="hyperband")
+
+
+@pytest.mark.ray
+def test_a_trial_whose_driver_dies_resumes_its_run(tmp_path, ray_session):
+    """train.max_failures also restarts a Tune trial: SIGKILL the trial's driver after its first
+    checkpoint; the trial starts again, resumes its run from that checkpoint and completes."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from seqgen import checkpoint as ckpt
+    from seqgen.data.presets import text_preset
+    from seqgen.data.text import preprocess_text
+
+    storage = Storage.from_url(str(tmp_path / "store"))
+    preprocess_text(storage, "shakespeare", text_preset("shakespeare"), use_ray=False)
+    base = load(None, [*TINY, "train.max_steps=200", "train.eval_every=20", "train.max_failures=2"])
+    run_url = storage.url_of(storage.run_dir("crash-trial-000"))
+    killed = []
+
+    def kill_driver_after_first_checkpoint():
+        deadline = time.time() + 240
+        while time.time() < deadline and not ckpt.list_checkpoints(run_url):
+            time.sleep(0.05)
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.cmdline() and p.cmdline()[0].startswith("ray::ImplicitFunc"):
+                    killed.append(ckpt.list_checkpoints(run_url)[-1])
+                    os.kill(p.pid, signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+
+    killer = threading.Thread(target=kill_driver_after_first_checkpoint)
+    killer.start()
+    from ray import tune
+
+    result = run_search(base, storage, "crash", space={"optim.lr": tune.choice([3e-3])}, num_samples=1,
+                        max_concurrent=1)  # one trial: ASHA has nothing to stop it for
+    killer.join()
+    assert killed, "no trial driver was found to kill"
+    (row,) = result.rows
+    assert row["status"] == "completed" and row["steps"] == 200, row
+    starts = ckpt.load(ckpt.list_checkpoints(run_url)[-1]).progress["starts"]
+    assert starts[0] == 0 and len(starts) >= 2 and starts[1] >= 20, starts
