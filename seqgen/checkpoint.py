@@ -36,6 +36,12 @@ class CheckpointError(ValueError):
     """A checkpoint that is incomplete, damaged or unreadable; the message names it and the file."""
 
 
+def _damaged(url: str, what: str) -> CheckpointError:
+    """A damaged checkpoint's error: what is wrong with it, and what the user can do."""
+    return CheckpointError(f"checkpoint {url} is damaged: {what} (name another checkpoint of its run, or run "
+                           "`seqgen train` on the run to resume from its newest intact one)")
+
+
 def worker_file(rank: int) -> str:
     return f"worker-{rank}.pt"
 
@@ -123,7 +129,7 @@ def read_manifest(url: str) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"not a complete checkpoint (no {MANIFEST}): {url}") from None
     except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {url} is damaged: {MANIFEST} is unreadable ({e})") from None
+        raise _damaged(url, f"{MANIFEST} is unreadable ({e})") from None
     files = {name: v if isinstance(v, dict) else {"size": v, "sha256": None} for name, v in files.items()}
     workers = manifest.get("workers", sum(name.startswith("worker-") for name in files))
     return {"format": manifest.get("format", 1), "workers": workers, "files": files}
@@ -138,12 +144,12 @@ def _read_verified(url: str, manifest: dict, name: str) -> bytes:
     try:
         data = fs.cat_file(join(path, name))
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {url} is damaged: {name} is missing") from None
+        raise _damaged(url, f"{name} is missing") from None
     if len(data) != entry["size"]:
-        raise CheckpointError(f"checkpoint {url} is damaged: {name} has {len(data)} bytes, "
+        raise _damaged(url, f"{name} has {len(data)} bytes, "
                               f"its manifest says {entry['size']}")
     if entry["sha256"] and hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise CheckpointError(f"checkpoint {url} is damaged: {name} does not match its sha256 in the manifest")
+        raise _damaged(url, f"{name} does not match its sha256 in the manifest")
     return data
 
 
@@ -164,7 +170,7 @@ def read_config(url: str) -> ExperimentConfig:
     try:
         return load_json(json.loads(data))
     except ValueError as e:
-        raise CheckpointError(f"checkpoint {url} is damaged: config.json is unreadable ({e})") from None
+        raise _damaged(url, f"config.json is unreadable ({e})") from None
 
 
 def load(url: str, with_trainer: bool = False, rank: int = 0) -> LoadedCheckpoint:
@@ -182,14 +188,14 @@ def load(url: str, with_trainer: bool = False, rank: int = 0) -> LoadedCheckpoin
         try:
             return json.loads(data)
         except ValueError as e:
-            raise CheckpointError(f"checkpoint {url} is damaged: {name} is not JSON ({e})") from None
+            raise _damaged(url, f"{name} is not JSON ({e})") from None
 
     def read_torch(name):
         data = _read_verified(url, manifest, name)
         try:
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-            raise CheckpointError(f"checkpoint {url} is damaged: {name} cannot be read by torch.load "
+            raise _damaged(url, f"{name} cannot be read by torch.load "
                                   f"({str(e).splitlines()[0][:200]})") from None
 
     if with_trainer and worker_file(rank) not in manifest["files"]:
@@ -258,7 +264,8 @@ def best_checkpoint(run_url: str, metric: str = "score") -> str:
     """The kept checkpoint with the lowest ``metric``; the latest if none recorded it."""
     found = list_checkpoints(run_url)
     if not found:
-        raise FileNotFoundError(f"no complete checkpoint under {run_url}")
+        raise FileNotFoundError(f"no complete checkpoint under {run_url}: train the run first (`seqgen train`), "
+                                "or name a checkpoint directory")
 
     return min(reversed(found), key=lambda url: _last_eval(url).get(metric, float("inf")))
 

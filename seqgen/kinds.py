@@ -9,7 +9,10 @@ import it):
     handler    the serving handler, or None when the kind is not served `seqgen.serve`
     exporter   (model, batch, text_len) -> its one-step module + example   `seqgen.export`
 
-Adding a kind is one entry here plus its modules; nothing else switches on the name.
+Adding a kind is one entry here plus its modules: model building, training, serving and export
+consult this table. The CLI still names kinds where a command exists for some of them only
+(``score`` is for text, ``write`` for synthesis, ``sample`` draws text or strokes), and inside
+the handwriting package prediction and synthesis share one network that tells them apart.
 """
 
 from __future__ import annotations

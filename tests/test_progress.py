@@ -65,6 +65,15 @@ def test_preprocessing_reports_tasks_and_mb_per_s(tmp_path, monkeypatch, capsys)
     assert "[preprocess tiny: encode] done:" in err
 
 
+def test_handwriting_preprocessing_reports_mb_per_s(tmp_path, monkeypatch, capsys):
+    from tiny_storage import handwriting_dataset, new_storage
+
+    monkeypatch.setenv("SEQGEN_PROGRESS_EVERY", "0")
+    handwriting_dataset(new_storage("progress-hw"), tmp_path)
+    err = capsys.readouterr().err  # the bytes of the stroke and transcription files each task parsed
+    assert re.search(r"\[preprocess hw: parse\] done: \d+/\d+ tasks \(100%\), [\d.]+ MB/s", err), err
+
+
 @pytest.mark.ray
 def test_tune_callback_follows_a_real_search(ray_session, tmp_path):
     from ray import tune

@@ -54,10 +54,15 @@ def split_info(manifest: dict, split: str) -> dict:
     return info
 
 
+def rank_share(total: int, rank: int, world: int) -> tuple[int, int]:
+    """Worker ``rank`` of ``world`` owns the contiguous items [total*rank/world, total*(rank+1)/world)."""
+    return total * rank // world, total * (rank + 1) // world
+
+
 def rank_slices(shards: list[dict], count: str, total: int, rank: int, world: int) -> Iterator[tuple[dict, int, int]]:
-    """Worker ``rank`` of ``world`` owns the contiguous items [total*rank/world, total*(rank+1)/world).
-    Yields (shard, start, stop) for every shard that overlaps that share, start/stop inside the shard."""
-    lo, hi = total * rank // world, total * (rank + 1) // world
+    """(shard, start, stop) for every shard that overlaps worker ``rank``'s share (`rank_share`),
+    start/stop inside the shard."""
+    lo, hi = rank_share(total, rank, world)
     pos = 0
     for shard in shards:
         s_lo, s_hi = pos, pos + shard[count]

@@ -23,7 +23,7 @@ from collections import OrderedDict
 import numpy as np
 import pyarrow.parquet as pq
 
-from seqgen.data.shards import shard_path, split_info, verify_shard
+from seqgen.data.shards import rank_share, shard_path, split_info, verify_shard
 from seqgen.storage import Storage
 
 CACHE_BYTES = 32 << 20  # decoded row groups kept per split (a corpus that fits is read once)
@@ -131,7 +131,7 @@ def open_split(storage: Storage, manifest: dict, split: str, rank: int = 0, worl
     """The ids of ``split`` for worker ``rank`` of ``world``: a contiguous 1/world share, read lazily."""
     reader = _SplitReader(storage, manifest, split, cache_bytes)
     total = int(reader.starts[-1])
-    return SplitTokens(reader, total * rank // world, total * (rank + 1) // world)
+    return SplitTokens(reader, *rank_share(total, rank, world))
 
 
 class Streams:

@@ -101,13 +101,21 @@ def _parse_task(root: str, form_ids: list[str], out_url: str) -> dict:
     return result
 
 
-def _sources(root: str, forms) -> dict:
+def _file_sizes(root: str) -> dict[str, int]:
+    """Bytes of every transcription and stroke file under the root, by path."""
+    return list_files(root, "ascii", ".txt", detail=True) | list_files(root, "lineStrokes", ".xml", detail=True)
+
+
+def _form_files(form) -> list[str]:
+    return ([form.transcription] if form.transcription else []) + list(form.lines)
+
+
+def _sources(root: str, forms, sizes: dict[str, int]) -> dict:
     """The input's identity: sha256 over every file's path relative to the root and size (so a copy
     of the tree elsewhere, local or s3://, has the same identity)."""
-    sizes = list_files(root, "ascii", ".txt", detail=True) | list_files(root, "lineStrokes", ".xml", detail=True)
     h, n = hashlib.sha256(), 0
     for form in forms:
-        for p in ([form.transcription] if form.transcription else []) + list(form.lines):
+        for p in _form_files(form):
             h.update(f"{_relative(p, root)}\t{sizes[p]}\n".encode())
             n += 1
     return {"root": root, "files": n, "sha256_of_paths_and_sizes": h.hexdigest()}
@@ -157,7 +165,8 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
         raise DatasetError(f"no IAM-OnDB forms under {root_path} (expected ascii/**/*.txt and lineStrokes/**/*.xml)")
     complete = [f.form_id for f in forms if f.transcription and f.lines]
     assignment = assign_splits(complete, splits, valid_fraction, test_fraction)
-    sources = _sources(root_path, forms)
+    sizes = _file_sizes(root_path)
+    sources = _sources(root_path, forms, sizes)
     settings = {"alphabet": alphabet, "schema_version": SCHEMA_VERSION, "valid_fraction": valid_fraction,
                 "test_fraction": test_fraction, "explicit_splits": splits is not None}
     fp = fingerprint(settings, sorted(assignment.items()), sources["sha256_of_paths_and_sizes"])
@@ -182,8 +191,10 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
     paths = [f"{version}/{split}/part-{i:05d}.parquet" for i, (split, _) in enumerate(groups)]
     try:
         urls = [storage.url_of(join(storage.dataset_dir(name), p)) for p in paths]
+        by_id = {f.form_id: f for f in forms}
+        task_bytes = [sum(sizes.get(p, 0) for i in ids for p in _form_files(by_id[i])) for _, ids in groups]
         results = list(track(map_tasks(_parse_task, [(root_path, ids, u) for (_, ids), u in zip(groups, urls)], use_ray),
-                             f"preprocess {name}: parse", len(groups), "tasks"))
+                             f"preprocess {name}: parse", len(groups), "tasks", sizes=task_bytes))
         for r in results:
             report.skipped.extend(map(tuple, r["skipped"]))
         per_split: dict[str, dict] = {}
