@@ -276,7 +276,7 @@ def evaluate(
                                         progress=p)
             rows[mode] = stats.metrics(split, chars_per_token(manifest, split))
     else:
-        from seqgen.evaluate import evaluate_lines, line_metrics
+        from seqgen.handwriting.evaluate import evaluate_lines, line_metrics
         from seqgen.handwriting.dataset import load_lines
         from seqgen.handwriting.iam import Alphabet
         from seqgen.handwriting.models import meta_alphabet

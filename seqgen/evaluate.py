@@ -2,10 +2,10 @@
 each window or batch of lines *after* predicting it, so nothing is trained on before it is scored).
 
 * text (sec. 3): bits per token / character, perplexity, next-step error (`evaluate_tokens`);
-* handwriting (secs. 4-5): nats per line (the paper's log-loss, eq. 26 summed over a line), nats
-  per point and the SSE of the mixture mean (`evaluate_lines`).
+* handwriting (secs. 4-5): in `seqgen.handwriting.evaluate`, which builds on the statistics
+  helpers here.
 
-Both take an optional `seqgen.progress.Progress` that they advance by tokens / lines.
+``evaluate_tokens`` takes an optional `seqgen.progress.Progress` that it advances by tokens.
 """
 
 from __future__ import annotations
@@ -120,87 +120,3 @@ def evaluate_tokens(model, ids: np.ndarray, streams: int = 16, seq_len: int = 10
     finally:
         model.train(was_training)
     return total
-
-
-def _line_batch(lines: list[dict], meta: dict, alphabet, like: torch.Tensor):
-    """Stored lines -> (inputs x_1..x_{T-1}, targets x_2..x_T (B, T-1, 3), mask (B, T-1), chars (B, U) | None),
-    normalised as in training (``handwriting.task``: x_1 = 0, (dx, dy) by the train-split statistics)."""
-    from torch.nn.utils.rnn import pad_sequence
-
-    from seqgen.handwriting.sampling import normalise
-
-    xs = []
-    for line in lines:
-        x = normalise(line["offsets"], meta, like)
-        x[0] = 0  # x_1 = 0: "no prior information" (sec. 2)
-        xs.append(x)
-    rows = pad_sequence(xs, batch_first=True)  # (B, T, 3)
-    lengths = torch.tensor([len(x) for x in xs], device=like.device)
-    mask = torch.arange(rows.shape[1] - 1, device=like.device) < (lengths - 1).unsqueeze(1)
-    chars = None
-    if alphabet is not None:
-        chars = pad_sequence([torch.as_tensor(alphabet.encode(line["text"])) for line in lines], batch_first=True)
-        chars = chars.to(like.device)
-    return rows[:, :-1], rows[:, 1:], mask, chars
-
-
-def evaluate_lines(model, lines: list[dict], meta: dict, batch_size: int = 16, dynamic_lr: float = 0.0,
-                   progress=None):
-    """Score whole handwriting lines (as ``handwriting.dataset.load_lines`` returns them), each
-    from a fresh state; returns their summed ``handwriting.task.LineStats``.
-
-    Statically, lines go in batches of similar length (little padding). ``dynamic_lr > 0``: lines
-    keep the dataset's order (a form's lines, one writer, follow each other), and after scoring each
-    batch one SGD step adapts a copy of the model to what it has read. The step is on the mean loss
-    per *point*, so learning rates compare with text's per-token ones (on the per-line loss, ~1000
-    nats, even lr 1e-4 wrecked the bundled model: -1134 -> -858 nats/line on IAM-OnDB valid).
-    Measured on 40 valid lines, batches of 8, bundled model: static -1122.1 nats/line; dynamic
-    lr 1e-3 -1122.6, 1e-2 -1125.3, 3e-2 -1117.2.
-    """
-    from seqgen.handwriting.mdn import mixture_nll, split_mixture, sse_per_point
-    from seqgen.handwriting.models import meta_alphabet
-    from seqgen.handwriting.task import LineStats
-
-    alphabet = meta_alphabet(meta) if model.synthesis else None
-    if dynamic_lr > 0:
-        model = copy.deepcopy(model)
-        optimizer = torch.optim.SGD(model.parameters(), lr=dynamic_lr)
-        order = np.arange(len(lines))
-    else:
-        order = np.argsort([len(line["offsets"]) for line in lines], kind="stable")
-    was_training = model.training
-    model.eval()
-    like = model.head.weight
-    total = LineStats()
-    try:
-        for i in range(0, len(order), batch_size):
-            group = [lines[j] for j in order[i : i + batch_size]]
-            x, target, mask, chars = _line_batch(group, meta, alphabet, like)
-            with torch.set_grad_enabled(dynamic_lr > 0):
-                yhat, _ = model(x, model.initial_state(len(group), like.device), chars,
-                                None if chars is None else chars != 0)
-                params = split_mixture(yhat, model.M)  # eqs. 18-22
-                nll = mixture_nll(params, target, mask).sum(1)  # (B,) eq. 26 per line
-            with torch.no_grad():
-                sse = sse_per_point(params, target, mask)
-            total = total + LineStats(nll.sum().item(), len(group), int(mask.sum().item()), sse.sum().item())
-            if dynamic_lr > 0:
-                optimizer.zero_grad()
-                (nll.sum() / mask.sum().clamp(min=1)).backward()
-                optimizer.step()
-            if progress is not None:
-                progress.advance(len(group))
-    finally:
-        model.train(was_training)
-    return total
-
-
-def line_metrics(stats, split: str) -> dict:
-    """`LineStats` in the units the paper reports: nats per line, nats per point, SSE per point."""
-    return {
-        f"{split}_nats_per_line": stats.nll / max(stats.lines, 1),
-        f"{split}_nats_per_point": stats.nll / max(stats.points, 1),
-        f"{split}_sse_per_point": stats.sse / max(stats.points, 1),  # normalised offset units
-        f"{split}_lines": stats.lines,
-        f"{split}_points": stats.points,
-    }

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from seqgen import config
-from seqgen.evaluate import evaluate_lines, evaluate_tokens, line_metrics
+from seqgen.evaluate import evaluate_tokens
+from seqgen.handwriting.evaluate import evaluate_lines, line_metrics
 from seqgen.handwriting.dataset import load_lines
 from seqgen.handwriting.task import HandwritingTask
 from seqgen.models.text import TextModel
