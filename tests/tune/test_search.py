@@ -141,3 +141,30 @@ def test_a_trial_whose_driver_dies_resumes_its_run(tmp_path, ray_session):
     assert row["status"] == "completed" and row["steps"] == 200, row
     starts = ckpt.load(ckpt.list_checkpoints(run_url)[-1]).progress["starts"]
     assert starts[0] == 0 and len(starts) >= 2 and starts[1] >= 20, starts
+
+
+@pytest.mark.ray
+def test_a_trial_with_ray_train_workers(tmp_path, ray_session):
+    """The cluster form (train.num_workers >= 1): each trial's driver fits a TorchTrainer whose
+    evaluations reach Tune through TuneReportCallback; the trial's run is an ordinary seqgen run."""
+    from ray import tune
+
+    from seqgen import checkpoint as ckpt
+    from seqgen.data.presets import text_preset
+    from seqgen.data.text import preprocess_text
+
+    storage = Storage.from_url(str(tmp_path / "store"))
+    preprocess_text(storage, "shakespeare", text_preset("shakespeare"), use_ray=False)
+    base = load(None, [*TINY, "train.num_workers=1", "train.cpus_per_worker=1"])
+    result = run_search(base, storage, "workers", space={"optim.lr": tune.choice([3e-3])}, num_samples=1)
+    (row,) = result.rows
+    assert row["status"] == "completed" and row["steps"] == 6, row
+    assert [step for step, _ in row["curve"]] == [2, 4, 6]
+    # and every evaluation reached Tune (its own per-trial log of results)
+    (results,) = storage.fs.glob(join(storage.tune_dir("workers"), "*", "result.json"))
+    with storage.fs.open(results, "r") as f:
+        reported = [json.loads(line) for line in f if line.strip()]
+    assert [r["step"] for r in reported] == [2, 4, 6] and all("valid_loss" in r for r in reported)
+    loaded = ckpt.load(ckpt.list_checkpoints(storage.url_of(storage.run_dir("workers-trial-000")))[-1])
+    assert loaded.workers == 1 and loaded.config.train.num_workers == 1
+    assert result.best_checkpoint.startswith(storage.url_of(storage.tune_dir("workers")))
