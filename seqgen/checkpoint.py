@@ -146,8 +146,7 @@ def _read_verified(url: str, manifest: dict, name: str) -> bytes:
     except FileNotFoundError:
         raise _damaged(url, f"{name} is missing") from None
     if len(data) != entry["size"]:
-        raise _damaged(url, f"{name} has {len(data)} bytes, "
-                              f"its manifest says {entry['size']}")
+        raise _damaged(url, f"{name} has {len(data)} bytes, its manifest says {entry['size']}")
     if entry["sha256"] and hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise _damaged(url, f"{name} does not match its sha256 in the manifest")
     return data
@@ -195,8 +194,7 @@ def load(url: str, with_trainer: bool = False, rank: int = 0) -> LoadedCheckpoin
         try:
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-            raise _damaged(url, f"{name} cannot be read by torch.load "
-                                  f"({str(e).splitlines()[0][:200]})") from None
+            raise _damaged(url, f"{name} cannot be read by torch.load ({str(e).splitlines()[0][:200]})") from None
 
     if with_trainer and worker_file(rank) not in manifest["files"]:
         raise CheckpointError(f"checkpoint {url} has no state for worker {rank} "
