@@ -441,9 +441,6 @@ def serve(
         raise typer.BadParameter(f"{ingress!r}: use proxy or haproxy", param_hint="--ingress")
     if not (address or os.environ.get("RAY_ADDRESS")):
         ingresses.select(ingress)  # before the local Ray starts: every Ray process reads it at import
-    elif ingress != "proxy":  # a running cluster's processes have read their switches already
-        typer.echo(f"--ingress {ingress}: on a running cluster the nodes' environment decides "
-                   f"({' '.join(f'{k}={v}' for k, v in ingresses.ENV[ingress].items())} when they started)", err=True)
     from seqgen.serve.app import parse_autoscale, run
 
     st = Storage.from_url(storage)
