@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import socket
 import statistics
@@ -307,6 +306,8 @@ async def _async(fn, *args):
 
 def main() -> None:
     global PORT
+    from seqgen.serve import ingress  # imports no Ray: the mode is chosen before Ray starts
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden-size", type=int, default=256)
     p.add_argument("--clients", type=int, default=64)
@@ -314,7 +315,7 @@ def main() -> None:
     p.add_argument("--long-length", type=int, default=2000, help="symbols per request in the long closed-loop run")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per closed / open loop run")
     p.add_argument("--rate", type=float, default=8.0, help="requests/s of the mixed-load runs")
-    p.add_argument("--ingress", choices=("proxy", "haproxy", "direct"), default="proxy",
+    p.add_argument("--ingress", choices=ingress.INGRESS, default="proxy",
                    help="what answers HTTP (seqgen.serve.ingress). haproxy / direct: Serve's throughput-optimized "
                         "mode, each replica serving HTTP itself, behind HAProxy / with nothing in front; only the "
                         "64-client runs, into results/serve-<ingress>.json")
@@ -324,8 +325,6 @@ def main() -> None:
     args = p.parse_args()
     global INGRESS
     INGRESS = args.ingress
-    from seqgen.serve import ingress
-
     ingress.select(INGRESS)  # before Ray and Serve are imported, here and in every Ray process
 
     import requests
