@@ -20,13 +20,12 @@ import hashlib
 import io
 import json
 import logging
-import uuid
 from dataclasses import dataclass
 
 from fsspec.core import url_to_fs
 
 from seqgen.config import ExperimentConfig, load_json, to_dict
-from seqgen.storage import join, url_for
+from seqgen.storage import join, url_for, write_atomic
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -82,10 +81,7 @@ def save(url: str, cfg: ExperimentConfig, meta: dict, model_state: dict, trainer
         blobs[worker_file(r)] = fs.cat_file(join(path, worker_file(r)))
     files = {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in blobs.items()}
     manifest = json.dumps({"format": 2, "workers": workers, "files": files}, indent=2).encode()
-    tmp = join(path, f".tmp-{uuid.uuid4().hex}-{MANIFEST}")
-    with fs.open(tmp, "wb") as f:
-        f.write(manifest)
-    fs.mv(tmp, join(path, MANIFEST))  # a rename on local disks; one PUT (atomic) on object stores
+    write_atomic(fs, join(path, MANIFEST), manifest)
 
 
 def _torch_bytes(obj) -> bytes:

@@ -22,13 +22,14 @@ import json
 import os
 import re
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import fsspec
 from fsspec.core import url_to_fs
 
 DEFAULT_ROOT = "./seqgen-storage"
+TEMP_PREFIX = ".tmp-"  # files being written; readers and listings ignore them
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 # s3fs and gcsfs cache directory listings for the life of a process. Here other processes write
@@ -106,14 +107,7 @@ class Storage:
 
     # atomic writes --------------------------------------------------------------------
     def write_bytes_atomic(self, path: str, data: bytes) -> None:
-        """Write to a temporary name, then rename, so readers never see half a file."""
-        fs = self.fs
-        parent = path.rsplit("/", 1)[0]
-        fs.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        fs.mv(tmp, path)
+        write_atomic(self.fs, path, data)
 
     def write_json_atomic(self, path: str, obj) -> None:
         self.write_bytes_atomic(path, json.dumps(obj, indent=2, sort_keys=True).encode())
@@ -136,6 +130,23 @@ def url_for(fs, path: str) -> str:
     that turns paths back into URLs): local paths stay paths, others get their protocol back."""
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     return path if protocol in ("file", "local") else f"{protocol}://{path.lstrip('/')}"
+
+
+def write_atomic(fs, path: str, data: bytes) -> None:
+    """Write ``data`` at ``path`` on the fsspec file system ``fs`` so that readers see the old file
+    or the new one, never half of one: write a temporary name beside it, then rename (a rename on
+    local disks; on object stores a copy, whose PUT is atomic). The one atomic write of seqgen."""
+    parent, _, name = path.rpartition("/")
+    fs.makedirs(parent or "/", exist_ok=True)
+    tmp = f"{parent}/{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
+    try:
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+    except BaseException:
+        with suppress(Exception):  # a failed write leaves nothing behind (if the tmp got that far)
+            fs.rm(tmp)
+        raise
 
 
 def join(base: str, *parts: str) -> str:
