@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, Iterable, Iterator
 
-# Local-default settings (ENVIRONMENT.md): keep every Ray socket on loopback, no usage stats.
-# They are defaults only: a cluster's own environment wins.
+# Settings of the local default Ray, applied when seqgen starts one (never at import): every Ray
+# socket on loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray take 127.0.0.1 as the node's
+# address), no usage stats, no token auth on a Ray nobody else can reach. Defaults only: the
+# caller's environment wins. On a cluster the nodes' own environment decides.
 LOCAL_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -16,10 +19,19 @@ LOCAL_ENV = {
 
 
 def apply_local_env() -> None:
-    """Must run before ``import ray``: Ray reads these when it is imported (``seqgen`` does it
-    on import unless $RAY_ADDRESS points at a cluster)."""
+    """Set ``LOCAL_ENV`` in ``os.environ`` (where it is not set) before a local Ray starts; the
+    processes Ray starts inherit them.
+
+    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported, into
+    ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``. Whoever imported Ray first (a user's
+    script, a test module, ``seqgen.train.loop``), the local Ray must still bind loopback, so a
+    Ray imported earlier gets that constant re-read from the environment here."""
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = constants.env_bool(constants.ENABLE_RAY_CLUSTERS_ENV_VAR,
+                                                          not constants.IS_WINDOWS_OR_OSX)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -33,7 +45,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
         return
-    apply_local_env()
+    apply_local_env()  # after `import ray` is fine: it brings an imported Ray in line
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
