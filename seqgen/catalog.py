@@ -1,6 +1,7 @@
 """What is on a storage root, and what is inside a checkpoint: the library side of ``seqgen runs``,
 ``seqgen datasets`` and ``seqgen inspect``, and the one place that turns what a user typed into a
-loaded model with errors that say what is wrong and what to do.
+loaded model (`find_checkpoint`, `load_model`) and a checkpoint into the dataset it can be
+evaluated on (`evaluation_dataset`), with errors that say what is wrong and what to do.
 
 Everything here reads the same files the writers produce (``storage.py`` layout, dataset
 ``manifest.json``, checkpoint ``manifest.json`` / ``progress.json``) and never imports Ray.
@@ -11,7 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from fsspec.core import url_to_fs
 
@@ -158,6 +160,18 @@ def list_datasets(storage: Storage) -> list[DatasetInfo]:
 # --------------------------------------------------------------------------------------------
 # checkpoints: find, load, inspect
 
+#: the handwriting synthesis model shipped in the package: what `seqgen write` and `seqgen serve`
+#: use when given no checkpoint
+BUNDLED_HANDWRITING = Path(__file__).parent / "assets" / "handwriting"
+
+
+def bundled_handwriting() -> str:
+    """The bundled handwriting model's checkpoint URL; `CheckpointError` if this install has none."""
+    if not (BUNDLED_HANDWRITING / ckpt.MANIFEST).exists():
+        raise CheckpointError(f"no bundled handwriting model in this install ({BUNDLED_HANDWRITING}): "
+                              "name a checkpoint")
+    return str(BUNDLED_HANDWRITING)
+
 
 def find_checkpoint(storage: Storage, ref: str) -> str:
     """A checkpoint URL from what a user typed: a checkpoint directory, a run directory (its best
@@ -175,7 +189,7 @@ def find_checkpoint(storage: Storage, ref: str) -> str:
         raise CheckpointError(f"checkpoint not found: {ref}: {hint}")
     if fs.isfile(path):
         raise CheckpointError(f"{ref} is a file, not a checkpoint directory: {hint}")
-    if fs.exists(join(path, "manifest.json")):
+    if fs.exists(join(path, ckpt.MANIFEST)):
         return ref
     if not ckpt.list_checkpoints(ref):
         raise CheckpointError(f"{ref} is not a checkpoint (no manifest.json) and holds no complete "
@@ -184,8 +198,8 @@ def find_checkpoint(storage: Storage, ref: str) -> str:
 
 
 def load_model(url: str, device: str = "cpu"):
-    """(model in eval mode, LoadedCheckpoint) like ``seqgen.models.load_model``, with
-    `CheckpointError` for a damaged checkpoint or a ``model.pt`` that does not fit its ``config.json``."""
+    """(model in eval mode, LoadedCheckpoint) of checkpoint ``url``; `CheckpointError` for a damaged
+    checkpoint or a ``model.pt`` that does not fit its ``config.json``."""
     from seqgen.models import build_model
 
     loaded = ckpt.load(url)
@@ -200,6 +214,39 @@ def load_model(url: str, device: str = "cpu"):
         raise CheckpointError(f"checkpoint {url}: model.pt does not fit its config.json ({detail[:200]}...): "
                               "the files come from different runs; use a checkpoint as training wrote it") from e
     return model.to(device).eval(), loaded
+
+
+def find_and_load_model(storage: Storage, ref: str, device: str = "cpu"):
+    """(model in eval mode, LoadedCheckpoint) for what a user typed (`find_checkpoint`)."""
+    return load_model(find_checkpoint(storage, ref), device)
+
+
+def evaluation_dataset(storage: Storage, loaded: ckpt.LoadedCheckpoint, dataset: str | None, split: str) -> dict:
+    """The manifest of the dataset checkpoint ``loaded`` is evaluated on (default: the one it was
+    trained on), once it is one the model can read: of its kind (text or handwriting), with
+    ``split``, and with the model's vocabulary (text) or alphabet (a model that reads or writes
+    text); ValueError saying what to pass instead."""
+    from seqgen.data.text import load_manifest
+
+    manifest = load_manifest(storage, dataset or loaded.config.dataset)
+    name, data_kind, kind = manifest["name"], manifest.get("kind", "text"), loaded.config.model.kind
+    if (kind == "text") != (data_kind == "text"):
+        raise ValueError(f"checkpoint {loaded.url} is a {kind} model but dataset {name!r} is a {data_kind} "
+                         "dataset: pass --dataset with one of its kind")
+    if split not in manifest["splits"]:
+        raise ValueError(f"dataset {name!r} has no {split!r} split (it has {', '.join(sorted(manifest['splits']))}): "
+                         "pass --split")
+    if data_kind == "text" and manifest["vocab"] != loaded.meta["vocab"]:
+        raise ValueError(f"dataset {name!r} has another vocabulary than checkpoint {loaded.url}: its ids "
+                         "would mean other symbols; evaluate on the dataset the model was trained on")
+    if data_kind != "text" and loaded.meta.get("alphabet"):  # prediction networks read no text
+        from seqgen.handwriting.iam import Alphabet
+        from seqgen.handwriting.models import meta_alphabet
+
+        if meta_alphabet(loaded.meta) != Alphabet.from_json(manifest["alphabet"]):
+            raise ValueError(f"dataset {name!r} has another alphabet than checkpoint {loaded.url}: "
+                             "evaluate on the dataset the model was trained on")
+    return manifest
 
 
 def parameter_count(model_state: dict) -> int:
@@ -241,7 +288,3 @@ def inspect_checkpoint(url: str) -> dict:
     if "offset_mean" in meta:
         out["offset_stats"] = {"mean": meta["offset_mean"], "std": meta["offset_std"]}
     return out
-
-
-def as_dicts(items) -> list[dict]:
-    return [asdict(i) for i in items]

@@ -6,9 +6,9 @@
     trainer.pt      optimiser, LR schedule, regulariser (the same on every worker)
     worker-<r>.pt   worker r's own state: data cursor, carried RNN state, torch RNG states
     progress.json   step, loss history, evaluation history, best metric
-    manifest.json   written last (atomically): the number of workers and every file's size and
-                    sha256. A directory without it is not a checkpoint; a file whose size or hash
-                    differs from it makes the checkpoint damaged (format 1 manifests had sizes only).
+    manifest.json   written last (atomically): format 2, the number of workers and every file's
+                    size and sha256. A directory without it is not a checkpoint; a file whose size
+                    or hash differs from it makes the checkpoint damaged.
 
 Used by training, serving, tuning and the CLI; it imports torch only to read or write tensors, so
 listing checkpoints stays cheap (the Tune trial driver polls it).
@@ -29,6 +29,7 @@ from seqgen.storage import join, url_for, write_atomic
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+FORMAT = 2  # the manifest format seqgen writes, and the only one it reads
 
 
 class CheckpointError(ValueError):
@@ -80,7 +81,7 @@ def save(url: str, cfg: ExperimentConfig, meta: dict, model_state: dict, trainer
     for r in range(workers):  # read back what the other workers wrote: hashes them, proves it landed
         blobs[worker_file(r)] = fs.cat_file(join(path, worker_file(r)))
     files = {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in blobs.items()}
-    manifest = json.dumps({"format": 2, "workers": workers, "files": files}, indent=2).encode()
+    manifest = json.dumps({"format": FORMAT, "workers": workers, "files": files}, indent=2).encode()
     write_atomic(fs, join(path, MANIFEST), manifest)
 
 
@@ -117,18 +118,25 @@ class LoadedCheckpoint:
 
 
 def read_manifest(url: str) -> dict:
-    """The manifest of checkpoint ``url``, as format 2 (``files``: name -> {size, sha256 or None})."""
+    """The manifest of checkpoint ``url``: {format, workers, files: name -> {size, sha256}}."""
     fs, path = url_to_fs(url)
     try:
         manifest = json.loads(fs.cat_file(join(path, MANIFEST)))
-        files = manifest["files"]
     except FileNotFoundError:
         raise CheckpointError(f"not a complete checkpoint (no {MANIFEST}): {url}") from None
-    except (ValueError, KeyError, TypeError) as e:
+    except ValueError as e:
         raise _damaged(url, f"{MANIFEST} is unreadable ({e})") from None
-    files = {name: v if isinstance(v, dict) else {"size": v, "sha256": None} for name, v in files.items()}
-    workers = manifest.get("workers", sum(name.startswith("worker-") for name in files))
-    return {"format": manifest.get("format", 1), "workers": workers, "files": files}
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt != FORMAT:
+        raise CheckpointError(f"checkpoint {url} has a manifest of format {fmt!r}; this seqgen reads format "
+                              f"{FORMAT} only (load it with the seqgen that wrote it, or retrain)")
+    try:
+        workers, files = int(manifest["workers"]), manifest["files"]
+        if not all(isinstance(e["size"], int) and isinstance(e["sha256"], str) for e in files.values()):
+            raise ValueError("a file without size or sha256")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise _damaged(url, f"{MANIFEST} is unreadable ({type(e).__name__}: {e})") from None
+    return {"format": fmt, "workers": workers, "files": files}
 
 
 def _read_verified(url: str, manifest: dict, name: str) -> bytes:
@@ -143,7 +151,7 @@ def _read_verified(url: str, manifest: dict, name: str) -> bytes:
         raise _damaged(url, f"{name} is missing") from None
     if len(data) != entry["size"]:
         raise _damaged(url, f"{name} has {len(data)} bytes, its manifest says {entry['size']}")
-    if entry["sha256"] and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise _damaged(url, f"{name} does not match its sha256 in the manifest")
     return data
 
@@ -230,8 +238,34 @@ def load_latest(run_url: str, rank: int = 0) -> tuple[LoadedCheckpoint | None, l
             raise CheckpointError(f"every checkpoint under {run_url} is damaged (newest: {found[-1]}): "
                                   "remove them to start over, or choose a new run_name")
         return None, damaged
-    raise CheckpointError(f"checkpoint {url} was saved for inference only (no optimiser or worker state): "
-                          f"a run cannot resume from it; start a new run_name with train.init_from={url}")
+    raise CheckpointError(_inference_only(url))
+
+
+def _inference_only(url: str) -> str:
+    return (f"checkpoint {url} was saved for inference only (no optimiser or worker state): a run cannot "
+            f"resume from it; start a new run_name with train.init_from={url}")
+
+
+def resume_conflict(cfg: ExperimentConfig, saved: ExperimentConfig, workers: int, url: str) -> str | None:
+    """Why run ``cfg`` cannot resume from checkpoint ``url`` (saved with config ``saved`` by
+    ``workers`` workers), or None. The data cursor and carried state are per worker, each over its
+    own share of the corpus, so they cannot be re-sharded onto another number of workers.
+
+    Asked twice per resume: by the driver before it starts workers (`seqgen.train.run`), and by
+    each worker of the checkpoint it actually loads (`seqgen.train.loop`)."""
+    changed = sorted(k for k, v in to_dict(cfg.model).items() if to_dict(saved.model).get(k) != v)
+    if changed:
+        return (f"run {cfg.run_name!r} exists with other model settings ({', '.join(changed)}): "
+                "resume it with the same model config, or choose a new run_name")
+    if workers == 0:
+        return f"run {cfg.run_name!r}: its latest {_inference_only(url)}"
+    world = max(cfg.train.num_workers, 1)  # local mode (0) is one worker
+    if workers != world:
+        same = f"{workers}" if workers > 1 else "0 or 1"
+        return (f"run {cfg.run_name!r}: checkpoint {url} was written by {workers} worker(s), but "
+                f"train.num_workers={cfg.train.num_workers} now; resume with train.num_workers={same}, or "
+                f"start a new run_name with train.init_from={url} (weights only)")
+    return None
 
 
 def discard(url: str) -> None:
@@ -272,11 +306,11 @@ def _last_eval(url: str) -> dict:
 
 
 def resolve(storage, ref: str) -> str:
-    """A checkpoint URL from what a user typed: a checkpoint directory, a run directory (its best
-    checkpoint) or a run name on ``storage``."""
-    if "/" not in ref and "://" not in ref:
-        return best_checkpoint(storage.url_of(storage.run_dir(ref)))
-    fs, path = url_to_fs(ref)
-    if fs.exists(join(path, MANIFEST)):
-        return ref
-    return best_checkpoint(ref)
+    """Transitional name of `seqgen.catalog.find_checkpoint`, the one resolver (with its errors).
+
+    Kept only while callers outside the CLI and Serve still import it (tests/serve/conftest.py,
+    benchmarks/bench_synthesis.py, docs/make_handwriting_figures.py); delete it with them. The
+    import runs up a floor, which is why this must not stay."""
+    from seqgen.catalog import find_checkpoint
+
+    return find_checkpoint(storage, ref)

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from seqgen import checkpoint as ckpt
-from seqgen.catalog import (CheckpointError, best_eval, find_checkpoint, inspect_checkpoint, list_datasets, list_runs,
-                            load_model)
+from seqgen.catalog import (CheckpointError, best_eval, bundled_handwriting, evaluation_dataset, find_checkpoint,
+                            inspect_checkpoint, list_datasets, list_runs, load_model)
 from seqgen.storage import Storage, join
 from tiny_storage import handwriting_checkpoint, handwriting_dataset, new_storage, text_checkpoint, text_dataset
 
@@ -105,3 +105,37 @@ def test_inspect_handwriting_on_memory_storage(tmp_path):
     assert info["alphabet"]["size"] == len(info["alphabet"]["chars"]) + 1  # + the END class
     assert info["offset_stats"]["std"] == hw["offset_std"]
     assert list_datasets(st)[0].unit == "lines"
+
+
+def test_evaluation_dataset_is_one_the_model_can_read(tmp_path):
+    """Every check before evaluating: the dataset's kind, its split, and the symbols the model reads."""
+    from seqgen.handwriting.iam import Alphabet
+
+    st = new_storage("catalog-eval")
+    text, hw = text_dataset(st, tmp_path), handwriting_dataset(st, tmp_path)
+    text_dataset(st, tmp_path, name="short", nbytes=300)  # fewer symbols: another vocabulary
+    words = ckpt.load(text_checkpoint(st, text, run="words"))
+    scribe = ckpt.load(handwriting_checkpoint(st, hw, "synthesis"))
+    assert evaluation_dataset(st, words, None, "test")["name"] == "tiny"  # the one it was trained on
+    assert evaluation_dataset(st, scribe, "hw", "valid")["name"] == "hw"
+    with pytest.raises(ValueError, match="is a text model but dataset 'hw' is a handwriting dataset"):
+        evaluation_dataset(st, words, "hw", "test")
+    with pytest.raises(ValueError, match="dataset 'tiny' has no 'dev' split .*pass --split"):
+        evaluation_dataset(st, words, None, "dev")
+    with pytest.raises(ValueError, match="dataset 'short' has another vocabulary"):
+        evaluation_dataset(st, words, "short", "test")
+    chars = Alphabet.from_json(hw["alphabet"]).chars
+    scribe.meta["alphabet"] = Alphabet(chars[:-1]).to_json()
+    with pytest.raises(ValueError, match="dataset 'hw' has another alphabet"):
+        evaluation_dataset(st, scribe, None, "test")
+    with pytest.raises(FileNotFoundError, match="dataset 'nope' not found"):
+        evaluation_dataset(st, words, "nope", "test")
+
+
+def test_the_bundled_handwriting_model(monkeypatch, tmp_path):
+    import seqgen.catalog
+
+    assert load_model(bundled_handwriting())[1].config.model.kind == "handwriting_synthesis"
+    monkeypatch.setattr(seqgen.catalog, "BUNDLED_HANDWRITING", tmp_path)
+    with pytest.raises(CheckpointError, match="no bundled handwriting model in this install"):
+        bundled_handwriting()

@@ -3,6 +3,7 @@ every load; damaged checkpoints are named in the error, and resuming falls back 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -80,14 +81,27 @@ def test_missing_file_and_unreadable_manifest(run_url):
         ckpt.load(url)
 
 
-def test_old_manifest_with_sizes_only_still_loads(run_url):
+def test_a_manifest_of_another_format_is_refused_by_name(run_url):
+    """Format 1 (sizes, no hashes) is no longer read: nothing writes it and nothing ships in it."""
     url = _save(run_url, 5)
     manifest = ckpt.read_manifest(url)
     old = {"format": 1, "files": {name: e["size"] for name, e in manifest["files"].items()}}
     _write(url, "manifest.json", json.dumps(old).encode())
-    loaded = ckpt.load(url, with_trainer=True, rank=1)
-    assert loaded.workers == 2 and loaded.progress["step"] == 5
-    _write(url, "model.pt", b"x" * manifest["files"]["model.pt"]["size"])  # right size, garbage
+    with pytest.raises(ckpt.CheckpointError, match="manifest of format 1; this seqgen reads format 2 only"):
+        ckpt.load(url)
+    _write(url, "manifest.json", json.dumps({**manifest, "files": {"model.pt": {"size": 3}}}).encode())
+    with pytest.raises(ckpt.CheckpointError, match="is damaged: manifest.json is unreadable"):
+        ckpt.load(url)
+
+
+def test_a_file_torch_cannot_read_is_named(run_url):
+    """Garbage that its manifest vouches for (size and sha256 agree): torch.load is the last check."""
+    url = _save(run_url, 5)
+    manifest = ckpt.read_manifest(url)
+    garbage = b"x" * 64
+    manifest["files"]["model.pt"] = {"size": len(garbage), "sha256": hashlib.sha256(garbage).hexdigest()}
+    _write(url, "model.pt", garbage)
+    _write(url, "manifest.json", json.dumps(manifest).encode())
     with pytest.raises(ckpt.CheckpointError, match="model.pt cannot be read by torch.load"):
         ckpt.load(url)
 
@@ -122,6 +136,22 @@ def test_resume_refuses_an_inference_only_checkpoint_and_keeps_it(run_url):
     with pytest.raises(ckpt.CheckpointError, match="saved for inference only .*train.init_from="):
         ckpt.load_latest(run_url)
     assert ckpt.list_checkpoints(run_url)[-1] == inference  # intact: not skipped, not discarded
+
+
+def test_resume_conflict_names_what_to_change():
+    """Asked by the driver and by every worker before resuming: other model settings, a checkpoint
+    saved for inference only, or another number of workers."""
+    from seqgen.config import load
+
+    saved = load(None, ["run_name=r", "model.hidden_size=16"])
+    assert ckpt.resume_conflict(saved, saved, 1, "u") is None
+    assert "other model settings (hidden_size)" in ckpt.resume_conflict(
+        load(None, ["run_name=r", "model.hidden_size=32"]), saved, 1, "u")
+    assert ckpt.resume_conflict(saved, saved, 0, "u").startswith(
+        "run 'r': its latest checkpoint u was saved for inference only")
+    two = load(None, ["run_name=r", "model.hidden_size=16", "train.num_workers=2"])
+    assert "resume with train.num_workers=0 or 1" in ckpt.resume_conflict(two, saved, 1, "u")
+    assert ckpt.resume_conflict(two, saved, 2, "u") is None
 
 
 def test_a_rank_the_checkpoint_has_no_state_for_gets_none(run_url):

@@ -1,4 +1,4 @@
-"""Model construction from a config + dataset metadata, and loading from checkpoints."""
+"""Model construction from a config + dataset metadata (loading a checkpoint: `seqgen.catalog.load_model`)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ def build_model(cfg: ExperimentConfig, meta: dict) -> nn.Module:
 
 
 def load_model(url: str, device: str = "cpu"):
-    """(model in eval mode, LoadedCheckpoint) for a checkpoint directory URL."""
-    from seqgen import checkpoint
+    """Transitional name of `seqgen.catalog.load_model`, the one loader (with its errors).
 
-    loaded = checkpoint.load(url)
-    model = build_model(loaded.config, loaded.meta)
-    model.load_state_dict(loaded.model_state)
-    return model.to(device).eval(), loaded
+    Kept only while callers outside the CLI and Serve still import it from here (tests of
+    handwriting, tune, train and integration; benchmarks/bench_synthesis.py; docs/*.py); delete it
+    with them. The import runs up a floor, which is why this must not stay."""
+    from seqgen.catalog import load_model as load
+
+    return load(url, device)

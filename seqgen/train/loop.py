@@ -64,9 +64,7 @@ def train_loop_per_worker(config: dict) -> None:
     loaded, damaged = ckpt.load_latest(run_url, rank)
     resume = loaded is not None
     if resume:
-        from seqgen.train.run import resume_conflict
-
-        why = resume_conflict(cfg, loaded.config, loaded.workers, loaded.url)
+        why = ckpt.resume_conflict(cfg, loaded.config, loaded.workers, loaded.url)
         if why:
             raise ValueError(why)
         model.load_state_dict(loaded.model_state)

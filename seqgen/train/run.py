@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from seqgen import checkpoint as ckpt
+from seqgen.checkpoint import resume_conflict
 from seqgen.config import ConfigError, ExperimentConfig, to_dict
 from seqgen.lease import run_lease
 from seqgen.runtime import ensure_ray
@@ -92,26 +93,6 @@ def resolve_gpu(cfg: ExperimentConfig) -> bool:
 
         return ray.cluster_resources().get("GPU", 0) > 0
     return cfg.train.use_gpu == "true"
-
-
-def resume_conflict(cfg: ExperimentConfig, saved: ExperimentConfig, workers: int, url: str) -> str | None:
-    """Why run ``cfg`` cannot resume from checkpoint ``url`` (saved with config ``saved`` by
-    ``workers`` workers), or None. The data cursor and carried state are per worker, each over its
-    own share of the corpus, so they cannot be re-sharded onto another number of workers."""
-    changed = sorted(k for k, v in to_dict(cfg.model).items() if to_dict(saved.model).get(k) != v)
-    if changed:
-        return (f"run {cfg.run_name!r} exists with other model settings ({', '.join(changed)}): "
-                "resume it with the same model config, or choose a new run_name")
-    if workers == 0:
-        return (f"run {cfg.run_name!r}: its latest checkpoint {url} was saved for inference only (no optimiser "
-                f"or worker state) and cannot be resumed; start a new run_name with train.init_from={url}")
-    world = max(cfg.train.num_workers, 1)  # local mode (0) is one worker
-    if workers != world:
-        same = f"{workers}" if workers > 1 else "0 or 1"
-        return (f"run {cfg.run_name!r}: checkpoint {url} was written by {workers} worker(s), but "
-                f"train.num_workers={cfg.train.num_workers} now; resume with train.num_workers={same}, or "
-                f"start a new run_name with train.init_from={url} (weights only)")
-    return None
 
 
 def check_resumable(cfg: ExperimentConfig, storage: Storage) -> None:
