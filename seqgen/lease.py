@@ -45,7 +45,7 @@ import uuid
 
 from fsspec.core import url_to_fs
 
-from seqgen.storage import Storage, join
+from seqgen.storage import Storage, join, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class _LockedSlot(_Slot):
             yield
 
     def _put(self, data: bytes) -> None:
-        self.fs.pipe_file(self.path, data)
+        write_atomic(self.fs, self.path, data)  # readers do not take the lock: they see whole leases
 
     def _remove(self) -> None:
         self.fs.rm_file(self.path)
@@ -276,7 +276,7 @@ class _LockedSlot(_Slot):
 
 class _LocalSlot(_LockedSlot):
     """Local disk: ``flock`` on a lock file beside the lease serialises the writers of this host;
-    the lease itself is replaced by a rename, so readers never see half of it."""
+    the lease itself is replaced by a rename (``write_atomic``), so readers never see half of it."""
 
     @contextlib.contextmanager
     def _locked(self):
@@ -290,18 +290,12 @@ class _LocalSlot(_LockedSlot):
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _put(self, data: bytes) -> None:
-        tmp = f"{self.path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self.path)
-
-    def _remove(self) -> None:
-        os.remove(self.path)
-
 
 class _S3Slot(_Slot):
-    """S3: the version token is the object's ETag; writes and deletes are conditional on it."""
+    """S3: the version token is the object's ETag; writes and deletes are conditional on it.
+
+    Not ``write_atomic``: its rename is a copy on S3, which cannot carry the If-Match /
+    If-None-Match condition that makes taking a lease a compare-and-swap; one PUT is atomic anyway."""
 
     def __init__(self, fs, path: str):
         super().__init__(fs, path)
@@ -357,7 +351,10 @@ def _is_precondition_failure(e: Exception) -> bool:
 
 
 class _VerifiedSlot(_Slot):
-    """Storages without compare-and-swap: compare, write, wait, read back (see the module's race)."""
+    """Storages without compare-and-swap: compare, write, wait, read back (see the module's race).
+
+    One plain write, not ``write_atomic``: these are object stores, where one PUT is already
+    atomic and a rename would be a copy and a delete, widening the race window."""
 
     def write(self, record: dict, token):
         data = json.dumps(record).encode()

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import uuid
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 
 import fsspec
@@ -169,13 +169,3 @@ def write_parquet(url: str, table) -> str:
     with fs.open(path, "wb") as f:
         f.write(data)
     return hashlib.sha256(data).hexdigest()
-
-
-@contextmanager
-def open_input(url: str, mode: str = "rb"):
-    """Open a user-supplied input (local path or fsspec URL) with a clear error if missing."""
-    fs, path = url_to_fs(url)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"input file not found: {url}")
-    with fs.open(path, mode) as f:
-        yield f

@@ -10,7 +10,7 @@ import pytest
 
 from seqgen import config as cfgmod
 from seqgen.config import ConfigError, ExperimentConfig, ModelConfig, from_dict, load, load_json, to_dict
-from seqgen.storage import Storage, check_name, join, open_input
+from seqgen.storage import Storage, check_name, join, write_atomic
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,15 +67,16 @@ def test_write_json_atomic_leaves_no_temp_files(where, tmp_path):
         assert not list(tmp_path.rglob(".tmp-*"))
 
 
-def test_open_input_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="input file not found"):
-        with open_input(str(tmp_path / "nope.txt")):
-            pass
-    url = f"memory://in-{uuid.uuid4().hex}/f.txt"
-    with fsspec.open(url, "wb") as f:
-        f.write(b"hi")
-    with open_input(url) as f:
-        assert f.read() == b"hi"
+@pytest.mark.parametrize("where", ["memory", "local"])
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp(where, tmp_path):
+    url = f"memory://atomic-{uuid.uuid4().hex}" if where == "memory" else str(tmp_path / "st")
+    st = Storage.from_url(url)
+    path = st.path("runs", "r", "config.json")
+    st.write_json_atomic(path, {"old": True})
+    with pytest.raises(TypeError):
+        write_atomic(st.fs, path, "not bytes")  # fails inside the write, after the temp file opened
+    assert st.read_json(path) == {"old": True}
+    assert [p.rsplit("/", 1)[-1] for p in st.fs.ls(st.path("runs", "r"), detail=False)] == ["config.json"]
 
 
 def test_shared_across_processes_and_parquet_hash(tmp_path):
