@@ -74,8 +74,16 @@ def map_tasks(fn: Callable, args: Iterable[tuple], use_ray: bool = True, max_in_
     limit = max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
     pending: list = []
     next_arg = 0
-    while next_arg < len(args) or pending:
-        while next_arg < len(args) and len(pending) < limit:
-            pending.append(remote.remote(*args[next_arg]))
-            next_arg += 1
-        yield ray.get(pending.pop(0))
+    try:
+        while next_arg < len(args) or pending:
+            while next_arg < len(args) and len(pending) < limit:
+                pending.append(remote.remote(*args[next_arg]))
+                next_arg += 1
+            yield ray.get(pending.pop(0))
+    finally:
+        # Stopped early (a task failed, Ctrl-C): the caller is about to remove what the tasks
+        # wrote, so none may still be writing. Cancel the rest and wait until every one has ended.
+        for ref in pending:
+            ray.cancel(ref)
+        if pending:
+            ray.wait(pending, num_returns=len(pending), fetch_local=False)
