@@ -1,10 +1,15 @@
 """Every user error is one line on stderr naming the thing and what to do, with exit code 2 — never
-a traceback. Each case runs through the real CLI (typer's CliRunner, in-process) on real files."""
+a traceback. Each case runs through the real CLI (typer's CliRunner, in-process) on real files; a
+run being trained by another process is tried as a user meets it, with `seqgen` in a process of
+its own."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -183,9 +188,44 @@ def test_user_error_unwraps_ray_train_and_keeps_bugs():
     worker's message; a connection failure names what to check; a bug is not a user error."""
     from ray.train import WorkerGroupError
 
-    from seqgen.cli import user_error
+    from seqgen.cli.errors import user_error
 
     failed = WorkerGroupError("worker 1 failed", {1: FileNotFoundError("dataset 'x' not found under /s")})
     assert user_error(failed).startswith("failed in Ray: dataset 'x' not found under /s")
     assert "--address" in user_error(ConnectionError("Could not connect to 10.0.0.1:6379"))
+    from seqgen.lease import LeaseHeld, LeaseLost
+
+    assert user_error(LeaseHeld("run 'r' is being written by\n  h:1")) == "run 'r' is being written by h:1"
+    assert user_error(LeaseLost("run 'r': lost the lease")) == "run 'r': lost the lease"
     assert user_error(KeyError("step")) is None and user_error(ZeroDivisionError()) is None
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["evaluate"], ["Missing argument 'checkpoint'", "evaluate --help`)"]),
+    (["sample", "good", "--temprature", "1"], ["No such option: --temprature", "--temperature"]),
+    (["evaluate", "good", "--dynamic-lr", "fast"], ["Invalid value for '--dynamic-lr'", "valid number"]),
+    (["frobnicate"], ["No such command 'frobnicate'", "--help`)"]),
+])
+def test_usage_errors_are_one_line_too(root, args, fragments):
+    """click's own errors (a missing argument, an unknown option or command, a value of the wrong
+    type) take the same way as seqgen's."""
+    st, _ = root
+    assert_one_line(*run(st, *args), *fragments)
+
+
+@pytest.mark.ray
+def test_training_a_run_that_is_being_trained_is_one_line(tmp_path):
+    """A second `seqgen train` of a run whose lease a live writer holds (`seqgen.lease`): the
+    lease's message on one line and exit code 2, from `seqgen` started as a user starts it."""
+    from seqgen.lease import run_lease
+
+    st = Storage.from_url(str(tmp_path / "store"))
+    env = {**os.environ, "RAY_ADDRESS": "", "OMP_NUM_THREADS": "1"}
+    with run_lease(st, "busy"):  # held by this process, which is alive: no takeover
+        out = subprocess.run([sys.executable, "-m", "seqgen", "train", "run_name=busy", "--storage", st.url],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: run 'busy' is being written by"), out.stderr[-3000:]
+    assert "lease" in errors[0] and "wait for it to finish" in errors[0]

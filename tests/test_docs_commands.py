@@ -201,7 +201,7 @@ def check_seqgen(args: list[str]) -> click.Context:
     ctx = click_parse(SEQGEN, "seqgen", [expand(a) for a in args])
     p = ctx.params
     if ctx.info_name in ("train", "tune"):
-        cfgmod.load(cli._config_path(p["config"]), p["overrides"] or [])
+        cfgmod.load(cli.config_path(p["config"]), p["overrides"] or [])
     if ctx.info_name == "tune" and p["space"]:
         from seqgen.tune import parse_space
 

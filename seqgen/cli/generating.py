@@ -1,0 +1,125 @@
+"""``seqgen sample``, ``seqgen score`` and ``seqgen write``: drawing from a model, and scoring a
+text, on the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from seqgen.cli.options import CheckpointArg, StorageOpt, load_model, refuse, require_kind
+from seqgen.storage import Storage
+
+
+def _vocab(loaded):
+    from seqgen.data.tokenizers import Vocabulary
+
+    return Vocabulary.from_json(loaded.meta["vocab"])
+
+
+def sample(
+    checkpoint: str = CheckpointArg,
+    prompt: Optional[str] = typer.Option(None, help="Text: priming text fed before sampling."),
+    length: Optional[int] = typer.Option(None, help="Symbols (text, default 500) or pen points (handwriting, default 700)."),
+    temperature: Optional[float] = typer.Option(None, help="Text: softmax temperature (default 1); 0 = greedy."),
+    top_k: Optional[int] = typer.Option(None, help="Text: sample only from the k most likely symbols (default 0 = all)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed gives the same sample."),
+    n: Optional[int] = typer.Option(None, help="Number of samples (default 1); handwriting lines are stacked."),
+    beam: int = typer.Option(0, help="Text: > 0: beam search of this width instead of sampling."),
+    bias: Optional[float] = typer.Option(None, help="Handwriting: probability bias b (eqs. 61-62, default 0.75); 0 = unbiased."),
+    out: Optional[str] = typer.Option(None, help="Handwriting: output picture, .svg or .png (default strokes.svg)."),
+    density: Optional[str] = typer.Option(None, help="Handwriting: also save the predicted mixture density along the "
+                                                     "first line (Fig. 10) as PNG."),
+    storage: Optional[str] = StorageOpt,
+):
+    """Generate text, or unconditional handwriting from a prediction network (Graves sec. 4)."""
+    model, loaded = load_model(checkpoint, storage)
+    kind = loaded.config.model.kind
+    if kind == "text":
+        refuse("a text model", {"--bias": bias, "--out": out, "--density": density},
+               "those options are for handwriting checkpoints")
+        _sample_text(model, _vocab(loaded), prompt, length, temperature, top_k, seed, n, beam)
+    elif kind == "handwriting_synthesis":
+        raise ValueError(f"checkpoint {loaded.url} is a synthesis network, which writes a given text: "
+                         f"use `seqgen write TEXT --checkpoint {checkpoint}`")
+    else:
+        refuse("handwriting sampling", {"--prompt": prompt, "--temperature": temperature, "--top-k": top_k,
+                                        "--beam": beam or None}, "use --bias to trade variety for neatness")
+        _sample_strokes(model, loaded, length or 700, 0.75 if bias is None else bias, seed, n or 1,
+                        out or "strokes.svg", density)
+
+
+def _sample_text(model, vocab, prompt, length, temperature, top_k, seed, n, beam) -> None:
+    from seqgen import text_sampling as sampling
+
+    prompt, length = prompt or "", 500 if length is None else length
+    if beam:
+        refuse("--beam", {"--n": n, "--temperature": temperature, "--top-k": top_k, "--seed": seed},
+               "beam search returns the most likely continuations, deterministically "
+               "(drop them, or sample without --beam)")
+        for text, logp in sampling.beam_search(model, vocab, prompt, length, beam):
+            typer.echo(f"[log p = {logp:.3f}] {prompt}{text}")
+        return
+    n = n or 1
+    for text in sampling.generate(model, vocab, prompt, length, 1.0 if temperature is None else temperature,
+                                  top_k or 0, seed, n):
+        typer.echo(prompt + text + ("\n" + "-" * 40 if n > 1 else ""))
+
+
+def _sample_strokes(model, loaded, points: int, bias: float, seed, n: int, out: str, density) -> None:
+    from seqgen.handwriting.render import mixture_density_png, strokes_png, strokes_svg
+    from seqgen.handwriting.sampling import read_line, sample_strokes
+
+    lines = [sample_strokes(model, loaded.meta, points, bias=bias, seed=None if seed is None else seed + i)
+             for i in range(n)]
+    Path(out).write_bytes(strokes_svg(lines).encode() if out.endswith(".svg") else strokes_png(lines))
+    typer.echo(f"wrote {out} ({', '.join(f'{len(o)} points' for o in lines)})")
+    if density:
+        yhat, _ = read_line(model, loaded.meta, lines[0])
+        Path(density).write_bytes(mixture_density_png(lines[0], yhat.numpy(), model.M, offset_mean=loaded.meta["offset_mean"],
+                                                      offset_std=loaded.meta["offset_std"]))
+        typer.echo(f"wrote {density} (mixture density along the first line)")
+
+
+def score(
+    checkpoint: str = CheckpointArg,
+    text: str = typer.Argument(..., help="The text or sentence to score."),
+    storage: Optional[str] = StorageOpt,
+):
+    """Total log-probability, bits per token and perplexity of a text."""
+    from seqgen.text_sampling import score_text
+
+    model, loaded = load_model(checkpoint, storage)
+    require_kind(loaded, "text", "score needs a text model (`seqgen evaluate` scores handwriting)")
+    typer.echo(json.dumps(score_text(model, _vocab(loaded), text), indent=2))
+
+
+def write(
+    texts: List[str] = typer.Argument(..., help="Text(s) to write; several are stacked as lines."),
+    checkpoint: Optional[str] = typer.Option(None, help="Synthesis checkpoint (default: the bundled model)."),
+    bias: float = typer.Option(0.75, help="Probability bias b (eqs. 61-62): 0 = unbiased, larger = neater."),
+    style: Optional[str] = typer.Option(None, help="Prime with a style: 0-12 (shared sjvasquez styles) or a dataset line id."),
+    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed writes the same strokes."),
+    out: str = typer.Option("line.svg", help="Output picture: .svg or .png."),
+    phi: Optional[str] = typer.Option(None, help="Also save the phi(t, u) alignment heatmap (PNG) of the first text."),
+    storage: Optional[str] = StorageOpt,
+):
+    """Handwriting synthesis: write text with the attention-window network (Graves sec. 5)."""
+    from seqgen.catalog import bundled_handwriting
+    from seqgen.handwriting.render import phi_heatmap_png, strokes_png, strokes_svg
+    from seqgen.handwriting.sampling import synthesize
+    from seqgen.handwriting.styles import resolve_style
+
+    model, loaded = load_model(checkpoint or bundled_handwriting(), storage)
+    require_kind(loaded, "handwriting_synthesis", "write needs a handwriting_synthesis checkpoint "
+                                                  "(`seqgen sample` draws from prediction networks)")
+    prime = resolve_style(style, loaded.meta, Storage.from_url(storage)) if style is not None else None
+    results = synthesize(model, loaded.meta, list(texts), bias=bias, seed=seed, prime=prime)
+    lines = [r.offsets for r in results]
+    data = strokes_svg(lines).encode() if out.endswith(".svg") else strokes_png(lines)
+    Path(out).write_bytes(data)
+    if phi:
+        Path(phi).write_bytes(phi_heatmap_png(results[0].phi, results[0].text))
+    typer.echo(f"wrote {out} ({', '.join(f'{len(r.offsets)} points' for r in results)})")
