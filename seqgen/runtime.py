@@ -59,8 +59,10 @@ def map_tasks(fn: Callable, args: Iterable[tuple], use_ray: bool = True, max_in_
     """``fn(*a)`` for every ``a`` in ``args``, results in order.
 
     With Ray each call is a task (1 CPU); at most ``max_in_flight`` (default: cluster CPUs) run at
-    once, so the driver's memory stays bounded however many chunks a corpus has. Without Ray
-    (``memory://`` storage, which other processes cannot see) the calls run here, one by one.
+    once, so the driver's memory stays bounded however many chunks a corpus has. The tasks read and
+    write shared storage, so any node can run any of them: they ask to be spread over the nodes
+    (Ray's default would pack short tasks onto one node). Without Ray (``memory://`` storage, which
+    other processes cannot see) the calls run here, one by one.
     """
     args = list(args)
     if not use_ray:
@@ -70,7 +72,7 @@ def map_tasks(fn: Callable, args: Iterable[tuple], use_ray: bool = True, max_in_
     import ray
 
     ensure_ray()
-    remote = ray.remote(num_cpus=1)(fn)
+    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(fn)
     limit = max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
     pending: list = []
     next_arg = 0
