@@ -253,7 +253,7 @@ class _LockedSlot(_Slot):
             yield
 
     def _put(self, data: bytes) -> None:
-        write_atomic(self.fs, self.path, data)  # readers do not take the lock: they see whole leases
+        self.fs.pipe_file(self.path, data)  # one assignment in this process's store: readers see all or nothing
 
     def _remove(self) -> None:
         self.fs.rm_file(self.path)
@@ -289,6 +289,9 @@ class _LocalSlot(_LockedSlot):
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _put(self, data: bytes) -> None:
+        write_atomic(self.fs, self.path, data)  # readers do not take the lock: they must see whole leases
 
 
 class _S3Slot(_Slot):

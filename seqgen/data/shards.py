@@ -1,20 +1,19 @@
-"""What text and handwriting datasets share: versions, fingerprints, per-rank slices, verified shards.
+"""The shards text and handwriting datasets share: writing them, per-rank slices, verified reads.
 
 A dataset on storage is ``<dataset>/manifest.json`` (written last) plus the Parquet shards of one
-version, ``<dataset>/<version>/<split>/part-NNNNN.parquet``. Each shard's manifest entry is
-``{"path": <relative to the dataset>, <count>: n, "sha256": <hex of the file's bytes>}``; the hash is
-checked whenever the shard is read (``read_shard``), or streamed through once before a lazy reader
-uses its row groups (``verify_shard``, ``seqgen.data.streams``), so a damaged or swapped file is an
-error naming it, never silently different data. Manifests written before hashes existed have no
-``sha256`` and load as before. ``ShardWriter`` writes a shard a row group at a time, hashing as it goes.
+version, ``<dataset>/<version>/<split>/part-NNNNN.parquet`` (``seqgen.data.publish`` makes them
+visible). Each shard's manifest entry is
+``{"path": <relative to the dataset>, <count>: n, "sha256": <hex of the file's bytes>}``; the hash
+is checked whenever the shard is read (``read_shard``), or streamed through once before a lazy
+reader uses its row groups (``verify_shard``, ``seqgen.data.streams``), so a damaged or swapped
+file is an error naming it, never silently different data. Manifests written before hashes existed
+have no ``sha256`` and load as before. ``ShardWriter`` writes a shard a row group at a time,
+hashing as it goes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import time
-import uuid
 from typing import Iterator
 
 import pyarrow as pa
@@ -26,25 +25,6 @@ from seqgen.storage import Storage
 
 class DatasetError(ValueError):
     """Bad input for preprocessing (nothing was written), or a dataset on storage that cannot be used."""
-
-
-def new_version() -> str:
-    """A fresh version directory name: sorts by time, unique across concurrent builders."""
-    return f"v-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
-
-def fingerprint(*parts) -> str:
-    """sha256 of JSON-serialisable parts: what decides whether a rebuild is needed."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def remove_old_versions(storage: Storage, name: str, keep: str) -> None:
-    """Delete every version directory of dataset ``name`` but ``keep`` (after its manifest is written)."""
-    fs = storage.fs
-    for entry in fs.ls(storage.dataset_dir(name), detail=False):
-        leaf = entry.rstrip("/").rsplit("/", 1)[-1]
-        if leaf.startswith("v-") and leaf != keep:
-            fs.rm(entry, recursive=True)
 
 
 def split_info(manifest: dict, split: str) -> dict:

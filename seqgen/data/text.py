@@ -5,7 +5,8 @@ Two passes over fixed-size byte chunks, each chunk one task, so memory stays fla
     pass 1 (count):  chunk -> symbol counts, #tokens, #chars, sha256   (validates UTF-8 too)
     driver:          merge counts -> vocabulary; fingerprint unchanged? -> done (idempotent)
     pass 2 (encode): chunk -> int32 ids -> <dataset>/<version>/<split>/part-NNNNN.parquet (+ its sha256)
-    driver:          manifest.json written last; older versions removed
+    driver:          manifest.json written last; older versions removed (``seqgen.data.publish``;
+                     a failed encode pass leaves no shard behind)
 
 Inputs are paths or fsspec URLs (s3://, gs://, memory://, file://). The fingerprint depends on the
 settings and on the *content* of each split's inputs, never on where they were read from: the same
@@ -26,7 +27,6 @@ time, so its memory does not grow with the chunk size; readers fetch single row 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Iterator
@@ -36,14 +36,9 @@ import pyarrow as pa
 from fsspec.core import url_to_fs
 
 from seqgen.data.tokenizers import Vocabulary, count_chars, count_symbols, first_boundary, line_parity, safe_cut
-from seqgen.data.shards import (  # noqa: F401  (DatasetError, remove_old_versions: re-exported)
-    DatasetError,
-    ShardWriter,
-    fingerprint,
-    new_version,
-    remove_old_versions,
-)
-from seqgen.data.streams import open_split
+from seqgen.data.publish import fingerprint, publish, shard_name
+from seqgen.data.shards import DatasetError, ShardWriter  # noqa: F401  (DatasetError: re-exported)
+from seqgen.data.streams import open_split  # noqa: F401  (re-exported)
 from seqgen.progress import track
 from seqgen.lease import writes_dataset
 from seqgen.runtime import map_tasks
@@ -113,7 +108,7 @@ def _snap(f, url: str, kind: str, pos: int, limit: int, parity: int) -> int:
     if pos <= 0 or pos >= limit:
         return min(max(pos, 0), limit)
     f.seek(pos - 1)
-    prev, step = f.read(1)[0], 64
+    prev, step = _read(f, 1, url)[0], 64
     while pos < limit:  # boundaries are usually a few bytes away: read 64 bytes, then twice as many, ...
         block = _read(f, min(step, limit - pos), url)
         i = first_boundary(kind, prev, block)
@@ -278,41 +273,31 @@ def preprocess_text(storage: Storage, name: str, spec: TextSpec, use_ray: bool |
     source_info = [{"split": s, "url": u, "sha256_of_chunks": h.hexdigest()} for (s, u), h in sources.items()]
     fp = fingerprint(spec.settings(), [[i["split"], i["sha256_of_chunks"]] for i in source_info])
 
-    manifest_path = join(storage.dataset_dir(name), "manifest.json")
-    if not force and storage.exists(manifest_path):
-        old = storage.read_json(manifest_path)
-        if old.get("fingerprint") == fp:
-            return old
-
-    version = new_version()
-    base = join(storage.dataset_dir(name), version)
-    out = [storage.url_of(f"{base}/{c.split}/part-{c.index:05d}.parquet") for c in chunks]
     vocab_json = vocab.to_json()
-    args = [(kind, c, vocab_json, o, spec.block_tokens, spec.read_bytes) for c, o in zip(chunks, out)]
-    encoded = list(track(map_tasks(_encode_task, args, use_ray), f"preprocess {name}: encode", len(chunks), "tasks",
-                         sizes))
-    splits = {}
-    for chunk, (n, sha) in zip(chunks, encoded):
-        entry = splits.setdefault(chunk.split, {"tokens": 0, "chars": stats[chunk.split]["chars"], "shards": []})
-        entry["tokens"] += n
-        entry["shards"].append({"path": f"{version}/{chunk.split}/part-{chunk.index:05d}.parquet", "tokens": n,
-                                "sha256": sha})
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "name": name,
-        "kind": "text",
-        "fingerprint": fp,
-        "tokenizer": kind,
-        "vocab": vocab_json,
-        "vocab_size": len(vocab),
-        "splits": splits,
-        "sources": source_info,
-        "settings": spec.settings(),
-        "created": _now(),
-    }
-    storage.write_json_atomic(manifest_path, manifest)  # the dataset becomes visible here
-    remove_old_versions(storage, name, keep=version)
-    return manifest
+
+    def build(version: str) -> dict:
+        paths = [shard_name(version, c.split, c.index) for c in chunks]
+        args = [(kind, c, vocab_json, storage.url_of(join(storage.dataset_dir(name), p)), spec.block_tokens,
+                 spec.read_bytes) for c, p in zip(chunks, paths)]
+        encoded = list(track(map_tasks(_encode_task, args, use_ray), f"preprocess {name}: encode", len(chunks),
+                             "tasks", sizes))
+        splits = {}
+        for chunk, path, (n, sha) in zip(chunks, paths, encoded):
+            entry = splits.setdefault(chunk.split, {"tokens": 0, "chars": stats[chunk.split]["chars"], "shards": []})
+            entry["tokens"] += n
+            entry["shards"].append({"path": path, "tokens": n, "sha256": sha})
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "text",
+            "tokenizer": kind,
+            "vocab": vocab_json,
+            "vocab_size": len(vocab),
+            "splits": splits,
+            "sources": source_info,
+            "settings": spec.settings(),
+        }
+
+    return publish(storage, name, fp, build, force)
 
 
 def _build_vocab(kind: str, per_split: dict[str, Counter], max_vocab: int) -> Vocabulary:
@@ -321,10 +306,6 @@ def _build_vocab(kind: str, per_split: dict[str, Counter], max_vocab: int) -> Vo
     train = per_split["train"]  # word vocabularies come from training text only (PTB)
     held_out = set(per_split["valid"]) | set(per_split["test"])
     return Vocabulary.build(kind, train, max_vocab, needs_unk=bool(held_out - set(train)))
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 # reading ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
              (n, sum dx, sum dy, sum dx^2, sum dy^2), the characters seen and the skip report
     driver:  merge -> alphabet, train-split mean/std of (dx, dy), skip report;
              manifest.json written last (the dataset becomes visible there); older versions removed
+             (``seqgen.data.publish``: a failed build leaves no shard behind)
 
 A shard row is one line: form_id, line_id, text, n_points = T, and offsets = the (T, 3) rows
 (dx, dy, eos) of `strokes_to_offsets` flattened row-major (list<float32>), in raw whiteboard units
@@ -21,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import time
 from collections import Counter
 
 import numpy as np
@@ -29,7 +29,8 @@ import pyarrow as pa
 from fsspec.core import url_to_fs
 
 from seqgen.data.presets import data_root
-from seqgen.data.shards import DatasetError, fingerprint, new_version, rank_slices, read_shard, remove_old_versions, split_info
+from seqgen.data.publish import fingerprint, publish, shard_name
+from seqgen.data.shards import DatasetError, rank_slices, read_shard, split_info
 from seqgen.data.text import SPLITS
 from seqgen.handwriting.iam import SkipReport, discover_forms, full_alphabet, graves57_alphabet, list_files, load_forms
 from seqgen.progress import track
@@ -170,26 +171,21 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
     settings = {"alphabet": alphabet, "schema_version": SCHEMA_VERSION, "valid_fraction": valid_fraction,
                 "test_fraction": test_fraction, "explicit_splits": splits is not None}
     fp = fingerprint(settings, sorted(assignment.items()), sources["sha256_of_paths_and_sizes"])
-    manifest_path = join(storage.dataset_dir(name), "manifest.json")
-    if not force and storage.exists(manifest_path):
-        old = storage.read_json(manifest_path)
-        if old.get("fingerprint") == fp:
-            return old
+    report = SkipReport()  # what the build skipped (nothing when the dataset is up to date already)
 
-    # forms that cannot yield a line (text or strokes missing) are reported here, without a task;
-    # an explicit "train" list is a selection: forms outside it are not used, so not reported
-    selected_all = splits is None or "train" not in splits
-    leftovers = [f.form_id for f in forms if f.form_id not in assignment] if selected_all else []
-    report = load_forms(root_path, leftovers)[1] if leftovers else SkipReport()
-    step = max(forms_per_task, 1)
-    groups = []  # (split, form ids) per task
-    for split in SPLITS:
-        ids = sorted(f for f, s in assignment.items() if s == split)
-        groups += [(split, ids[i : i + step]) for i in range(0, len(ids), step)]
-    version = new_version()
-    base = join(storage.dataset_dir(name), version)
-    paths = [f"{version}/{split}/part-{i:05d}.parquet" for i, (split, _) in enumerate(groups)]
-    try:
+    def build(version: str) -> dict:
+        # forms that cannot yield a line (text or strokes missing) are reported here, without a task;
+        # an explicit "train" list is a selection: forms outside it are not used, so not reported
+        selected_all = splits is None or "train" not in splits
+        leftovers = [f.form_id for f in forms if f.form_id not in assignment] if selected_all else []
+        if leftovers:
+            report.skipped.extend(load_forms(root_path, leftovers)[1].skipped)
+        step = max(forms_per_task, 1)
+        groups = []  # (split, form ids) per task
+        for split in SPLITS:
+            ids = sorted(f for f, s in assignment.items() if s == split)
+            groups += [(split, ids[i : i + step]) for i in range(0, len(ids), step)]
+        paths = [shard_name(version, split, i) for i, (split, _) in enumerate(groups)]
         urls = [storage.url_of(join(storage.dataset_dir(name), p)) for p in paths]
         by_id = {f.form_id: f for f in forms}
         task_bytes = [sum(sizes.get(p, 0) for i in ids for p in _form_files(by_id[i])) for _, ids in groups]
@@ -215,27 +211,20 @@ def preprocess_handwriting(storage: Storage, name: str, root: str | None = None,
         std = np.sqrt(np.maximum(np.array([sxx, syy]) / n - mean**2, 0))
         std = np.where(std > 0, std, 1.0)
         text_alphabet = full_alphabet(r["chars"] for r in results) if alphabet == "full" else graves57_alphabet()
-    except BaseException:
-        if storage.fs.exists(base):
-            storage.fs.rm(base, recursive=True)
-        raise
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "handwriting",
-        "name": name,
-        "fingerprint": fp,
-        "alphabet": text_alphabet.to_json(),
-        "alphabet_kind": alphabet,
-        "offset_mean": mean.tolist(),
-        "offset_std": std.tolist(),
-        "splits": splits_out,
-        "skipped": _skip_summary(report, root_path),
-        "sources": sources,
-        "settings": settings,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    storage.write_json_atomic(manifest_path, manifest)  # the dataset becomes visible here
-    remove_old_versions(storage, name, keep=version)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "handwriting",
+            "alphabet": text_alphabet.to_json(),
+            "alphabet_kind": alphabet,
+            "offset_mean": mean.tolist(),
+            "offset_std": std.tolist(),
+            "splits": splits_out,
+            "skipped": _skip_summary(report, root_path),
+            "sources": sources,
+            "settings": settings,
+        }
+
+    manifest = publish(storage, name, fp, build, force)
     if len(report):
         print(f"handwriting dataset {name}: {report.summary()}", file=sys.stderr, flush=True)
     return manifest

@@ -1,4 +1,5 @@
-"""preprocess_handwriting in-process (memory://, no Ray): manifest, statistics, shards, splits, skips.
+"""preprocess_handwriting: manifest, statistics, shards, splits, skips, a failed build; in-process
+(memory://, no Ray) but for the failed build, which is also run in Ray tasks.
 
 Synthetic IAM-OnDB roots (built in tmp_path) cover the rules; tests marked ``data`` repeat the
 checks on a few real forms of the shared subset.
@@ -128,6 +129,26 @@ def test_nothing_usable_writes_nothing(tmp_path, storage):
         preprocess_handwriting(storage, "hw", str(tmp_path / "missing"), use_ray=False)
     with pytest.raises(DatasetError, match="alphabet"):
         preprocess_handwriting(storage, "hw", str(tmp_path), alphabet="klingon", use_ray=False)
+
+
+@pytest.mark.parametrize("where", ["in_process", pytest.param("ray_tasks", marks=pytest.mark.ray)])
+def test_a_failed_build_leaves_no_shard_and_the_previous_version(root, storage, tmp_path, where, request):
+    """The valid split's tasks write their shards, then the build fails (no usable train line):
+    none of them stays, and the dataset published before is still the one readers get."""
+    if where == "ray_tasks":
+        request.getfixturevalue("ray_session")
+        storage = Storage.from_url(str(tmp_path / "store"))  # where Ray tasks and the driver both see it
+    use_ray = where == "ray_tasks"
+    first = preprocess_handwriting(storage, "hw", str(root), use_ray=use_ray)
+    before = sorted(storage.fs.find(storage.dataset_dir("hw")))
+    write_form(root, "z01-000", ["one", "two"], n_xml=1)  # unusable: CSR / XML count mismatch
+    good = [f.form_id for f in discover_forms(root) if f.form_id.startswith("x")]
+    with pytest.raises(DatasetError, match="no usable line in the train split"):
+        preprocess_handwriting(storage, "hw", str(root), splits={"train": ["z01-000"], "valid": good},
+                               forms_per_task=2, use_ray=use_ray)
+    assert sorted(storage.fs.find(storage.dataset_dir("hw"))) == before
+    assert storage.read_json(storage.dataset_dir("hw") + "/manifest.json") == first
+    assert len(load_lines(storage, first, "train")) == first["splits"]["train"]["lines"]
 
 
 def test_assign_splits():
