@@ -17,7 +17,7 @@ import yaml
 
 @dataclass
 class ModelConfig:
-    kind: str = "text"  # text | handwriting_prediction | handwriting_synthesis
+    kind: str = "text"  # text | handwriting_prediction | handwriting_synthesis | handwriting_recognition
     cell: str = "lstm"  # lstm | rnn | gru | scrn
     hidden_size: int = 256
     num_layers: int = 2
@@ -31,6 +31,7 @@ class ModelConfig:
     mixture_components: int = 20  # handwriting: M bivariate Gaussians (sec. 4)
     window_components: int = 10  # handwriting synthesis: K window Gaussians (sec. 5)
     output_clip: float = 0.0  # handwriting: clip dL/dyhat to [-c, c]; 0 = off
+    frame_stack: int = 1  # handwriting recognition: consecutive pen points per BiLSTM input frame
 
 
 @dataclass

@@ -7,7 +7,8 @@ import it):
     network    (ExperimentConfig, meta) -> nn.Module                    `seqgen.models.build_model`
     task       the training task (loss, data, evaluation)               `seqgen.train.loop`
     handler    the serving handler, or None when the kind is not served `seqgen.serve`
-    exporter   (model, batch, text_len) -> its one-step module + example   `seqgen.export`
+    exporter   (model, batch, text_len) -> its one-step module + example,   `seqgen.export`
+               or None when the kind has no one-step function (a bidirectional reader)
 
 Adding a kind is one entry here plus its modules: model building, training, serving and export
 consult this table. The CLI still names kinds where a command exists for some of them only
@@ -27,7 +28,7 @@ class ModelKind:
     network: str  # "module:function" building the network from (cfg, meta)
     task: str  # "module:Class" of the training task
     handler: str | None  # "module:Class" of the serving handler
-    exporter: str  # "module:function" giving the one-step function to export
+    exporter: str | None  # "module:function" giving the one-step function to export
     description: str
 
 
@@ -41,6 +42,9 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
     ModelKind("handwriting_synthesis", "seqgen.handwriting.models:build_handwriting_model",
               "seqgen.handwriting.task:HandwritingTask", "seqgen.serve.handlers:HandwritingHandler",
               "seqgen.export:synthesis_step", "handwriting synthesis network with the soft window (sec. 5)"),
+    ModelKind("handwriting_recognition", "seqgen.handwriting.recognizer:build_recognizer",
+              "seqgen.handwriting.recognizer:RecognitionTask", None, None,
+              "online handwriting recognizer: bidirectional LSTM + CTC (Graves et al. 2009), the legibility meter"),
 )}
 
 

@@ -46,7 +46,7 @@ from seqgen.handwriting.iam import Alphabet
 from seqgen.handwriting.mdn import clip_output_gradient, mixture_nll, split_mixture, sse_per_point
 from seqgen.storage import Storage
 
-KINDS = ("handwriting_prediction", "handwriting_synthesis")
+KINDS = ("handwriting_prediction", "handwriting_synthesis", "handwriting_recognition")
 POOL_BATCHES = 50  # length-bucketing pool, in batches
 
 
@@ -75,7 +75,7 @@ class Batch(NamedTuple):
     x: Tensor  # (B, T-1, 3) inputs x_1..x_{T-1}
     target: Tensor  # (B, T-1, 3) targets x_2..x_T
     mask: Tensor  # (B, T-1) bool
-    chars: Tensor | None  # (B, U) long, 0-padded (synthesis only)
+    chars: Tensor | None  # (B, U) long, 0-padded (synthesis and recognition only)
     char_mask: Tensor | None  # (B, U) bool
 
 
@@ -90,10 +90,11 @@ class HandwritingTask:
         if self.manifest.get("kind") != "handwriting":
             raise ValueError(f"dataset {cfg.dataset!r} is not a handwriting dataset (kind {self.manifest.get('kind')!r})")
         self.synthesis = cfg.model.kind == "handwriting_synthesis"
+        self.reads_text = cfg.model.kind != "handwriting_prediction"  # synthesis writes it, recognition reads it
         self.meta = {"kind": cfg.model.kind, "dataset": cfg.dataset,
-                     "alphabet": self.manifest["alphabet"] if self.synthesis else None,
+                     "alphabet": self.manifest["alphabet"] if self.reads_text else None,
                      "offset_mean": self.manifest["offset_mean"], "offset_std": self.manifest["offset_std"]}
-        self.alphabet = Alphabet.from_json(self.manifest["alphabet"]) if self.synthesis else None
+        self.alphabet = Alphabet.from_json(self.manifest["alphabet"]) if self.reads_text else None
         self.mean = np.asarray(self.manifest["offset_mean"], np.float32)
         self.std = np.asarray(self.manifest["offset_std"], np.float32)
         t = cfg.train
@@ -129,7 +130,7 @@ class HandwritingTask:
         x = line["offsets"].copy()
         x[1:, :2] = (x[1:, :2] - self.mean) / self.std
         x[0] = 0  # x_1 = 0: "no prior information" (sec. 2)
-        chars = torch.from_numpy(self.alphabet.encode(line["text"])) if self.synthesis else None
+        chars = torch.from_numpy(self.alphabet.encode(line["text"])) if self.reads_text else None
         return torch.from_numpy(x), chars
 
     def collate(self, lines: list[tuple[Tensor, Tensor | None]]) -> Batch:
@@ -137,7 +138,7 @@ class HandwritingTask:
         rows = pad_sequence([x for x, _ in lines], batch_first=True)  # (B, T, 3)
         lengths = torch.tensor([len(x) for x, _ in lines])
         mask = torch.arange(rows.shape[1] - 1) < (lengths - 1).unsqueeze(1)  # (B, T-1)
-        chars = pad_sequence([c for _, c in lines], batch_first=True) if self.synthesis else None  # (B, U)
+        chars = pad_sequence([c for _, c in lines], batch_first=True) if self.reads_text else None  # (B, U)
         to = lambda t: None if t is None else t.to(self.device)  # noqa: E731
         return Batch(to(rows[:, :-1]), to(rows[:, 1:]), to(mask), to(chars), to(None if chars is None else chars != 0))
 
