@@ -3,15 +3,17 @@
 Models: a 2 x 256 LSTM over the Tiny Shakespeare characters (random weights: speed does not depend
 on them) and the bundled handwriting synthesis model (2 x 128 + soft window). Served on 127.0.0.1
 by ``seqgen.serve.app.build_app`` (one replica, 1 CPU); clients are asyncio + httpx in this
-process. Measured, in one run:
+process. The baselines seqgen does not serve with (request-level batching, the engine in a replica
+thread, direct ingress) are in ``serve_modes.py`` beside this file. Measured, in one run:
 
 1. raw limit: the bare free-running loop (`seqgen.sampling.run`) stepping the model at batch 64,
    in this process with the replica's thread count, symbols/s (measured before and after the
    endpoint runs, averaged: the load on a shared machine drifts);
 2. endpoint, ``--clients`` (64) concurrent streaming clients, closed loop for ``--duration`` s:
    symbols/s as a fraction of the raw limit; vs one request at a time; vs request-level batching
-   (the same engine admitting a new batch only when the running one is done: ``batching="request"``);
-   vs the engine in a thread of the replica (``engine="thread"``) instead of its own process; and
+   (the same engine admitting a new batch only when the running one is done:
+   ``serve_modes.request_level_engine``); vs the engine in a thread of the replica
+   (``serve_modes.thread_engine``) instead of its own process; and
    with ``--long-length`` (2,000) symbols per request, where Serve's per-request cost is spread
    over ~7x the symbols; and, when ``wrk`` is installed (Debian: ``apt-get install wrk``), with
    ``wrk`` as the client (C, one thread: a client that costs almost no CPU);
@@ -20,7 +22,8 @@ process. Measured, in one run:
    and time to first symbol p50/p99; continuous and request-level batching;
 4. handwriting: 32 concurrent /write lines, lines/s vs one at a time and vs the raw batched loop.
 
-With ``--ingress haproxy|direct`` (what answers HTTP: `seqgen.serve.ingress`) or
+With ``--ingress haproxy|direct`` (what answers HTTP: `seqgen.serve.ingress`; direct: each replica
+on its own port with nothing in front, `serve_modes.select_direct_ingress`) or
 ``--closed-loops-only``: only the 64-client closed loops of 2 (httpx, ``wrk``, long requests), in
 two rounds, every run bracketed by bare-loop runs and scored against their mean, into
 ``results/serve-<ingress>.json``.
@@ -51,6 +54,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
+from serve_modes import ENGINES, select_direct_ingress  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 
@@ -91,7 +95,7 @@ def raw_limit(checkpoint: str, rows: int, length: int, threads: int, kind: str, 
     median of ``repeats`` runs."""
     import torch
 
-    from seqgen.models import load_model
+    from seqgen.catalog import load_model
     from seqgen.sampling import run
 
     torch.set_num_threads(threads)
@@ -240,15 +244,17 @@ def wrk_closed_loop(base: str, clients: int, length: int, duration: float) -> di
             "symbols_per_s": ok * length / float(seconds)}
 
 
-def deploy(checkpoint: str, name: str, **kw) -> str:
-    """Run one app; its base URL: on Serve's proxy, or with direct ingress on the port its replica
-    took from Serve's range (it serves HTTP itself)."""
+def deploy(checkpoint: str, name: str, engine: str = "process", **settings) -> str:
+    """Run one app (``engine``: a key of `serve_modes.ENGINES`; ``settings``: ServeConfig's); its
+    base URL: on Serve's proxy, or with direct ingress on the port its replica took from Serve's
+    range (it serves HTTP itself)."""
     import requests
     from ray import serve
 
     from seqgen.serve.app import build_app
 
-    serve.run(build_app(checkpoint, num_cpus=1, **kw), name=name, route_prefix=f"/{name}")
+    serve.run(build_app(checkpoint, num_cpus=1, make_engine=ENGINES[engine], **settings), name=name,
+              route_prefix=f"/{name}")
     if INGRESS == "direct":
         from ray.serve._private.constants import RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT as first
         candidates = [f"http://127.0.0.1:{port}/{name}" for port in range(first, first + 16)]
@@ -315,7 +321,7 @@ def main() -> None:
     p.add_argument("--long-length", type=int, default=2000, help="symbols per request in the long closed-loop run")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per closed / open loop run")
     p.add_argument("--rate", type=float, default=8.0, help="requests/s of the mixed-load runs")
-    p.add_argument("--ingress", choices=ingress.INGRESS, default="proxy",
+    p.add_argument("--ingress", choices=(*ingress.INGRESS, "direct"), default="proxy",
                    help="what answers HTTP (seqgen.serve.ingress). haproxy / direct: Serve's throughput-optimized "
                         "mode, each replica serving HTTP itself, behind HAProxy / with nothing in front; only the "
                         "64-client runs, into results/serve-<ingress>.json")
@@ -325,12 +331,13 @@ def main() -> None:
     args = p.parse_args()
     global INGRESS
     INGRESS = args.ingress
-    ingress.select(INGRESS)  # before Ray and Serve are imported, here and in every Ray process
+    # before Ray and Serve are imported, here and in every Ray process
+    select_direct_ingress() if INGRESS == "direct" else ingress.select(INGRESS)
 
     import requests
     from ray import serve
 
-    from seqgen.cli import DEFAULT_HANDWRITING
+    from seqgen.catalog import BUNDLED_HANDWRITING
     from seqgen.runtime import apply_local_env, ensure_ray
 
     apply_local_env()
@@ -350,11 +357,12 @@ def main() -> None:
 
         async def text_runs() -> dict:
             res = {}
-            # (batching, where the replica runs its engine): the default, the engine in the replica's
-            # own process (sharing its GIL with the event loop), and request-level batching
+            # (batching, where the replica runs its engine): seqgen's way, the engine in a thread of the
+            # replica (sharing its GIL with the event loop), and request-level batching
             for mode, engine in (("continuous", "process"), ("continuous", "thread"), ("request", "process")):
                 name = f"text-{mode}-{engine}"
-                base = deploy(ckpt, name, batching=mode, engine=engine, max_streams=64, max_queued=256)
+                base = deploy(ckpt, name, engine="request-level" if mode == "request" else engine, max_streams=64,
+                              max_queued=256)
                 threads = requests.get(f"{base}/info", timeout=30).json()["torch_threads"]
                 client = Client(base)
                 await closed_loop(client, 8, 50, 3)  # warm-up
@@ -400,7 +408,7 @@ def main() -> None:
         }
 
     async def handwriting() -> dict:
-        base = deploy(str(DEFAULT_HANDWRITING), "hw", max_streams=64)
+        base = deploy(str(BUNDLED_HANDWRITING), "hw", max_streams=64)
         client = Client(base)
         texts = [TEXT[: 20 + i % 10] for i in range(32)]
         await client.write(texts[0], 0)  # warm-up
@@ -419,7 +427,7 @@ def main() -> None:
                 "points_per_s_32_concurrent": sum(r["points"] for r in together) / concurrent_s, "threads": threads}
 
     hw = asyncio.run(handwriting())
-    raw_points, raw_lines = raw_limit(str(DEFAULT_HANDWRITING), 32, 0, hw["threads"], "handwriting")
+    raw_points, raw_lines = raw_limit(str(BUNDLED_HANDWRITING), 32, 0, hw["threads"], "handwriting")
     out["handwriting"] = {**hw, "raw_batched_lines_per_s": raw_lines, "raw_batched_points_per_s": raw_points,
                           "concurrent_vs_one_at_a_time": round(hw["lines_per_s_32_concurrent"] / hw["lines_per_s_one_at_a_time"], 2),
                           "concurrent_vs_raw": round(hw["lines_per_s_32_concurrent"] / raw_lines, 3)}

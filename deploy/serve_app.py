@@ -5,30 +5,26 @@
 
 SEQGEN_CHECKPOINT (required) is resolved like the CLI does: a checkpoint directory is used as is,
 a run directory gives its best checkpoint, a bare run name is looked up under $SEQGEN_STORAGE.
-Optional: SEQGEN_MAX_STREAMS (64), SEQGEN_MAX_QUEUED (64), SEQGEN_TIMEOUT_S (60),
-SEQGEN_NUM_REPLICAS (1), SEQGEN_AUTOSCALE ("MIN:MAX"), SEQGEN_NUM_CPUS (0.5), SEQGEN_NUM_GPUS (0).
-A Serve config file's ``deployments:`` section overrides the replica count and resources set here.
+Every setting of `seqgen.serve.config.ServeConfig` may be set as SEQGEN_<NAME>, e.g.
+SEQGEN_MAX_STREAMS, SEQGEN_MAX_QUEUED, SEQGEN_TIMEOUT_S, SEQGEN_NUM_REPLICAS, SEQGEN_AUTOSCALE
+("MIN:MAX"), SEQGEN_NUM_CPUS, SEQGEN_NUM_GPUS; unset ones keep ServeConfig's defaults (those of
+`seqgen serve`). A Serve config file's ``deployments:`` section overrides the replica count and
+resources set here.
 """
 
 import os
 
-from seqgen.serve.app import BUILDER_ARGS, app_builder
-
-ENV = {"max_streams": "SEQGEN_MAX_STREAMS", "max_queued": "SEQGEN_MAX_QUEUED", "timeout_s": "SEQGEN_TIMEOUT_S",
-       "num_replicas": "SEQGEN_NUM_REPLICAS", "num_cpus": "SEQGEN_NUM_CPUS", "num_gpus": "SEQGEN_NUM_GPUS"}
+from seqgen.serve.app import app_builder
+from seqgen.serve.config import ServeConfig
 
 
-def args_from_env() -> dict:
-    args = {"num_cpus": 0.5}
-    for name, var in ENV.items():
-        raw = os.environ.get(var, "").strip()
+def args_from_env(environ=os.environ) -> dict:
+    """The ServeConfig settings set in ``environ`` as SEQGEN_<NAME> (strings: ServeConfig converts them)."""
+    args = {}
+    for name in ServeConfig.model_fields:
+        raw = environ.get(f"SEQGEN_{name.upper()}", "").strip()
         if raw:
-            try:
-                args[name] = BUILDER_ARGS[name](raw)
-            except ValueError:
-                raise ValueError(f"${var}={raw!r} is not a valid {BUILDER_ARGS[name].__name__}") from None
-    if os.environ.get("SEQGEN_AUTOSCALE", "").strip():
-        args["autoscale"] = os.environ["SEQGEN_AUTOSCALE"].strip()
+            args[name] = raw
     return args
 
 

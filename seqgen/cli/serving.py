@@ -1,14 +1,30 @@
-"""``seqgen serve``: a checkpoint behind Ray Serve on HOST:PORT, until Ctrl-C."""
+"""``seqgen serve``: a checkpoint behind Ray Serve on HOST:PORT, until Ctrl-C.
+
+The engine and deployment settings are those of `seqgen.serve.config.ServeConfig`, whose defaults
+and descriptions the options show."""
 
 from __future__ import annotations
 
+import enum
 import os
 from typing import Optional
 
 import typer
 
 from seqgen.cli.options import AddressOpt, StorageOpt
+from seqgen.serve.config import ServeConfig
+from seqgen.serve.ingress import INGRESS
 from seqgen.storage import Storage
+
+DEFAULTS = ServeConfig()
+Ingress = enum.Enum("Ingress", {mode: mode for mode in INGRESS}, type=str)
+
+
+def _setting(name: str, option: Optional[str] = None):
+    """An option for ServeConfig's setting ``name``, with its default and description."""
+    field = ServeConfig.model_fields[name]
+    return typer.Option(getattr(DEFAULTS, name), *([option] if option else []),
+                        help=field.description[0].upper() + field.description[1:] + ".")
 
 
 def serve(
@@ -16,17 +32,17 @@ def serve(
                                                           "on storage (default: the bundled handwriting model)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, help="HTTP port."),
-    replicas: int = typer.Option(1, help="Serve replicas (ignored with --autoscale)."),
+    replicas: int = _setting("num_replicas", "--replicas"),
     autoscale: Optional[str] = typer.Option(None, help="MIN:MAX replicas, scaled by Serve on ongoing requests."),
-    max_streams: int = typer.Option(64, help="Rows one replica generates at once (its running batch)."),
-    max_queued: int = typer.Option(64, help="Requests one replica lets wait; beyond them: 503 at once."),
-    timeout: float = typer.Option(60.0, help="Default deadline of a request in seconds (504 past it)."),
-    cpus: float = typer.Option(1.0, help="CPUs per replica."),
-    gpus: float = typer.Option(0.0, help="GPUs per replica (the model goes on the GPU when it has one)."),
-    ingress: str = typer.Option("proxy", help="What answers on HOST:PORT: 'proxy' (Serve's Python proxy) or "
-                                              "'haproxy' (HAProxy in front of replicas that serve HTTP "
-                                              "themselves: Serve's throughput-optimized mode, docs/serving.md). "
-                                              "With --address, the cluster's nodes must have been started with it."),
+    max_streams: int = _setting("max_streams"),
+    max_queued: int = _setting("max_queued"),
+    timeout: float = _setting("timeout_s", "--timeout"),
+    cpus: float = _setting("num_cpus", "--cpus"),
+    gpus: float = _setting("num_gpus", "--gpus"),
+    ingress: Ingress = typer.Option("proxy", help="What answers on HOST:PORT: 'proxy' (Serve's Python proxy) or "
+                                                  "'haproxy' (HAProxy in front of replicas that serve HTTP "
+                                                  "themselves: Serve's throughput-optimized mode, docs/serving.md). "
+                                                  "With --address, the cluster's nodes must have been started with it."),
     storage: Optional[str] = StorageOpt,
     address: Optional[str] = AddressOpt,
 ):
@@ -36,15 +52,13 @@ def serve(
     from seqgen.runtime import ensure_ray
     from seqgen.serve import ingress as ingresses
 
-    if ingress == "direct" or ingress not in ingresses.INGRESS:
-        raise typer.BadParameter(f"{ingress!r}: use proxy or haproxy", param_hint="--ingress")
-    if not (address or os.environ.get("RAY_ADDRESS")):
-        ingresses.select(ingress)  # before the local Ray starts: every Ray process reads it at import
-    from seqgen.serve.app import parse_autoscale, run
-
+    config = ServeConfig.of(num_replicas=replicas, autoscale=autoscale, max_streams=max_streams,
+                            max_queued=max_queued, timeout_s=timeout, num_cpus=cpus, num_gpus=gpus)
     st = Storage.from_url(storage)
     url = find_checkpoint(st, checkpoint) if checkpoint else bundled_handwriting()
-    scaling = parse_autoscale(autoscale)
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        ingresses.select(ingress.value)  # before the local Ray starts: every Ray process reads it at import
     ensure_ray(address)
-    run(url, host=host, port=port, num_replicas=replicas, autoscale=scaling, max_streams=max_streams,
-        max_queued=max_queued, timeout_s=timeout, num_cpus=cpus, num_gpus=gpus, storage=st.url)
+    from seqgen.serve.runner import run
+
+    run(url, config, host=host, port=port, storage=st.url)

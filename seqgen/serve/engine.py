@@ -11,7 +11,8 @@ rows (`seqgen.sampling.Decoder`) and, between any two steps of it:
   length, so a long prompt never stalls the running rows for more than one chunk.
 
 A request that finds ``max_queued`` requests already waiting is refused at once (`Overloaded`,
-HTTP 503) instead of queueing without bound. Outputs go back to the request's asyncio queue in
+HTTP 503) instead of queueing without bound (`admit`: the one capacity check, also made by the
+replica in front of an engine process). Outputs go back to the request's asyncio queue in
 chunks: the first symbol at once (time to first symbol), then at most every ``flush_interval_s``,
 and with many requests running about ``max_chunks_per_s`` chunks a second over all of them. A chunk crosses the
 replica's event loop and Serve's streaming path, which cost far more than drawing a symbol, so
@@ -35,6 +36,7 @@ from typing import Any, AsyncIterator, Callable
 import torch
 
 from seqgen.sampling import Decoder, Generator, Job, cat_states, prefill, select_state
+from seqgen.serve.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +137,18 @@ async def receive(ticket: Ticket) -> AsyncIterator[tuple[str, Any]]:
         ticket.cancel()  # a no-op for a finished ticket: the engine no longer holds it
 
 
-def retry_after(waiting: int, completed: int, elapsed_s: float) -> float:
-    """A rough wait for a refused request: the queue drains at about the completion rate (1-60 s)."""
-    rate = completed / max(elapsed_s, 1e-6)
-    return max(1.0, min(60.0, waiting / rate)) if rate > 0 else 1.0
+def admit(config: EngineConfig, samples: int, waiting: int, completed: int, elapsed_s: float) -> None:
+    """The one capacity check, made where requests queue: a request of ``samples`` rows may join
+    when fewer than ``max_queued`` requests are ``waiting``; else `Overloaded` at once, with a rough
+    wait: the queue drains at about the completion rate (``completed`` requests in ``elapsed_s``),
+    1-60 s. More samples than the batch has rows is the client's error (ValueError, 400)."""
+    if samples > config.max_streams:
+        raise ValueError(f"{samples} samples in one request exceed this server's {config.max_streams} streams")
+    if waiting >= config.max_queued:
+        rate = completed / max(elapsed_s, 1e-6)
+        retry_after = max(1.0, min(60.0, waiting / rate)) if rate > 0 else 1.0
+        raise Overloaded(f"the server is at capacity ({config.max_streams} streams running, {waiting} requests "
+                         "waiting)", retry_after)
 
 
 class Stats:
@@ -193,36 +203,15 @@ class Stats:
 
 
 class Engine:
-    """Continuous batching over one `Generator` (one model) in a background thread.
+    """Continuous batching over one `Generator` (one model) in a background thread, with the
+    limits and streaming granularity of ``config`` (`EngineConfig`)."""
 
-    Args:
-        max_streams: rows in the running batch (and slots reserved by requests being primed).
-        max_queued: requests waiting for slots; one more is refused with `Overloaded`.
-        prefill_chunk: prompt inputs fed per request per iteration.
-        flush_interval_s: a request's new outputs are posted at most this often (and at its first
-            symbol and its end): the streaming granularity.
-        max_chunks_per_s: with many requests running, their interval grows to keep the total
-            number of chunks per second under this.
-        batching: "continuous" (requests join and leave at every step) or "request" (a batch is
-            admitted only when the previous one has finished: request-level batching, kept as the
-            baseline the benchmark compares with).
-    """
-
-    def __init__(self, gen: Generator, max_streams: int = 64, max_queued: int = 64, prefill_chunk: int = 64,
-                 flush_interval_s: float = 0.05, max_chunks_per_s: float = 200.0, batching: str = "continuous"):
-        if batching not in ("continuous", "request"):
-            raise ValueError(f"batching must be 'continuous' or 'request', got {batching!r}")
-        if max_streams < 1 or max_queued < 0 or prefill_chunk < 1 or flush_interval_s < 0:
-            raise ValueError("max_streams and prefill_chunk must be >= 1, max_queued and flush_interval_s >= 0")
+    def __init__(self, gen: Generator, config: EngineConfig = EngineConfig()):
         self.gen = gen
-        self.max_streams = max_streams
-        self.max_queued = max_queued
-        self.prefill_chunk = prefill_chunk
-        self.flush_interval_s = flush_interval_s
-        self.max_chunks_per_s = max_chunks_per_s
-        self.batching = batching
-        self.stats = Stats(max_streams)
+        self.config = config
+        self.stats = Stats(config.max_streams)
         self.decoder = Decoder(gen)
+        self.exit_reason: str | None = None  # why the engine thread ended, once it has
         self._waiting: deque[Ticket] = deque()
         self._priming: list[Ticket] = []
         self._lock = threading.Condition()
@@ -238,16 +227,13 @@ class Engine:
 
     def enqueue(self, ticket: Ticket) -> Ticket:
         """Queue a ticket whose events go wherever ``ticket.send`` sends them (any thread)."""
-        if ticket.slots > self.max_streams:
-            raise ValueError(f"{len(ticket.job.rows)} samples in one request exceed this server's "
-                             f"{self.max_streams} streams")
         with self._lock:
-            if len(self._waiting) >= self.max_queued:
+            try:
+                admit(self.config, ticket.slots, len(self._waiting), self.stats.counts["completed"],
+                      time.time() - self.stats.started)
+            except Overloaded:
                 self.stats.counts["rejected"] += 1
-                raise Overloaded(f"the server is at capacity ({self.max_streams} streams running, "
-                                 f"{len(self._waiting)} requests waiting)",
-                                 retry_after(len(self._waiting), self.stats.counts["completed"],
-                                             time.time() - self.stats.started))
+                raise
             self._waiting.append(ticket)
             self.stats.queue_length = len(self._waiting)
             self._lock.notify()
@@ -261,6 +247,9 @@ class Engine:
         """The engine's counters (`Stats.as_dict`)."""
         return self.stats.as_dict()
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
@@ -271,8 +260,11 @@ class Engine:
     def _run(self) -> None:
         # inference mode is per thread; like `sampling.run`, it skips autograd's bookkeeping (version
         # counters, view tracking) that no_grad still does on every op of every step
-        with torch.inference_mode():
-            self._loop()
+        try:
+            with torch.inference_mode():
+                self._loop()
+        finally:
+            self.exit_reason = "the engine stopped" if self._stopped else "the engine thread failed"
 
     def _loop(self) -> None:
         while True:
@@ -290,10 +282,8 @@ class Engine:
 
     def _admit(self) -> None:
         """Waiting requests -> priming, FIFO, while slots are free (called with the lock held)."""
-        if self.batching == "request" and (len(self.decoder) or self._priming):
-            return  # request-level batching: the running batch finishes first
         used = len(self.decoder) + sum(t.slots for t in self._priming)
-        while self._waiting and used + self._waiting[0].slots <= self.max_streams:
+        while self._waiting and used + self._waiting[0].slots <= self.config.max_streams:
             ticket = self._waiting.popleft()
             if ticket.cancelled:
                 self.stats.counts["cancelled"] += 1
@@ -352,7 +342,7 @@ class Engine:
             return
         groups: dict[int, list[Ticket]] = {}
         for ticket in self._priming:
-            groups.setdefault(min(self.prefill_chunk, len(ticket.job.prompt) - ticket.cursor), []).append(ticket)
+            groups.setdefault(min(self.config.prefill_chunk, len(ticket.job.prompt) - ticket.cursor), []).append(ticket)
         for length, tickets in groups.items():
             if length > 0:
                 self._prime_group(length, tickets)
@@ -385,7 +375,7 @@ class Engine:
         ``flush_interval_s``, and everything when a row finishes."""
         now = time.monotonic()
         running = len({row.owner[0] for row in self.decoder.rows})
-        interval = max(self.flush_interval_s, running / self.max_chunks_per_s)
+        interval = max(self.config.flush_interval_s, running / self.config.max_chunks_per_s)
         chunks: dict[Ticket, dict[int, list]] = {}
         for row in [*self.decoder.rows, *finished]:
             ticket, i = row.owner

@@ -15,7 +15,8 @@ is CPU time in Serve's HTTP path, not the GIL (docs/serving.md).
 
 The pickles cross a socket pair between the replica and the child it started, never a network:
 nothing untrusted is unpickled. The replica refuses work beyond ``max_streams + max_queued``
-requests itself (503 without a round trip); the child's queue is sized so that it never has to.
+requests itself (`engine.admit`, 503 without a round trip); the child's queue is sized so that it
+never has to.
 If the child dies, every request in it fails and `alive()` turns false (Serve's health check
 then replaces the replica); if the replica dies, the child reads EOF and exits.
 """
@@ -34,8 +35,9 @@ from multiprocessing.connection import Connection
 from typing import Any, AsyncIterator
 
 from seqgen.sampling import Generator, Job
-from seqgen.serve.engine import (DeadlineExceeded, Engine, EngineDown, Overloaded, StreamFailed, Ticket, receive,
-                                 retry_after)
+from seqgen.serve.config import EngineConfig
+from seqgen.serve.engine import DeadlineExceeded, Engine, EngineDown, Overloaded, StreamFailed, Ticket, admit, receive
+
 
 def send(conn: Connection, message: Any) -> None:
     """Plain pickle: ``Connection.send`` would use torch's multiprocessing reductions, which pass
@@ -53,21 +55,21 @@ START_TIMEOUT_S = 300.0  # the child imports torch and unpickles the model
 
 
 class EngineProcess:
-    """`Engine`'s caller side (submit / events / snapshot / stop) for an engine in a child process.
+    """`Engine`'s caller side (submit / events / snapshot / alive / stop) for an engine in a child process.
 
     Args:
         gen: the generator to run (pickled to the child: its model travels with it).
-        max_streams, max_queued: as `Engine`; the replica counts the requests it has handed to
-            the child and refuses one more than ``max_streams + max_queued`` with `Overloaded`.
+        config: as `Engine`'s; the replica counts the requests it has handed to the child and
+            refuses one more than ``max_streams + max_queued`` (`admit`).
         threads: torch threads of the child (default: this process's).
-        **options: the other `Engine` arguments (prefill_chunk, flush_interval_s, ...).
+        engine_class: what the child runs: `Engine`, or a subclass importable in the child.
     """
 
-    def __init__(self, gen: Generator, max_streams: int = 64, max_queued: int = 64, threads: int | None = None,
-                 **options: Any):
+    def __init__(self, gen: Generator, config: EngineConfig = EngineConfig(), threads: int | None = None,
+                 engine_class: type[Engine] = Engine):
         import torch
 
-        self.max_streams, self.max_queued = max_streams, max_queued
+        self.config = config
         self._tickets: dict[int, Ticket] = {}
         self._ids = itertools.count()
         # Two locks, never held together: the reader thread needs only `_lock` (no I/O under it), so
@@ -87,8 +89,9 @@ class EngineProcess:
                                       pass_fds=(theirs.fileno(),), env=env)
         theirs.close()
         self._conn = Connection(ours.detach())
-        child_options = {**options, "max_streams": max_streams, "max_queued": max_streams + max_queued}
-        send(self._conn, (gen, child_options, threads or torch.get_num_threads()))
+        # the child's queue holds whatever this side admits: it never refuses first
+        child_config = config.model_copy(update={"max_queued": config.max_streams + config.max_queued})
+        send(self._conn, (engine_class, gen, child_config, threads or torch.get_num_threads()))
         if not self._conn.poll(START_TIMEOUT_S):
             self._kill()
             raise RuntimeError(f"the engine process did not start within {START_TIMEOUT_S:.0f} s")
@@ -100,17 +103,15 @@ class EngineProcess:
 
     # ------------------------------------------------------------------ the caller side (event loop)
     def submit(self, job: Job, timeout_s: float) -> Ticket:
-        if len(job.rows) > self.max_streams:
-            raise ValueError(f"{len(job.rows)} samples in one request exceed this server's {self.max_streams} streams")
         with self._lock:
             if self.exit_reason is not None:
                 raise EngineDown(f"the engine is down ({self.exit_reason}); the replica is being replaced")
-            if len(self._tickets) >= self.max_streams + self.max_queued:
+            try:  # the requests in the child beyond a full batch are (about) the ones waiting
+                admit(self.config, max(1, len(job.rows)), len(self._tickets) - self.config.max_streams,
+                      self._completed, time.time() - self._started)
+            except Overloaded:
                 self._rejected += 1
-                waiting = len(self._tickets) - self.max_streams
-                raise Overloaded(f"the server is at capacity ({self.max_streams} streams running, "
-                                 f"{waiting} requests waiting)",
-                                 retry_after(waiting, self._completed, time.time() - self._started))
+                raise
             tid = next(self._ids)
             ticket = Ticket.on_this_loop(job, timeout_s, on_cancel=lambda: self._cancel(tid))
             self._tickets[tid] = ticket  # before the child can answer
@@ -214,9 +215,9 @@ def child_main(fd: int) -> None:
     try:
         import torch
 
-        gen, options, threads = recv(conn)
+        engine_class, gen, config, threads = recv(conn)
         torch.set_num_threads(threads)
-        engine = Engine(gen, **options)
+        engine = engine_class(gen, config)
     except Exception:  # noqa: BLE001 - the replica reports why it could not start
         import traceback
 

@@ -20,14 +20,12 @@ import os
 import shutil
 import sys
 
-INGRESS = ("proxy", "haproxy", "direct")
+INGRESS = ("proxy", "haproxy")
 
-#: the environment of every Ray process, per mode ("direct": replicas serve HTTP on their own ports
-#: from 30000 up and nothing is in front of them; kept for benchmarks, not a user-facing mode)
+#: the environment of every Ray process, per mode
 ENV = {
     "proxy": {},
     "haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
-    "direct": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
 }
 
 

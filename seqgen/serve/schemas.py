@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from seqgen.rng import MAX_RANDOM_SEED
+from seqgen.serve.config import MAX_TIMEOUT_S
 from seqgen.text_sampling import TEMPERATURE_FLOOR
 
 MAX_LENGTH = 5000  # symbols generated per sample
@@ -25,7 +26,6 @@ MAX_SEED = MAX_RANDOM_SEED  # 2^53 - 1: exact in every JSON parser (float64), Ja
 MAX_WRITE_CHARS = 200  # hard bound; the model's own limit (its max points) is usually lower
 MAX_BODY_BYTES = 256 * 1024  # well above the largest valid body (20k chars, JSON-escaped)
 MIN_TIMEOUT_S = 30.0  # a request's own deadline; shorter ones would turn ordinary work into 504s
-MAX_TIMEOUT_S = 600.0
 
 _strict = ConfigDict(strict=True, extra="forbid")
 

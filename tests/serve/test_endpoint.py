@@ -16,7 +16,7 @@ TIMEOUT = 60
 @pytest.fixture(scope="module")
 def local_model(tiny_checkpoint):
     from seqgen.data.tokenizers import Vocabulary
-    from seqgen.models import load_model
+    from seqgen.catalog import load_model
 
     model, loaded = load_model(tiny_checkpoint)
     return model, Vocabulary.from_json(loaded.meta["vocab"])

@@ -1,8 +1,9 @@
 """The continuous-batching engine on tiny random models, run both ways a replica can run it: in a
 thread (`Engine`) and in a child process (`EngineProcess`): equal outputs alone / batched / joining
 mid-batch, short requests not held back, cancellation, deadlines, back-pressure, a numerical
-fault confined to its request, chunked priming and scoring; and what only the process has: a
-dead engine fails its requests and reports itself, a failed start names why."""
+fault confined to its request, chunked priming and scoring; the one capacity check both make; and
+what only the process has: a dead engine fails its requests and reports itself, a failed start
+names why. Also the request-level baseline the benchmark compares with (benchmarks/serve_modes.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from seqgen.handwriting.iam import END, Alphabet
 from seqgen.handwriting.models import HandwritingModel
 from seqgen.handwriting.sampling import HandwritingGenerator, synthesize
 from seqgen.models.text import TextModel
-from seqgen.serve.engine import DeadlineExceeded, Engine, EngineDown, Overloaded, StreamFailed
+from seqgen.serve.config import EngineConfig
+from seqgen.serve.engine import DeadlineExceeded, Engine, EngineDown, Overloaded, StreamFailed, admit
 from seqgen.serve.engine_process import EngineProcess
 from seqgen.text_sampling import TextGenerator, generate, score_text
 
@@ -47,11 +49,14 @@ def gen(model, vocab):
 
 @pytest.fixture(params=["thread", "process"])
 def make_engine(request):
-    """A factory of engines of one kind; every engine it made is stopped after the test."""
+    """A factory of engines of one kind, in a thread or in a child process, from `EngineConfig`
+    settings; every engine it made is stopped after the test."""
     made = []
 
-    def make(gen, **options):
-        made.append((Engine if request.param == "thread" else EngineProcess)(gen, **options))
+    def make(gen, engine_class=Engine, **settings):
+        config = EngineConfig(**settings)
+        made.append(engine_class(gen, config) if request.param == "thread"
+                    else EngineProcess(gen, config, engine_class=engine_class))
         return made[-1]
 
     yield make
@@ -241,10 +246,11 @@ def test_handwriting_rows_equal_synthesize_alone(make_engine):
 
 
 def test_request_level_batching_holds_a_short_request_back(gen, make_engine):
-    """The baseline mode: a request that arrives while a batch runs waits for all of it."""
+    """The benchmark's baseline: a request that arrives while a batch runs waits for all of it."""
+    from benchmarks.serve_modes import RequestLevelEngine
 
     async def main():
-        engine = make_engine(gen, max_streams=4, batching="request")
+        engine = make_engine(gen, RequestLevelEngine, max_streams=4)
         order = []
 
         async def one(name, length):
@@ -261,7 +267,7 @@ def test_request_level_batching_holds_a_short_request_back(gen, make_engine):
 
 
 def test_a_dead_engine_process_fails_its_requests_and_reports_itself(gen):
-    engine = EngineProcess(gen, max_streams=2)
+    engine = EngineProcess(gen, EngineConfig(max_streams=2))
 
     async def main():
         ticket = engine.submit(gen.job("", 100_000, seed=1), 60)
@@ -308,6 +314,29 @@ input()
         replica.kill()
 
 
+class Unstartable(Engine):
+    """An engine that fails in its process (module level: the engine process imports it)."""
+
+    def __init__(self, gen, config):
+        raise OSError("no engine can start here")
+
+
 def test_an_engine_process_that_cannot_start_says_why(gen):
-    with pytest.raises(RuntimeError, match="failed to start(.|\n)*prefill_chunk must be >= 1"):
-        EngineProcess(gen, prefill_chunk=0)
+    with pytest.raises(RuntimeError, match="failed to start(.|\n)*OSError: no engine can start here"):
+        EngineProcess(gen, engine_class=Unstartable)
+
+
+def test_the_capacity_check():
+    """`admit`, made by the engine's queue and by the replica in front of an engine process: too
+    many samples are the client's error; a full queue is refused with a wait that follows the
+    completion rate (1-60 s)."""
+    config = EngineConfig(max_streams=4, max_queued=2)
+    admit(config, samples=4, waiting=1, completed=0, elapsed_s=1.0)
+    with pytest.raises(ValueError, match="5 samples in one request exceed this server's 4 streams"):
+        admit(config, samples=5, waiting=0, completed=0, elapsed_s=1.0)
+    waits = []
+    for completed in (0, 1, 10, 1000):  # requests done in 10 s
+        with pytest.raises(Overloaded, match=r"at capacity \(4 streams running, 2 requests waiting\)") as e:
+            admit(config, samples=1, waiting=2, completed=completed, elapsed_s=10.0)
+        waits.append(e.value.retry_after)
+    assert waits == [1.0, 20.0, 2.0, 1.0]

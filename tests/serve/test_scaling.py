@@ -268,7 +268,7 @@ def test_a_dataset_line_as_style_uses_the_servers_storage(serve_started, serve_u
     """With storage holding the model's dataset, its line ids are styles (and listed in the schema)."""
     from ray import serve
 
-    from seqgen.cli import DEFAULT_HANDWRITING
+    from seqgen.catalog import BUNDLED_HANDWRITING
     from seqgen.handwriting.dataset import preprocess_handwriting
     from seqgen.storage import Storage
     from tests.handwriting.test_hw_dataset import write_form
@@ -278,7 +278,7 @@ def test_a_dataset_line_as_style_uses_the_servers_storage(serve_started, serve_u
     storage = Storage.from_url(str(tmp / "storage"))
     write_form(tmp / "iam", "a01-000u", ["a move to stop", "mr gaitskell"], seed=1)
     preprocess_handwriting(storage, "iam", str(tmp / "iam"), use_ray=False)  # the bundled model's dataset name
-    url = deploy(serve_started, str(DEFAULT_HANDWRITING), "seqgen-hw-data", "/hwdata", storage=storage.url)
+    url = deploy(serve_started, str(BUNDLED_HANDWRITING), "seqgen-hw-data", "/hwdata", storage=storage.url)
     try:
         schema = requests.get(f"{url}/openapi.json", timeout=TIMEOUT).json()
         style = schema["components"]["schemas"]["WriteBody"]["properties"]["style"]

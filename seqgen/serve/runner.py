@@ -1,0 +1,37 @@
+"""Serving one checkpoint from this process until Ctrl-C (``seqgen serve``)."""
+
+from __future__ import annotations
+
+import time
+
+from seqgen.serve.config import ServeConfig
+
+
+def run(checkpoint_url: str, config: ServeConfig = ServeConfig(), *, host: str = "127.0.0.1", port: int = 8000,
+        storage: str | None = None, blocking: bool = True, name: str = "seqgen", route_prefix: str = "/") -> str:
+    """Start Serve (HTTP on ``host:port``, loopback by default) with this checkpoint's app
+    (`seqgen.serve.app.build_app`).
+
+    Returns the base URL; with ``blocking`` waits until Ctrl-C, then shuts Serve down. What
+    listens on ``host:port`` (Serve's proxy or HAProxy) was chosen before Ray started
+    (`seqgen.serve.ingress`).
+    """
+    from ray import serve
+
+    from seqgen.runtime import ensure_ray
+    from seqgen.serve.app import build_app
+
+    ensure_ray()
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(checkpoint_url, config, storage=storage), name=name, route_prefix=route_prefix, blocking=False)
+    url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
+    if blocking:
+        print(f"serving {checkpoint_url} at {url} (Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            serve.shutdown()
+    return url

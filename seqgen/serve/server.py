@@ -1,0 +1,247 @@
+"""The Ray Serve deployment: HTTP routes over one continuous-batching engine per replica.
+
+Routes (those the checkpoint's model kind cannot serve are absent from its OpenAPI document and
+answer 404)::
+
+    GET  /            a page: type text -> handwriting drawn as it streams; prompt -> streamed text
+    POST /generate    {prompt, length, temperature, top_k, seed, n, stream, timeout_s}   text models
+    POST /score       {text, timeout_s} -> log-probability, bits per token, perplexity    text models
+    POST /write       {text, bias, style, seed, stream, timeout_s} -> SVG + strokes       handwriting
+    GET  /healthz     liveness; answered on the event loop, never behind generation
+    GET  /info        checkpoint, model, limits
+    GET  /stats       this replica's engine counters (also exported as Ray Serve metrics)
+    GET  /openapi.json
+
+Every request goes through the replica's engine (`seqgen.serve.engine`), which runs in a child
+process of the replica (`seqgen.serve.engine_process`): a request joins the running batch at the
+next step, a full queue answers 503 at once, a deadline 504. Errors have one JSON shape
+(`seqgen.serve.errors`). The application is built by `seqgen.serve.app`.
+"""
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, StreamingResponse
+from ray import serve
+
+from seqgen import kinds
+from seqgen.rng import random_seed
+from seqgen.sampling import Generator
+from seqgen.serve import errors
+from seqgen.serve.config import MAX_TIMEOUT_S, EngineConfig, ServeConfig
+from seqgen.serve.engine import Engine, EngineDown
+from seqgen.serve.engine_process import EngineProcess
+from seqgen.serve.errors import WORK, WRITE, BodyLimit, SafeJSONResponse, error_payload
+from seqgen.serve.handlers import TextStream
+from seqgen.serve.metrics import MetricsExporter
+from seqgen.serve.schemas import (
+    MAX_BODY_BYTES, MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, GenerateBody, GenerateResponse, Health,
+    ScoreBody, ScoreResponse, WriteBody, WriteResponse,
+)
+from seqgen.text_sampling import score_summary
+
+Loader = Callable[[str], tuple]  # checkpoint URL -> (model, LoadedCheckpoint)
+#: (generator, engine settings) -> the replica's engine (anything with Engine's caller side:
+#: submit, events, snapshot, alive, stop, config); EngineProcess unless told otherwise
+EngineFactory = Callable[[Generator, EngineConfig], "Engine | EngineProcess"]
+PAGE = Path(__file__).parent / "static" / "index.html"
+ROUTE_CAPABILITY = {"/generate": "generate", "/score": "score", "/write": "write"}
+
+api = FastAPI(
+    title="seqgen",
+    description="Recurrent sequence generators (Graves 2013, char-rnn) served with Ray Serve, "
+                "with iteration-level batching of generation.",
+    default_response_class=SafeJSONResponse,
+)
+api.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+errors.install(api)
+
+SSE = {200: {"content": {"text/event-stream": {"schema": {
+    "type": "object", "required": ["event", "data"],
+    "properties": {"event": {"type": "string", "enum": ["start", "chunk", "done", "error"]},
+                   "data": {"type": "string", "description": "JSON: start {seed, samples, model}; chunk {sample, "
+                                                             "text}; done {samples, symbols, seed, elapsed_s}; error "
+                                                             "{error, message}"}}}}},
+             "description": "JSON, or with stream=true a text/event-stream"}}
+NDJSON = {200: {"content": {"application/x-ndjson": {"schema": {
+    "type": "object", "description": "each line: {points: [[dx, dy, eos], ...]}, then {done: true, points, seed, "
+                                     "elapsed_s, model}; or {error, message}"}}},
+                "description": "JSON, or with stream=true newline-delimited JSON"}}
+
+
+def default_loader(checkpoint_url: str):
+    """``load_model`` onto the replica's GPU if Ray gave it one, else the CPU."""
+    import torch
+
+    from seqgen.catalog import load_model
+
+    return load_model(checkpoint_url, device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _replica_id() -> str | None:
+    try:
+        return serve.get_replica_context().replica_tag
+    except Exception:  # outside a replica, or the context has no tag
+        return None
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=True, separators=(',', ':'))}\n\n"
+
+
+def _ndjson(data: dict) -> str:
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+@serve.deployment(name="SeqgenServer")
+@serve.ingress(api)
+class SeqgenServer:
+    def __init__(self, checkpoint_url: str, config: ServeConfig = ServeConfig(), storage: str | None = None,
+                 loader: Loader | None = None, make_engine: EngineFactory | None = None):
+        from seqgen.storage import Storage
+
+        model, loaded = (loader or default_loader)(checkpoint_url)
+        kind = kinds.get(loaded.config.model.kind)
+        if kind.handler is None:
+            served = ", ".join(k.name for k in kinds.KINDS.values() if k.handler)
+            raise ValueError(f"model kind {kind.name!r} is not served (served kinds: {served})")
+        handler = kinds.resolve(kind.handler)
+        self.handler = handler(model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
+        self.config = config
+        self.engine = (make_engine or EngineProcess)(self.handler.gen, config.engine)
+        self.metrics = MetricsExporter(self.engine)
+        api.openapi_schema = None  # built for this model on first use
+        api.openapi = self._openapi
+
+    def _openapi(self) -> dict:
+        """The OpenAPI document of THIS model: only its routes, with what it can read stated."""
+        if api.openapi_schema is None:
+            schema = get_openapi(title=api.title, version="1", description=api.description, routes=api.routes)
+            schema["paths"] = {path: ops for path, ops in schema["paths"].items()
+                               if ROUTE_CAPABILITY.get(path, "") in self.handler.capabilities | {""}}
+            self.handler.openapi_limits(schema.get("components", {}).get("schemas", {}))
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    def _handler_for(self, capability: str):
+        if capability not in self.handler.capabilities:
+            raise errors.NotFound(
+                f"this checkpoint holds a {self.handler.kind!r} model, which does not serve /{capability} "
+                f"(it serves: {', '.join('/' + c for c in sorted(self.handler.capabilities))})"
+            )
+        return self.handler
+
+    def _timeout(self, requested: float | None) -> float:
+        return requested or self.config.timeout_s  # both at most MAX_TIMEOUT_S (schemas, ServeConfig)
+
+    @api.get("/", response_class=HTMLResponse, responses={200: {"description": "the web page"}})
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text())
+
+    @api.get("/healthz", response_model=Health, responses={503: errors.WORK[503]})
+    async def healthz(self) -> dict:
+        self.check_health()
+        return {"status": "ok"}
+
+    @api.get("/info")
+    async def info(self) -> dict:
+        import torch
+
+        return {**self.handler.info(),
+                "engine": {**self.config.engine.model_dump(), "default_timeout_s": self.config.timeout_s},
+                "limits": {"length": MAX_LENGTH, "n": MAX_SAMPLES, "prompt_chars": MAX_PROMPT_CHARS,
+                           "score_chars": MAX_SCORE_CHARS, "body_bytes": MAX_BODY_BYTES, "timeout_s": MAX_TIMEOUT_S},
+                "torch_threads": torch.get_num_threads()}
+
+    @api.get("/stats")
+    async def stats(self) -> dict:
+        return {**await asyncio.to_thread(self.engine.snapshot), "replica": _replica_id()}
+
+    def __del__(self):  # Serve calls it when the replica shuts down
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.stop()
+
+    def check_health(self) -> None:
+        """Serve's periodic health check (and /healthz): a replica whose engine process died is
+        replaced by Serve."""
+        if not self.engine.alive():
+            raise EngineDown(f"the engine is down ({self.engine.exit_reason}); the replica is being replaced")
+
+    # ------------------------------------------------------------------------------ /generate
+    @api.post("/generate", response_model=GenerateResponse, responses={**WORK, **SSE})
+    async def generate(self, body: GenerateBody):
+        handler = self._handler_for("generate")
+        seed = random_seed() if body.seed is None else body.seed
+        ticket = self.engine.submit(handler.generate_job(body, seed), self._timeout(body.timeout_s))
+        stream = TextStream(handler, body.n)
+        if body.stream:
+            return StreamingResponse(self._generate_events(ticket, stream, seed), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        async for kind, payload in self.engine.events(ticket):
+            if kind == "chunk":
+                stream.add(payload)
+        return {"samples": stream.texts(), "seed": seed, "model": handler.summary()}
+
+    async def _generate_events(self, ticket, stream: TextStream, seed: int):
+        t0, symbols = time.monotonic(), 0
+        yield _sse("start", {"seed": seed, "samples": len(stream.ids), "model": self.handler.summary()})
+        try:
+            async for kind, payload in self.engine.events(ticket):
+                if kind == "chunk":
+                    symbols += sum(len(v) for v in payload.values())
+                    for i, text in stream.add(payload).items():
+                        yield _sse("chunk", {"sample": i, "text": text})
+                else:
+                    for i, text in stream.finish().items():
+                        yield _sse("chunk", {"sample": i, "text": text})
+                    yield _sse("done", {"samples": len(stream.ids), "symbols": symbols, "seed": seed,
+                                        "elapsed_s": round(time.monotonic() - t0, 4)})
+        except Exception as e:  # noqa: BLE001 - the status line is gone: report in the stream
+            yield _sse("error", error_payload(e)[1])
+
+    # ------------------------------------------------------------------------------ /score
+    @api.post("/score", response_model=ScoreResponse, responses=WORK)
+    async def score(self, body: ScoreBody) -> dict:
+        handler = self._handler_for("score")
+        ticket = self.engine.submit(handler.score_job(body), self._timeout(body.timeout_s))
+        async for kind, payload in self.engine.events(ticket):
+            if kind == "done":
+                return {**score_summary(payload["log_prob"], payload["tokens"]), "model": handler.summary()}
+        raise RuntimeError("scoring ended without a result")
+
+    # ------------------------------------------------------------------------------ /write
+    @api.post("/write", response_model=WriteResponse, responses={**WRITE, **NDJSON})
+    async def write(self, body: WriteBody):
+        handler = self._handler_for("write")
+        seed = random_seed() if body.seed is None else body.seed
+        ticket = self.engine.submit(handler.write_job(body, seed), self._timeout(body.timeout_s))
+        if body.stream:
+            return StreamingResponse(self._write_events(ticket, seed), media_type="application/x-ndjson",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        outputs: list = []
+        async for kind, payload in self.engine.events(ticket):
+            if kind == "chunk":
+                outputs += payload.get(0, [])
+        offsets = handler.points(outputs)
+        return {"svg": handler.svg(offsets), "strokes": offsets.round(3).tolist(), "points": len(offsets),
+                "seed": seed, "model": handler.summary()}
+
+    async def _write_events(self, ticket, seed: int):
+        t0, points = time.monotonic(), 0
+        try:
+            async for kind, payload in self.engine.events(ticket):
+                if kind == "chunk":
+                    new = self.handler.points(payload.get(0, []))
+                    points += len(new)
+                    yield _ndjson({"points": new.round(3).tolist()})
+                else:
+                    yield _ndjson({"done": True, "points": points, "seed": seed,
+                                   "elapsed_s": round(time.monotonic() - t0, 4), "model": self.handler.summary()})
+        except Exception as e:  # noqa: BLE001 - the status line is gone: report in the stream
+            yield _ndjson(error_payload(e)[1])
