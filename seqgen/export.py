@@ -180,28 +180,3 @@ def _export_onnx(step, example, inputs: list[str], outputs: list[str], out: str)
         warnings.simplefilter("ignore")
         torch.onnx.export(step, example, out, dynamo=False, input_names=inputs, output_names=outputs,
                           dynamic_axes={n: axes.get(n, {0: "batch"}) for n in inputs + outputs})
-
-
-def load_exported(path: str):
-    """(callable step, seqgen.json) for an exported file: ``step(*inputs) -> list of outputs``,
-    with numpy or torch inputs (TorchScript via torch.jit.load, ONNX via onnxruntime)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head[:2] == b"PK":  # TorchScript archives are zip files
-        files = {"seqgen.json": ""}
-        module = torch.jit.load(path, _extra_files=files)
-        info = json.loads(files["seqgen.json"])
-
-        def run(*args):
-            with torch.no_grad():
-                return [t.numpy() for t in module(*(torch.as_tensor(a) for a in args))]
-        return run, info
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
-    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    info = json.loads(meta["seqgen.json"])
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    return (lambda *args: session.run(None, {n: np.asarray(a) for n, a in zip(names, args)})), info

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -18,7 +19,7 @@ from torch.utils._pytree import tree_flatten
 from typer.testing import CliRunner
 
 from seqgen.config import ModelConfig
-from seqgen.export import export, load_exported
+from seqgen.export import export
 from seqgen.handwriting.models import HandwritingModel
 from seqgen.models.text import TextModel
 
@@ -26,6 +27,28 @@ DOC = Path(__file__).parents[1] / "docs" / "export.md"
 STEPS, B = 50, 3
 FORMATS = ["torchscript", pytest.param("onnx", marks=pytest.mark.skipif(
     not all(map(__import__("importlib").util.find_spec, ["onnx", "onnxruntime"])), reason="needs onnx + onnxruntime"))]
+
+
+def load_exported(path: str):
+    """(callable step, seqgen.json) of an exported file, as another runtime would load it:
+    ``step(*inputs) -> list of outputs`` (TorchScript via torch.jit.load, ONNX via onnxruntime)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK":  # TorchScript archives are zip files
+        files = {"seqgen.json": ""}
+        module = torch.jit.load(path, _extra_files=files)
+
+        def run(*args):
+            with torch.no_grad():
+                return [t.numpy() for t in module(*(torch.as_tensor(a) for a in args))]
+        return run, json.loads(files["seqgen.json"])
+    import onnx
+    import onnxruntime as ort
+
+    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return (lambda *args: session.run(None, {n: np.asarray(a) for n, a in zip(names, args)})), json.loads(meta["seqgen.json"])
 
 
 def _flat(state) -> list[np.ndarray]:
