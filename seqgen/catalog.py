@@ -243,9 +243,12 @@ def evaluation_dataset(storage: Storage, loaded: ckpt.LoadedCheckpoint, dataset:
         from seqgen.handwriting.iam import Alphabet
         from seqgen.handwriting.models import meta_alphabet
 
-        if meta_alphabet(loaded.meta) != Alphabet.from_json(manifest["alphabet"]):
-            raise ValueError(f"dataset {name!r} has another alphabet than checkpoint {loaded.url}: "
-                             "evaluate on the dataset the model was trained on")
+        # lines are encoded with the model's own alphabet, so any dataset whose characters it has will do
+        # (e.g. a user's own lines, `seqgen preprocess --handwriting --data-dir DIR`)
+        theirs = Alphabet.from_json(manifest["alphabet"]).chars[1:]
+        if missing := meta_alphabet(loaded.meta).unknown_chars("".join(theirs)):
+            raise ValueError(f"dataset {name!r} has characters that checkpoint {loaded.url} cannot read or "
+                             f"write: {missing}; evaluate on a dataset within its alphabet")
     return manifest
 
 

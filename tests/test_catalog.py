@@ -125,9 +125,12 @@ def test_evaluation_dataset_is_one_the_model_can_read(tmp_path):
     with pytest.raises(ValueError, match="dataset 'short' has another vocabulary"):
         evaluation_dataset(st, words, "short", "test")
     chars = Alphabet.from_json(hw["alphabet"]).chars
+    scribe.meta["alphabet"] = Alphabet([*chars, "@"]).to_json()  # a wider alphabet reads the dataset's lines
+    assert evaluation_dataset(st, scribe, None, "valid")["name"] == "hw"
     scribe.meta["alphabet"] = Alphabet(chars[:-1]).to_json()
-    with pytest.raises(ValueError, match="dataset 'hw' has another alphabet"):
-        evaluation_dataset(st, scribe, None, "test")
+    with pytest.raises(ValueError, match=f"dataset 'hw' has characters that checkpoint .* cannot read or write: "
+                                         rf"\['{chars[-1]}'\]"):
+        evaluation_dataset(st, scribe, None, "valid")
     with pytest.raises(FileNotFoundError, match="dataset 'nope' not found"):
         evaluation_dataset(st, words, "nope", "test")
 

@@ -44,8 +44,14 @@ _SALT = "seqgen-iam-split-v1"  # changing it reshuffles the fraction split
 
 
 def default_root(data_dir: str | None = None) -> str:
-    """``<data dir>/handwriting/iam-ondb``; the data dir is a path or an fsspec URL."""
-    return join(data_root("IAM-OnDB handwriting", data_dir), "handwriting", "iam-ondb")
+    """The IAM-OnDB root under a data dir (a path or an fsspec URL): the data dir itself when it is in
+    IAM-OnDB's layout (``lineStrokes/`` and ``ascii/``, e.g. a user's own lines), else
+    ``<data dir>/handwriting/iam-ondb``."""
+    base = data_root("IAM-OnDB handwriting", data_dir)
+    fs, path = url_to_fs(base)
+    if fs.isdir(join(path, "lineStrokes")) and fs.isdir(join(path, "ascii")):
+        return base
+    return join(base, "handwriting", "iam-ondb")
 
 
 def assign_splits(complete: list[str], splits: dict | None, valid_fraction: float, test_fraction: float) -> dict[str, str]:

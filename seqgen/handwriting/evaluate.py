@@ -36,6 +36,29 @@ def _line_batch(lines: list[dict], meta: dict, alphabet, like: torch.Tensor):
     return rows[:, :-1], rows[:, 1:], mask, chars
 
 
+def _score(model, group: list[dict], meta: dict, alphabet, like: torch.Tensor):
+    """Teacher-forced eq. 26 over whole lines from a fresh state: (nll per line (B,), mixture params,
+    targets, mask)."""
+    x, target, mask, chars = _line_batch(group, meta, alphabet, like)
+    yhat, _ = model(x, model.initial_state(len(group), like.device), chars, None if chars is None else chars != 0)
+    params = split_mixture(yhat, model.M)  # eqs. 18-22
+    return mixture_nll(params, target, mask).sum(1), params, target, mask  # (B,) eq. 26 per line
+
+
+@torch.no_grad()
+def line_log_likelihoods(model, lines: list[dict], meta: dict, batch_size: int = 16) -> np.ndarray:
+    """Mean log-likelihood per predicted point (nats, higher is likelier) of each line, in order:
+    how natural the network finds a line, e.g. to rank written candidates."""
+    alphabet = meta_alphabet(meta) if model.synthesis else None
+    like = model.head.weight
+    out = np.zeros(len(lines))
+    for i in range(0, len(lines), batch_size):
+        group = lines[i : i + batch_size]
+        nll, _, _, mask = _score(model, group, meta, alphabet, like)
+        out[i : i + len(group)] = (-nll / mask.sum(1).clamp(min=1)).cpu().numpy()
+    return out
+
+
 def evaluate_lines(model, lines: list[dict], meta: dict, batch_size: int = 16, dynamic_lr: float = 0.0,
                    progress=None):
     """Score whole handwriting lines (as ``handwriting.dataset.load_lines`` returns them), each
@@ -63,12 +86,8 @@ def evaluate_lines(model, lines: list[dict], meta: dict, batch_size: int = 16, d
     try:
         for i in range(0, len(order), batch_size):
             group = [lines[j] for j in order[i : i + batch_size]]
-            x, target, mask, chars = _line_batch(group, meta, alphabet, like)
             with torch.set_grad_enabled(dynamic_lr > 0):
-                yhat, _ = model(x, model.initial_state(len(group), like.device), chars,
-                                None if chars is None else chars != 0)
-                params = split_mixture(yhat, model.M)  # eqs. 18-22
-                nll = mixture_nll(params, target, mask).sum(1)  # (B,) eq. 26 per line
+                nll, params, target, mask = _score(model, group, meta, alphabet, like)
             with torch.no_grad():
                 sse = sse_per_point(params, target, mask)
             total = total + LineStats(nll.sum().item(), len(group), int(mask.sum().item()), sse.sum().item())
