@@ -22,7 +22,7 @@ import json
 
 import typer
 
-from seqgen.catalog import BUNDLED_HANDWRITING as DEFAULT_HANDWRITING  # noqa: F401 - tests and docs scripts
+from seqgen.catalog import BUNDLED_HANDWRITING as DEFAULT_HANDWRITING  # noqa: F401 - tests import this name
 from seqgen.cli import data, evaluating, generating, inspecting, serving, training
 from seqgen.cli.errors import Commands
 from seqgen.cli.options import config_path
