@@ -72,6 +72,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast on GPU only)
     max_failures: int = 3  # worker-group restarts (from the last checkpoint) before the run fails; -1 = no limit
     progress: bool = True
+    augment: float = 0.0  # handwriting recognition: random scale / slant of training lines, as a fraction (0 = off)
 
     def __post_init__(self):
         if isinstance(self.use_gpu, bool):  # Python callers may still pass a bool

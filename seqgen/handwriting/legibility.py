@@ -83,6 +83,22 @@ def check_texts(texts: list[str], meta: dict, who: str, where: str = "") -> None
             raise ValueError(f"{where}line {i} {text!r}: {who} cannot handle character(s) {bad}")
 
 
+def read_candidates(offsets: list[np.ndarray], texts: list[str], recognizer, rec_meta: dict) -> tuple[list[float], list[str]]:
+    """(CER against its text, reading) of every written line, read by the recognizer."""
+    readings = read_steps(recognizer, rec_meta, offsets)
+    return [Levenshtein.distance(r, t) / max(len(t), 1) for r, t in zip(readings, texts)], readings
+
+
+def pick(cers: list[float], synth, synth_meta: dict, offsets: list[np.ndarray], texts: list[str]) -> tuple[int, np.ndarray]:
+    """Index of the best of K candidates of one text (lowest CER; ties: the likelier under the
+    synthesis network), and every candidate's mean log-likelihood per point (zeros for K = 1)."""
+    loglik = np.zeros(len(offsets))
+    if len(offsets) > 1 and min(cers) == sorted(cers)[1]:  # a tie for the best: ask the network itself
+        lines = [{"offsets": np.vstack([np.zeros((1, 3), np.float32), o]), "text": t} for o, t in zip(offsets, texts)]
+        loglik = line_log_likelihoods(synth, lines, synth_meta)
+    return min(range(len(offsets)), key=lambda j: (cers[j], -loglik[j])), loglik
+
+
 def write_best(synth, synth_meta: dict, recognizer, rec_meta: dict, texts: list[str], bias: float, seed: int,
                best_of: int = 1, score=None) -> list[Written]:
     """Write every text ``best_of`` times in one batch and keep each text's best candidate.
@@ -93,20 +109,15 @@ def write_best(synth, synth_meta: dict, recognizer, rec_meta: dict, texts: list[
         raise ValueError(f"best_of must be between 1 and {MAX_BEST_OF}, got {best_of}")
     wanted = [t for t in texts for _ in range(best_of)]
     results = synthesize(synth, synth_meta, wanted, bias=bias, seed=seed)
-    if score is None:
-        readings = read_steps(recognizer, rec_meta, [r.offsets for r in results])
-        cers = [Levenshtein.distance(r, t) / max(len(t), 1) for r, t in zip(readings, wanted)]
-    else:
-        cers, readings = score(results, wanted)
-    loglik = np.zeros(len(results))
-    if best_of > 1:  # the tie-break: the synthesis network's own view of each candidate
-        lines = [{"offsets": np.vstack([np.zeros((1, 3), np.float32), r.offsets]), "text": r.text} for r in results]
-        loglik = line_log_likelihoods(synth, lines, synth_meta)
+    offsets = [r.offsets for r in results]
+    cers, readings = (score or (lambda _, t: read_candidates(offsets, t, recognizer, rec_meta)))(results, wanted)
     out = []
     for i in range(len(texts)):
-        k = range(i * best_of, (i + 1) * best_of)
-        j = min(k, key=lambda j: (cers[j], -loglik[j]))
-        out.append(Written(results[j], readings[j], cers[j], float(loglik[j]), stalled(results[j]), best_of))
+        k = slice(i * best_of, (i + 1) * best_of)
+        j, loglik = pick(cers[k], synth, synth_meta, offsets[k], wanted[k])
+        chosen = i * best_of + j
+        out.append(Written(results[chosen], readings[chosen], cers[chosen], float(loglik[j]), stalled(results[chosen]),
+                           best_of))
     return out
 
 

@@ -180,13 +180,39 @@ def read_steps(model: HandwritingRecognizer, meta: dict, steps: list[np.ndarray]
 # ----------------------------------------------------------------------------- training
 
 
+def augment(steps: Tensor, mask: Tensor, mean: Tensor, std: Tensor, strength: float, generator) -> Tensor:
+    """Normalised steps (B, T, 3) of B lines, each redrawn at a random size and slant: in data units
+    dx' = sx dx + k sy dy, dy' = sy dy (a scale, then a shear: both linear, so absolute positions
+    and offsets transform alike), with sx, sy ~ 1 + U(-a, a) and k ~ U(-a, a) for a = ``strength``.
+    Padding stays 0."""
+    B = steps.shape[0]
+    u = lambda: (torch.rand(B, 1, generator=generator) * 2 - 1) * strength  # noqa: E731
+    sx, sy, k = 1 + u(), 1 + u(), u()
+    dx, dy = (steps[..., 0] * std[0] + mean[0]), (steps[..., 1] * std[1] + mean[1])  # data units
+    dx, dy = sx * dx + k * sy * dy, sy * dy
+    out = torch.stack([(dx - mean[0]) / std[0], (dy - mean[1]) / std[1], steps[..., 2]], -1)
+    return out * mask[..., None]
+
+
 class RecognitionTask(HandwritingTask):
     """`HandwritingTask`'s lines and batching (whole lines, length-bucketed, exact resume), with the
     CTC loss and validation CER / WER. A batch's ``target`` rows are the lines' real steps x_2..x_T
-    and ``mask`` marks them, so the recognizer reads exactly what the generators predict."""
+    and ``mask`` marks them, so the recognizer reads exactly what the generators predict.
+    ``train.augment`` > 0 redraws every training line at a random size and slant (`augment`), with
+    random numbers seeded by (seed, epoch, batch), so a resumed run sees the same lines."""
 
     def build_model(self):
         return build_recognizer(self.cfg, self.meta)
+
+    def next_batch(self) -> Batch:
+        epoch, index = self.epoch, self.batch
+        batch = super().next_batch()
+        if self.cfg.train.augment <= 0:
+            return batch
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.cfg.train.seed, epoch, index]).generate_state(1)[0]))
+        mean, std = torch.as_tensor(self.mean), torch.as_tensor(self.std)
+        steps = augment(batch.target.cpu(), batch.mask.cpu(), mean, std, self.cfg.train.augment, g)
+        return batch._replace(target=steps.to(self.device))
 
     def _read(self, model, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         lengths = batch.mask.sum(1)

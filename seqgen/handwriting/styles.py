@@ -55,13 +55,22 @@ def from_dataset(storage, dataset: str, line_id: str) -> tuple[np.ndarray, str]:
 
 
 def resolve_style(style: str, meta: dict, storage=None) -> tuple[np.ndarray, str]:
-    """``"3"`` -> sjvasquez style 3; a line id -> that line of the model's training dataset."""
+    """``"3"`` -> sjvasquez style 3; a line id -> that line of the model's training dataset.
+    `UnknownStyle` naming the styles on offer (and never a server path) for anything else."""
     if style.isdigit():
         return from_sjvasquez(int(style), meta)
+    styles = shipped_styles()
+    offer = f"the shipped styles are {styles[0]}-{styles[-1]}"
     if storage is None:
-        raise UnknownStyle(f"style {style!r} is not a shipped style number, and no storage holding the model's "
-                           f"dataset was given to look it up as a line id")
-    return from_dataset(storage, meta["dataset"], style)
+        raise UnknownStyle(f"style {style!r} is not a shipped style number ({offer}), and no storage holding the "
+                           f"model's dataset was given to look it up as a line id")
+    try:
+        return from_dataset(storage, meta["dataset"], style)
+    except FileNotFoundError:  # the dataset is not on this storage: say so without saying where we looked
+        raise UnknownStyle(f"style {style!r} is neither a shipped style ({offer}) nor a line id of dataset "
+                           f"{meta['dataset']!r}, which is not on this server's storage") from None
+    except UnknownStyle as e:
+        raise UnknownStyle(f"{e}; {offer}") from None
 
 
 def dataset_line_ids(storage, dataset: str) -> list[str]:

@@ -60,6 +60,26 @@ def test_recognizer_gradients_in_float64():
     assert torch.autograd.gradcheck(lambda x: model(x, torch.tensor([5, 3]))[0], (x,))
 
 
+def test_augment_scales_and_slants_in_data_units():
+    from seqgen.handwriting.recognizer import augment
+
+    mean, std = torch.tensor([2.0, -1.0]), torch.tensor([4.0, 3.0])
+    raw = torch.tensor([[[6.0, 2.0, 0.0], [-2.0, 5.0, 1.0], [0.0, 0.0, 0.0]]])  # (1, 3, 3), last row padding
+    steps = torch.cat([(raw[..., :2] - mean) / std, raw[..., 2:]], -1)
+    mask = torch.tensor([[True, True, False]])
+    same = augment(steps, mask, mean, std, 0.0, torch.Generator())
+    torch.testing.assert_close(same[:, :2], steps[:, :2])
+    g = torch.Generator().manual_seed(0)
+    sx, sy, k = ((torch.rand(1, 1, generator=g) * 2 - 1) * 0.2 for _ in range(3))
+    out = augment(steps, mask, mean, std, 0.2, torch.Generator().manual_seed(0))
+    data = torch.cat([out[..., :2] * std + mean, out[..., 2:]], -1)[0, :2]
+    dx, dy = raw[0, :2, 0], raw[0, :2, 1]
+    expected_dx = (1 + sx) * dx + k * (1 + sy) * dy
+    torch.testing.assert_close(data[:, 0], expected_dx[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(data[:, 1], ((1 + sy) * dy)[0], rtol=1e-5, atol=1e-5)
+    assert out[0, 2].abs().sum() == 0 and torch.equal(out[..., 2], steps[..., 2])  # padding 0, pen bits kept
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 SHAPES = {  # three symbols as distinct pen strokes, in IAM's whiteboard units (y grows downwards)
@@ -108,6 +128,21 @@ def tiny_cfg(*overrides):
                               "model.hidden_size=24", "model.num_layers=1", "model.frame_stack=2",
                               "optim.name=adam", "optim.lr=0.01", "train.batch_size=8", "train.seq_len=0",
                               "train.num_workers=0", "train.progress=false", *overrides])
+
+
+def test_augmented_batches_replay_exactly_on_resume(symbols):
+    task = RecognitionTask(tiny_cfg("train.augment=0.2"), symbols)
+    task.next_batch()
+    state = task.state_dict()
+    a = task.next_batch()
+    resumed = RecognitionTask(tiny_cfg("train.augment=0.2"), symbols)
+    resumed.load_state_dict(state)
+    b = resumed.next_batch()
+    torch.testing.assert_close(a.target, b.target)
+    plain = RecognitionTask(tiny_cfg(), symbols)
+    plain.load_state_dict(state)
+    c = plain.next_batch()
+    assert not torch.allclose(a.target, c.target) and torch.equal(a.mask, c.mask)
 
 
 def test_task_meta_loss_and_metrics(symbols):

@@ -52,8 +52,11 @@ def test_a_dataset_line_as_style(tmp_path):
     from tests.handwriting.test_hw_dataset import write_form
 
     storage = Storage.from_url(str(tmp_path / "storage"))
-    with pytest.raises(FileNotFoundError, match="dataset 'iam' not found"):
-        styles.resolve_style("a01-000u-01", META, storage)
+    for style in ("a01-000u-01", "-1"):  # no dataset on this storage: the styles on offer, no server path
+        with pytest.raises(styles.UnknownStyle, match=f"style '{style}' is neither a shipped style \\(the shipped "
+                                                      "styles are 0-12\\) nor a line id of dataset 'iam'") as e:
+            styles.resolve_style(style, META, storage)
+        assert str(tmp_path) not in str(e.value)
     root = tmp_path / "iam"
     write_form(root, "a01-000u", ["a move to stop", "mr gaitskell"], seed=1)
     write_form(root, "a02-000", ["from nominating"], seed=2)
@@ -62,5 +65,5 @@ def test_a_dataset_line_as_style(tmp_path):
     assert ids == ["a01-000u-01", "a01-000u-02", "a02-000-01"]
     offsets, text = styles.resolve_style("a01-000u-02", META, storage)
     assert text == "mr gaitskell" and offsets.ndim == 2 and offsets.shape[1] == 3
-    with pytest.raises(styles.UnknownStyle, match="'a09-999-01' is not in handwriting dataset 'iam'"):
+    with pytest.raises(styles.UnknownStyle, match="'a09-999-01' is not in handwriting dataset 'iam'; the shipped styles are 0-12"):
         styles.resolve_style("a09-999-01", META, storage)
