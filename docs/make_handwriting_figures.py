@@ -9,8 +9,11 @@ seqgen/assets/handwriting/, the model `seqgen write` uses by default.
 from __future__ import annotations
 
 import argparse
-import shutil
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # docs/bundle_checkpoint.py
+from bundle_checkpoint import bundle  # noqa: E402
 
 from seqgen.handwriting.render import phi_heatmap_png, strokes_png
 from seqgen.handwriting.sampling import synthesize
@@ -42,10 +45,7 @@ def main() -> None:
         rows = synthesize(model, loaded.meta, [TEXT], bias=1.0, seed=0, prime=prime)
         (DOCS / f"write-style-{style}.png").write_bytes(strokes_png([prime[0], rows[0].offsets]))
     if a.bundle:
-        shutil.rmtree(ASSET, ignore_errors=True)
-        ckpt.save(str(ASSET), loaded.config, loaded.meta, loaded.model_state, {}, loaded.progress)
-        size = sum(f.stat().st_size for f in ASSET.iterdir())
-        print(f"bundled {url} -> {ASSET} ({size / 1e6:.1f} MB)")
+        print(f"bundled {url} -> {ASSET} ({bundle(url, ASSET) / 1e6:.1f} MB)")
     print(f"figures in {DOCS}; validation: {loaded.progress['evals'][-1]}")
 
 

@@ -104,6 +104,9 @@ def write(
     seed: Optional[int] = typer.Option(None, help="Random seed: the same seed writes the same strokes."),
     out: str = typer.Option("line.svg", help="Output picture: .svg or .png."),
     phi: Optional[str] = typer.Option(None, help="Also save the phi(t, u) alignment heatmap (PNG) of the first text."),
+    best_of: int = typer.Option(1, help="Write each text K times (1-8, rows of one batch) and keep the candidate "
+                                "the handwriting recognizer reads best."),
+    recognizer: Optional[str] = typer.Option(None, help="With --best-of: the recognizer checkpoint (default: the bundled one)."),
     storage: Optional[str] = StorageOpt,
 ):
     """Handwriting synthesis: write text with the attention-window network (Graves sec. 5)."""
@@ -116,10 +119,32 @@ def write(
     require_kind(loaded, "handwriting_synthesis", "write needs a handwriting_synthesis checkpoint "
                                                   "(`seqgen sample` draws from prediction networks)")
     prime = resolve_style(style, loaded.meta, Storage.from_url(storage)) if style is not None else None
-    results = synthesize(model, loaded.meta, list(texts), bias=bias, seed=seed, prime=prime)
+    if best_of == 1:
+        refuse("write", {"--recognizer": recognizer}, "it picks among candidates: add --best-of K")
+        results = synthesize(model, loaded.meta, list(texts), bias=bias, seed=seed, prime=prime)
+    else:
+        results = _best_of(model, loaded, list(texts), bias, seed, prime, best_of, recognizer, storage)
     lines = [r.offsets for r in results]
     data = strokes_svg(lines).encode() if out.endswith(".svg") else strokes_png(lines)
     Path(out).write_bytes(data)
     if phi:
         Path(phi).write_bytes(phi_heatmap_png(results[0].phi, results[0].text))
     typer.echo(f"wrote {out} ({', '.join(f'{len(r.offsets)} points' for r in results)})")
+
+
+def _best_of(model, loaded, texts: list[str], bias: float, seed: Optional[int], prime, best_of: int,
+             recognizer: Optional[str], storage: Optional[str]) -> list:
+    """Each text's best of ``best_of`` candidates as the recognizer reads it (one line each on stdout)."""
+    from seqgen import rng
+    from seqgen.handwriting import legibility
+
+    if not 1 <= best_of <= legibility.MAX_BEST_OF:
+        raise ValueError(f"--best-of must be between 1 and {legibility.MAX_BEST_OF}, got {best_of}")
+    reader, rec = load_model(recognizer or legibility.bundled_recognizer(), storage)
+    require_kind(rec, "handwriting_recognition", "--recognizer needs a handwriting_recognition checkpoint")
+    legibility.check_texts(texts, rec.meta, "the recognizer")
+    seed = rng.random_seed() if seed is None else seed
+    written = legibility.write_best(model, loaded.meta, reader, rec.meta, texts, bias, seed, best_of, prime=prime)
+    for w in written:
+        typer.echo(f"{w.result.text!r}: read as {w.reading!r} (CER {w.cer:.2f}, best of {best_of})")
+    return [w.result for w in written]

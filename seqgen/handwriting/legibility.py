@@ -100,15 +100,15 @@ def pick(cers: list[float], synth, synth_meta: dict, offsets: list[np.ndarray], 
 
 
 def write_best(synth, synth_meta: dict, recognizer, rec_meta: dict, texts: list[str], bias: float, seed: int,
-               best_of: int = 1, score=None) -> list[Written]:
+               best_of: int = 1, score=None, prime=None) -> list[Written]:
     """Write every text ``best_of`` times in one batch and keep each text's best candidate.
 
-    ``score(results, texts) -> (cer per candidate, reading per candidate)`` may replace the
-    recognizer (tests inject one)."""
+    ``prime``: (offsets, text) to write in a writer's style (`synthesize`). ``score(results, texts) ->
+    (cer per candidate, reading per candidate)`` may replace the recognizer (tests inject one)."""
     if not 1 <= best_of <= MAX_BEST_OF:
         raise ValueError(f"best_of must be between 1 and {MAX_BEST_OF}, got {best_of}")
     wanted = [t for t in texts for _ in range(best_of)]
-    results = synthesize(synth, synth_meta, wanted, bias=bias, seed=seed)
+    results = synthesize(synth, synth_meta, wanted, bias=bias, seed=seed, prime=prime)
     offsets = [r.offsets for r in results]
     cers, readings = (score or (lambda _, t: read_candidates(offsets, t, recognizer, rec_meta)))(results, wanted)
     out = []

@@ -164,6 +164,7 @@ class HandwritingHandler(ModelHandler):
         self.max_points = 1500
         self.max_chars = self.max_points // POINTS_PER_CHAR
         self.line_ids = self._dataset_line_ids()
+        self._recognizer = None  # (model, LoadedCheckpoint) of the legibility meter, loaded on first best_of
 
     def _dataset_line_ids(self) -> list[str]:
         """Line ids of the model's training dataset on the server's storage ([] if it is not there)."""
@@ -208,7 +209,35 @@ class HandwritingHandler(ModelHandler):
                 prime = resolve_style(str(body.style), self.loaded.meta, self.storage)
             except UnknownStyle as e:
                 raise NotFound(str(e)) from None
-        return self.gen.job(body.text, body.bias, seed, prime, max_points=self.max_points)
+        if body.best_of > 1 and body.stream:
+            raise ValueError("stream cannot be combined with best_of > 1: the candidate is chosen once all "
+                             f"{body.best_of} are written; ask without stream")
+        if body.best_of > 1:
+            self.recognizer()  # a server without one refuses at once, before any writing
+        # best_of candidates are the rows of one job: one batch, one priming, seeds seed + i
+        return self.gen.job(body.text, body.bias, seed, prime, max_points=self.max_points, n=body.best_of)
+
+    def recognizer(self):
+        """The handwriting recognizer that picks among best_of candidates (the bundled one)."""
+        if self._recognizer is None:
+            from seqgen.catalog import load_model
+            from seqgen.handwriting.legibility import bundled_recognizer
+
+            self._recognizer = load_model(bundled_recognizer())
+        return self._recognizer
+
+    def choose(self, text: str, candidates: list[np.ndarray]) -> tuple[int, dict | None]:
+        """Which of the written candidates (offsets in data units) to answer, and how it was read:
+        the recognizer's best reading, ties to the candidate the synthesis network finds likelier."""
+        if len(candidates) == 1:
+            return 0, None
+        from seqgen.handwriting.legibility import pick, read_candidates
+
+        reader, loaded = self.recognizer()
+        texts = [text] * len(candidates)
+        cers, readings = read_candidates(candidates, texts, reader, loaded.meta)
+        j, _ = pick(cers, self.model, self.loaded.meta, candidates, texts)
+        return j, {"reading": readings[j], "cer": cers[j], "candidate": j, "candidates": len(candidates)}
 
     def points(self, outputs: list) -> np.ndarray:
         """Network samples (normalised tensors (3,)) -> (T, 3) offsets in data units."""

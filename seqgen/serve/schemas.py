@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from seqgen.handwriting.legibility import MAX_BEST_OF
 from seqgen.rng import MAX_RANDOM_SEED
 from seqgen.serve.config import MAX_TIMEOUT_S
 from seqgen.text_sampling import TEMPERATURE_FLOOR
@@ -85,6 +86,8 @@ class WriteBody(BaseModel):
     seed: Seed | None = _Seed
     stream: bool = Field(False, description="answer application/x-ndjson: {\"points\": [[dx, dy, eos], ...]} "
                                             "lines as the pen moves, then {\"done\": true, ...}")
+    best_of: Int = Field(1, ge=1, le=MAX_BEST_OF, description="write this many candidates as rows of one batch and "
+                         "answer the one the handwriting recognizer reads best (not with stream)")
     timeout_s: float | None = _Timeout
 
 
@@ -109,12 +112,22 @@ class ScoreResponse(BaseModel):
     model: ModelSummary
 
 
+class Legibility(BaseModel):
+    """How the recognizer read the chosen candidate of a ``best_of`` request."""
+
+    reading: str = Field(..., description="what the handwriting recognizer read")
+    cer: float = Field(..., description="character error rate of the reading against the text")
+    candidate: int = Field(..., description="which candidate was chosen (it used seed + candidate)")
+    candidates: int
+
+
 class WriteResponse(BaseModel):
     svg: str
     strokes: list[list[float]] = Field(..., description="pen offsets [dx, dy, eos] in data units")
     points: int
     seed: int
     model: ModelSummary
+    legibility: Legibility | None = Field(None, description="with best_of > 1: the chosen candidate's reading")
 
 
 class ErrorBody(BaseModel):

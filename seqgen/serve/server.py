@@ -224,13 +224,16 @@ class SeqgenServer:
         if body.stream:
             return StreamingResponse(self._write_events(ticket, seed), media_type="application/x-ndjson",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        outputs: list = []
+        outputs: dict[int, list] = {i: [] for i in range(body.best_of)}  # row -> its pen points
         async for kind, payload in self.engine.events(ticket):
             if kind == "chunk":
-                outputs += payload.get(0, [])
-        offsets = handler.points(outputs)
+                for i, points in payload.items():
+                    outputs[i] += points
+        candidates = [handler.points(outputs[i]) for i in range(body.best_of)]
+        chosen, legibility = await asyncio.to_thread(handler.choose, body.text, candidates)  # off the event loop
+        offsets = candidates[chosen]
         return {"svg": handler.svg(offsets), "strokes": offsets.round(3).tolist(), "points": len(offsets),
-                "seed": seed, "model": handler.summary()}
+                "seed": seed, "model": handler.summary(), "legibility": legibility}
 
     async def _write_events(self, ticket, seed: int):
         t0, points = time.monotonic(), 0

@@ -179,3 +179,18 @@ def test_lines_score_the_same_whichever_dataset_they_were_preprocessed_into(tiny
     result = runner.invoke(app, ["evaluate", reader_url, "--dataset", "theirs", "--split", "train", "--dynamic-lr",
                                  "0.1", "--storage", st.url])
     assert result.exit_code == 2 and "a recognizer cannot honour --dynamic-lr" in result.stderr
+
+
+def test_write_best_of_from_the_command_line(tiny, tmp_path):
+    st, synth, reader, _ = tiny
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"best-{i}.svg"
+        code, stdout, err = run(st, "write", "ab", "hi", "--checkpoint", synth, "--best-of", "2", "--recognizer",
+                                reader, "--seed", "1", "--out", str(out))
+        assert code == 0, err
+        assert stdout.count("best of 2") == 2 and "'ab': read as" in stdout
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]  # seeded
+    code, _, err = run(st, "write", "ab", "--checkpoint", synth, "--best-of", "9", "--recognizer", reader)
+    assert code == 2 and "--best-of must be between 1 and 8" in err

@@ -44,3 +44,31 @@ def test_write_bad_requests_get_json_4xx(hw_url, body, status):
 def test_text_routes_are_not_served_by_a_handwriting_model(hw_url):
     r = requests.post(f"{hw_url}/generate", json={"prompt": "a"}, timeout=30)
     assert r.status_code == 404 and "write" in r.json()["message"]
+
+
+def test_best_of_writes_its_candidates_as_one_batch_and_answers_the_best_read(hw_url):
+    before = requests.get(f"{hw_url}/stats", timeout=30).json()
+    body = {"text": "hello", "bias": 0.75, "seed": 11, "best_of": 4}
+    r = requests.post(f"{hw_url}/write", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    after = requests.get(f"{hw_url}/stats", timeout=30).json()
+    steps, symbols = after["steps"] - before["steps"], after["symbols_generated"] - before["symbols_generated"]
+    assert symbols > 2 * steps  # four rows stepped together (one after another would make symbols == steps)
+    chosen = answer["legibility"]
+    assert chosen["candidates"] == 4 and 0 <= chosen["candidate"] < 4 and 0 <= chosen["cer"]
+    assert isinstance(chosen["reading"], str)
+    # candidate j used seed + j: written alone with that seed, it is the same line
+    alone = requests.post(f"{hw_url}/write", json={"text": "hello", "bias": 0.75, "seed": 11 + chosen["candidate"]},
+                          timeout=60).json()
+    assert alone["strokes"] == answer["strokes"] and alone["legibility"] is None
+    assert requests.post(f"{hw_url}/write", json=body, timeout=120).json() == answer  # seeded: the same answer
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"text": "hello", "best_of": 2, "stream": True}, 400, "stream cannot be combined with best_of > 1"),
+    ({"text": "hello", "best_of": 9}, 422, "best_of"),
+])
+def test_best_of_limits(hw_url, body, status, message):
+    r = requests.post(f"{hw_url}/write", json=body, timeout=30)
+    assert r.status_code == status and message in r.text, r.text
