@@ -64,6 +64,25 @@ def test_page_writes_handwriting_as_the_strokes_stream(browser, hw_url, tmp_path
     assert not errors, errors
 
 
+def test_page_writes_the_best_of_several_candidates(browser, hw_url):
+    page = browser.new_page(viewport={"width": 1000, "height": 640})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    requests = []
+    page.on("request", lambda r: requests.append(r.post_data_json) if r.url.endswith("/write") else None)
+    page.goto(f"{hw_url}/")
+    page.wait_for_selector("#write-section.on")
+    page.fill("#write-text", "hello")
+    page.select_option("#best-of", "4")
+    page.click("#write-button")
+    page.wait_for_function("document.getElementById('write-status').textContent.includes('best of 4')",
+                           timeout=120_000)
+    assert "read as" in page.text_content("#write-status")
+    assert page.locator("#strokes path").count() > 1
+    assert requests and requests[-1]["best_of"] == 4 and requests[-1]["stream"] is False
+    assert not errors, errors
+
+
 def test_page_streams_text(browser, serve_url):
     page = browser.new_page()
     errors = []
