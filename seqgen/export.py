@@ -112,7 +112,10 @@ def step_module(model, kind: str, batch: int = 2, text_len: int = 5):
     built by the kind's exporter (`seqgen.kinds`)."""
     from seqgen import kinds
 
-    return kinds.resolve(kinds.get(kind).exporter)(model.eval(), batch, text_len)
+    exporter = kinds.get(kind).exporter
+    if exporter is None:
+        raise ValueError(f"a {kind} model has no one-step function to export (it reads whole sequences)")
+    return kinds.resolve(exporter)(model.eval(), batch, text_len)
 
 
 def _state_names(leaves: list) -> list[str]:

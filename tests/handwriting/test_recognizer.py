@@ -182,3 +182,11 @@ def other_manifest(storage):
     from seqgen.data.text import load_manifest
 
     return load_manifest(storage, "new")
+
+
+def test_a_recognizer_has_no_one_step_function_to_export():
+    from seqgen.export import step_module
+
+    model = HandwritingRecognizer(config.ModelConfig(hidden_size=4, num_layers=1), 5)
+    with pytest.raises(ValueError, match="handwriting_recognition model has no one-step function to export"):
+        step_module(model, "handwriting_recognition")
