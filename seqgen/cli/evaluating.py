@@ -37,7 +37,11 @@ def evaluate(
                                    "(default 0,0.5,0.75,1,2)."),
     samples: int = typer.Option(1, help="--legibility: writings of every text at each bias."),
     best_of: int = typer.Option(1, help="--legibility: each writing is the best of K candidates (1-8) as the recognizer reads them."),
-    seed: int = typer.Option(0, help="--legibility: random seed (the same seed gives the same numbers)."),
+    seed: int = typer.Option(0, help="--legibility: random seed (the same seed gives the same numbers); "
+                             "--style-transfer: the seed of the other writer's choice."),
+    style_transfer: bool = typer.Option(False, "--style-transfer", help="Synthesis network: does a prime carry its "
+                                        "writer's hand? Per form of the split, line B's nats/point alone, after the "
+                                        "same writer's line A, and after another writer's line."),
     as_json: bool = JsonOpt,
     storage: Optional[str] = StorageOpt,
 ):
@@ -56,6 +60,10 @@ def evaluate(
     refuse("evaluate without --legibility", {"--recognizer": recognizer, "--texts": texts, "--bias": bias or None},
            "they are options of --legibility")
     manifest = evaluation_dataset(st, loaded, dataset, split)
+    if style_transfer:
+        refuse("--style-transfer", {"--dynamic-lr": dynamic_lr or None}, "it scores statically")
+        _style_transfer(model, loaded, st, manifest, split, max_lines, seed, as_json)
+        return
     modes = {"static": 0.0, **({"dynamic": dynamic_lr} if dynamic_lr > 0 else {})}
     if loaded.config.model.kind == "handwriting_recognition":
         refuse("a recognizer", {"--dynamic-lr": dynamic_lr or None}, "it is not a generative model")
@@ -164,3 +172,25 @@ def _legibility(synth, loaded, st: Storage, recognizer: str | None, texts_file: 
     real = report["real_cer"]
     rows.append(["real lines", "" if real is None else f"{real:.3f}", "", ""])
     table(f"legibility of {loaded.url} (best of {best_of}, read by {rec.url})", ["bias", "CER", "WER", "stalls"], rows)
+
+
+def _style_transfer(model, loaded, st: Storage, manifest: dict, split: str, max_lines: int | None, seed: int,
+                    as_json: bool) -> None:
+    from seqgen.cli.tables import table
+    from seqgen.handwriting.dataset import load_lines
+    from seqgen.handwriting.evaluate import style_transfer
+
+    require_kind(loaded, "handwriting_synthesis", "--style-transfer needs a handwriting_synthesis checkpoint "
+                 "(only it writes a text after a prime)")
+    lines = load_lines(st, manifest, split)
+    report = {"synthesis": loaded.url, "dataset": manifest["name"], "split": split,
+              **style_transfer(model, loaded.meta, lines[:max_lines] if max_lines else lines, seed)}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    n, nats = report["forms"], report["nats_per_point"]
+    table(f"line B of {n} writers of {manifest['name']} {split}, nats per point (lower is likelier)",
+          ["", "mean", "own prime better in"],
+          [["unprimed", f"{nats['unprimed']:.3f}", f"{report['own_beats_unprimed']}/{n}"],
+           ["primed with the same writer's line A", f"{nats['own_prime']:.3f}", ""],
+           ["primed with another writer's line", f"{nats['other_prime']:.3f}", f"{report['own_beats_other']}/{n}"]])

@@ -36,10 +36,14 @@ def _line_batch(lines: list[dict], meta: dict, alphabet, like: torch.Tensor):
     return rows[:, :-1], rows[:, 1:], mask, chars
 
 
-def _score(model, group: list[dict], meta: dict, alphabet, like: torch.Tensor):
+def _score(model, group: list[dict], meta: dict, alphabet, like: torch.Tensor, count_from: list[int] | None = None):
     """Teacher-forced eq. 26 over whole lines from a fresh state: (nll per line (B,), mixture params,
-    targets, mask)."""
+    targets, mask). ``count_from[b]``: count only line b's targets from that index on (the points
+    after a priming line); the network still reads everything before."""
     x, target, mask, chars = _line_batch(group, meta, alphabet, like)
+    if count_from is not None:
+        first = torch.tensor(count_from, device=mask.device)[:, None]
+        mask = mask & (torch.arange(mask.shape[1], device=mask.device) >= first)
     yhat, _ = model(x, model.initial_state(len(group), like.device), chars, None if chars is None else chars != 0)
     params = split_mixture(yhat, model.M)  # eqs. 18-22
     return mixture_nll(params, target, mask).sum(1), params, target, mask  # (B,) eq. 26 per line
@@ -100,6 +104,63 @@ def evaluate_lines(model, lines: list[dict], meta: dict, batch_size: int = 16, d
     finally:
         model.train(was_training)
     return total
+
+
+def primed(prime: dict, line: dict) -> tuple[dict, int]:
+    """``line`` written after ``prime`` the way priming joins them (Graves sec. 5.5, as
+    `HandwritingGenerator.job` does): text prime + " " + line, the prime's pen steps then the line's
+    (its origin row dropped: the pen goes on from where the prime ended). Returns the joined line and
+    the first target index that belongs to ``line``."""
+    joined = {"offsets": np.vstack([prime["offsets"], line["offsets"][1:]]), "text": f"{prime['text']} {line['text']}"}
+    return joined, len(prime["offsets"]) - 1
+
+
+@torch.no_grad()
+def nats_per_point(model, meta: dict, lines: list[dict], count_from: list[int] | None = None,
+                   batch_size: int = 16) -> np.ndarray:
+    """Each line's eq. 26 loss per counted point (nats; lower is likelier), in order."""
+    alphabet = meta_alphabet(meta) if model.synthesis else None
+    like, out = model.head.weight, np.zeros(len(lines))
+    for i in range(0, len(lines), batch_size):
+        group = lines[i : i + batch_size]
+        nll, _, _, mask = _score(model, group, meta, alphabet, like,
+                                 None if count_from is None else count_from[i : i + batch_size])
+        out[i : i + len(group)] = (nll / mask.sum(1).clamp(min=1)).cpu().numpy()
+    return out
+
+
+def style_transfer(model, meta: dict, lines: list[dict], seed: int = 0) -> dict:
+    """Does a prime carry its writer's hand? For every form (one writer) with two or more lines, line
+    B (its second) scored alone, after the same writer's line A (its first), and after the first line
+    of another writer's form (a seeded choice), counting only B's points (nats per point).
+    """
+    forms: dict[str, list[dict]] = {}
+    for line in lines:
+        forms.setdefault(line["form_id"], []).append(line)
+    pairs = [(f, ls[0], ls[1]) for f, ls in forms.items() if len(ls) >= 2]
+    if len(pairs) < 2:
+        raise ValueError(f"{len(pairs)} form(s) with two or more lines: style transfer needs at least two "
+                         "writers (forms) of two lines; pass another --split or --dataset")
+    names = [f for f, _, _ in pairs]
+    rng = np.random.default_rng(seed)
+    shift = rng.integers(1, len(names))  # another writer for every form: a seeded rotation
+    others = [forms[names[(i + shift) % len(names)]][0] for i in range(len(names))]
+    unprimed = nats_per_point(model, meta, [b for _, _, b in pairs])
+    own = [primed(a, b) for _, a, b in pairs]
+    other = [primed(o, b) for o, (_, _, b) in zip(others, pairs)]
+    own_nats = nats_per_point(model, meta, [j for j, _ in own], [k for _, k in own])
+    other_nats = nats_per_point(model, meta, [j for j, _ in other], [k for _, k in other])
+    n = len(pairs)
+    return {
+        "forms": n,
+        "nats_per_point": {"unprimed": float(unprimed.mean()), "own_prime": float(own_nats.mean()),
+                           "other_prime": float(other_nats.mean())},
+        "own_beats_unprimed": int((own_nats < unprimed).sum()),
+        "own_beats_other": int((own_nats < other_nats).sum()),
+        "per_form": [{"form": f, "line_a": a["line_id"], "line_b": b["line_id"], "other": o["line_id"],
+                      "unprimed": float(u), "own_prime": float(s), "other_prime": float(t)}
+                     for (f, a, b), o, u, s, t in zip(pairs, others, unprimed, own_nats, other_nats)],
+    }
 
 
 def line_metrics(stats, split: str) -> dict:

@@ -10,38 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from seqgen import checkpoint as ckpt
-from seqgen import config
 from seqgen.catalog import BUNDLED_HANDWRITING, load_model
 from seqgen.cli import app
 from seqgen.handwriting.legibility import DEFAULT_TEXTS, read_texts, stalled, write_best
-from seqgen.models import build_model
-from seqgen.storage import Storage, join
+from seqgen.storage import Storage
+from tests.handwriting.tiny_models import save_checkpoint, tiny  # noqa: F401 - the fixture
 
 runner = CliRunner()
-
-
-def _save(st: Storage, name: str, kind: str, meta: dict, *overrides) -> str:
-    cfg = config.load(None, [f"run_name={name}", "dataset=iam", f"model.kind={kind}", "model.hidden_size=8",
-                             "model.num_layers=1", "model.mixture_components=2", "model.window_components=2",
-                             *overrides])
-    url = st.url_of(join(st.run_dir(name), ckpt.checkpoint_name(1)))
-    meta = {**meta, "kind": kind}
-    ckpt.save(url, cfg, meta, build_model(cfg, meta).state_dict(), {},
-              {"step": 1, "evals": [{"step": 1, "valid_cer": 0.25}]})
-    return url
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """An untrained 1 x 8 synthesis network and recognizer with the bundled model's alphabet and statistics."""
-    meta = json.loads((BUNDLED_HANDWRITING / "meta.json").read_text())
-    st = Storage.from_url(str(tmp_path_factory.mktemp("legibility")))
-    synth = _save(st, "synth", "handwriting_synthesis", meta)
-    reader = _save(st, "reader", "handwriting_recognition", meta, "model.frame_stack=4")
-    texts = tmp_path_factory.mktemp("texts") / "texts.txt"
-    texts.write_text("ab\n\nhi there\n")
-    return st, synth, reader, texts
 
 
 def run(st, *args):
@@ -115,7 +90,7 @@ def test_a_recognizer_alphabet_that_misses_a_character_is_named(tiny, tmp_path):
     meta = json.loads((BUNDLED_HANDWRITING / "meta.json").read_text())
     alphabet = json.loads(meta["alphabet"])
     alphabet["chars"] = [c for c in alphabet["chars"] if c != "h"]
-    narrow = _save(st, "narrow", "handwriting_recognition", {**meta, "alphabet": json.dumps(alphabet)})
+    narrow = save_checkpoint(st, "narrow", "handwriting_recognition", {**meta, "alphabet": json.dumps(alphabet)})
     code, _, err = run(st, "evaluate", synth, "--legibility", "--recognizer", narrow, "--texts", str(texts))
     assert code == 2 and "line 2 'hi there': the recognizer cannot handle character(s) ['h']" in err
 
