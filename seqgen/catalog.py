@@ -84,8 +84,10 @@ def _read_json(fs, path: str):
 
 def best_eval(evals: list[dict], kind: str) -> tuple[str, float | None, int | None]:
     """(metric name, best value, its step) over an evaluation history: bits/char for text,
-    nats/line for handwriting (the papers' numbers), the training loss when nothing was validated."""
-    for metric in (["valid_bpc", "valid_loss"] if kind == "text" else ["valid_loss"]) + ["train_loss"]:
+    nats/line for handwriting (the papers' numbers), CER for a recognizer, the training loss when
+    nothing was validated."""
+    first = {"text": ["valid_bpc", "valid_loss"], "handwriting_recognition": ["valid_cer"]}.get(kind, ["valid_loss"])
+    for metric in first + ["train_loss"]:
         scored = [e for e in evals if isinstance(e.get(metric), (int, float)) and not math.isnan(e[metric])]
         if scored:
             best = min(scored, key=lambda e: e[metric])

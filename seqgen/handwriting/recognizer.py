@@ -201,6 +201,8 @@ class RecognitionTask(HandwritingTask):
     ``train.augment`` > 0 redraws every training line at a random size and slant (`augment`), with
     random numbers seeded by (seed, epoch, batch), so a resumed run sees the same lines."""
 
+    score_metric = "valid_cer"  # keep-best and early stopping: the checkpoints that read best
+
     def build_model(self):
         return build_recognizer(self.cfg, self.meta)
 

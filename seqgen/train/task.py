@@ -27,6 +27,8 @@ class TrainingTask(Protocol):
     meta: dict  # what the model's inputs / outputs mean, saved as the checkpoint's meta.json
     epoch: int  # passes over this worker's training data so far (reported with the metrics)
     num_train_examples: int  # |S| of the training set in the loss's unit (adaptive weight noise, sec. 3.2)
+    # optional: ``score_metric``, the evaluation metric keep-best and early stopping minimise
+    # (default "valid_loss"; a recognizer's is "valid_cer")
 
     def __init__(self, cfg, storage, rank: int, world: int, device) -> None:
         """Open this worker's share (``rank`` of ``world``) of ``cfg.dataset`` on ``storage``."""

@@ -168,6 +168,7 @@ def test_the_recognizer_learns_to_read_drawn_symbols(ray_session, symbols, tmp_p
     train(tiny_cfg("train.max_steps=300", "train.eval_every=100"), symbols)
     model, loaded = load_model(find_checkpoint(symbols, "rec"))
     assert loaded.progress["evals"][-1]["valid_cer"] == 0.0
+    assert all(e["score"] == e["valid_cer"] for e in loaded.progress["evals"])  # kept by CER
 
     root, rng = tmp_path / "new", np.random.default_rng(7)
     texts = _texts(rng, 8)
@@ -190,3 +191,12 @@ def test_a_recognizer_has_no_one_step_function_to_export():
     model = HandwritingRecognizer(config.ModelConfig(hidden_size=4, num_layers=1), 5)
     with pytest.raises(ValueError, match="handwriting_recognition model has no one-step function to export"):
         step_module(model, "handwriting_recognition")
+
+
+def test_a_recognizer_is_ranked_by_its_cer():
+    from seqgen.catalog import best_eval
+
+    evals = [{"step": 100, "valid_loss": 15.0, "valid_cer": 0.20}, {"step": 200, "valid_loss": 16.0, "valid_cer": 0.15}]
+    assert best_eval(evals, "handwriting_recognition") == ("valid_cer", 0.15, 200)
+    assert best_eval(evals, "handwriting_synthesis") == ("valid_loss", 15.0, 100)
+    assert RecognitionTask.score_metric == "valid_cer"
