@@ -1,10 +1,11 @@
-"""The training loop every seqgen model runs, as a Ray Train ``train_loop_per_worker``.
+"""The training loop every seqgen model runs: in Ray Train workers (``train_loop_per_worker``), or
+in a Tune trial's own process (``train_loop``, reporting to Tune).
 
 An explicit loop (no framework ``fit``): per step, sample the weights (weight noise), run the
 task's loss, backprop (LSTM-derivative and output-derivative clipping happen inside backprop),
-clip the global norm, step. Every ``eval_every`` steps: evaluate, and report metrics + a complete
-checkpoint under ``<storage>/runs/<run>/`` (metrics also go to Ray Train / Tune). On start, the
-latest complete checkpoint of the run restores model, optimiser, schedule,
+clip the global norm, step. Every ``eval_every`` steps: evaluate, write a complete checkpoint
+under ``<storage>/runs/<run>/``, then hand the metrics to the caller's ``report`` (Ray Train's, or
+Tune's). On start, the latest complete checkpoint of the run restores model, optimiser, schedule,
 regulariser, data cursor, carried state, RNG and history: a re-run continues where it stopped,
 with no lost or repeated step. Checkpoints: see ``seqgen.checkpoint``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Callable
 
 import ray.train
 import torch
@@ -38,15 +40,33 @@ def make_task(cfg: ExperimentConfig, storage: Storage, rank: int, world: int, de
     return kinds.resolve(kinds.get(cfg.model.kind).task)(cfg, storage, rank, world, device)
 
 
+#: where each evaluation goes: ``report(metrics, checkpoint_url)``, the URL of the checkpoint just
+#: written for it (None on the workers other than rank 0, which write only their own state)
+Report = Callable[[dict, "str | None"], None]
+
+
 def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's training function (``train.run.make_trainer``): this worker's place in the group
+    and device come from Ray Train, and every evaluation goes to ``ray.train.report`` (and from
+    there to Tune, when a Tune trial fits the trainer with ``TuneReportCallback``)."""
     cfg = load_json(config["experiment"])
-    storage = Storage(config["storage"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    gpu = cfg.train.use_gpu == "true"  # resolved from "auto" by train.run.make_trainer
+    gpu = cfg.train.use_gpu == "true"  # resolved from "auto" by train.run.resolve_gpu
     device = ray.train.torch.get_device() if (world > 1 or gpu) else torch.device("cpu")
-    # bf16 autocast on GPU (train.precision; refused on CPU by make_trainer): the forward pass and
-    # loss in bf16, weights, gradients and optimiser state in fp32, evaluation in fp32.
+    train_loop(cfg, Storage(config["storage"]), lambda metrics, checkpoint_url: ray.train.report(metrics),
+               rank=rank, world=world, device=device, lease_holder=config.get("lease_holder"))
+
+
+def train_loop(cfg: ExperimentConfig, storage: Storage, report: Report, rank: int = 0, world: int = 1,
+               device: torch.device | None = None, lease_holder: str | None = None) -> None:
+    """Train (or resume) run ``cfg.run_name`` as worker ``rank`` of ``world``, handing every
+    evaluation to ``report`` once its checkpoint is complete on storage. One process on its own
+    (world 1) is what a Tune trial trains in (``seqgen.tune.trial``), reporting to Tune. With
+    ``lease_holder``, the run's lease must still be that holder's before every checkpoint."""
+    device = torch.device("cpu") if device is None else device
+    # bf16 autocast on GPU (train.precision; refused on CPU by train.run.resolve_gpu): the forward
+    # pass and loss in bf16, weights, gradients and optimiser state in fp32, evaluation in fp32.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16" and device.type == "cuda")
     torch.manual_seed(cfg.train.seed)  # same initial weights on every worker
 
@@ -97,7 +117,7 @@ def train_loop_per_worker(config: dict) -> None:
     if world > 1:
         forward = ray.train.torch.prepare_model(forward, move_to_device=False)
 
-    reporter = _Reporter(cfg, storage, run_url, rank, world, progress, config.get("lease_holder"))
+    reporter = _Reporter(cfg, storage, run_url, rank, world, progress, report, lease_holder)
     start, t = time.time(), cfg.train
     since_eval = None  # the task's summed statistics since the last evaluation
     step_seconds = 0.0  # time in training steps since the last evaluation (excludes evals, I/O)
@@ -126,11 +146,14 @@ def train_loop_per_worker(config: dict) -> None:
             metrics = {"step": progress["step"], "epoch": task.epoch, "lr": optimizer.param_groups[0]["lr"],
                        "steps_per_s": steps_done / max(step_seconds, 1e-9),
                        "train_loss": since_eval.metrics("train")["train_loss"], **reg.metrics(), **task.evaluate(model)}
-            metrics["score"] = metrics.get("valid_loss", metrics["train_loss"])  # keep-best ranks by this
+            # keep-best and early stopping rank by the task's own measure (the validation loss, or e.g.
+            # a recognizer's CER), else the training loss
+            key = getattr(task, "score_metric", "valid_loss")
+            metrics["score"] = metrics.get(key, metrics["train_loss"])
             metrics["wall_time"] = time.time()  # for TensorBoard's time axes
             since_eval, step_seconds = None, 0.0
-            improved = metrics.get("valid_loss", -math.inf) < progress["best"]
-            progress["best"] = min(progress["best"], metrics.get("valid_loss", math.inf))
+            improved = metrics.get(key, -math.inf) < progress["best"]
+            progress["best"] = min(progress["best"], metrics.get(key, math.inf))
             progress["bad_evals"] = 0 if improved else progress["bad_evals"] + 1
             progress["evals"].append(metrics)
             trainer_state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
@@ -143,30 +166,7 @@ def train_loop_per_worker(config: dict) -> None:
             reporter.report(metrics, model, task.meta, trainer_state, worker_state)
             if stopped:
                 break
-            if config.get("paced_by"):
-                wait_for_pace(storage, config["paced_by"], progress["step"])
     reporter.close()
-
-
-PACE_POLL_SECONDS = 0.1
-PACE_TIMEOUT_SECONDS = 600.0
-
-
-def wait_for_pace(storage: Storage, pace_path: str, step: int) -> None:
-    """Wait until the JSON file ``pace_path`` on ``storage`` says ``{"step": >= step}``. A Tune trial that
-    trains in a child task (``tune.search``) is paced by its relay this way under PBT: the scheduler
-    sees each evaluation before the trial trains on, as a function trainable's blocking
-    ``tune.report`` would ensure, rather than after the run has raced to its end. A relay that
-    stays silent for PACE_TIMEOUT_SECONDS lets training go on, with a warning."""
-    deadline = time.monotonic() + PACE_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            if storage.read_json(pace_path).get("step", -1) >= step:
-                return
-        except FileNotFoundError:
-            pass  # the relay has not reported anything yet
-        time.sleep(PACE_POLL_SECONDS)
-    log.warning("no acknowledgement of step %d in %s after %.0f s: training on", step, pace_path, PACE_TIMEOUT_SECONDS)
 
 
 def _rng_state(device) -> dict:
@@ -182,12 +182,12 @@ def _set_rng_state(worker: dict, device) -> None:
 
 
 class _Reporter:
-    """Console progress, metrics.csv + curves.png beside the run, checkpoints on storage and
-    metrics to Ray Train (and through it to Tune)."""
+    """Console progress, metrics.csv + curves.png beside the run, checkpoints on storage, then the
+    metrics to ``report`` (Ray Train, or Tune)."""
 
     def __init__(self, cfg: ExperimentConfig, storage: Storage, run_url: str, rank: int, world: int, progress: dict,
-                 lease_holder: str | None = None):
-        self.cfg, self.storage, self.run_url, self.progress = cfg, storage, run_url, progress
+                 report: Report, lease_holder: str | None = None):
+        self.cfg, self.storage, self.run_url, self.progress, self.send = cfg, storage, run_url, progress, report
         self.rank, self.world = rank, world
         self.lease = run_lease(storage, cfg.run_name, holder=lease_holder) if lease_holder else None
         if self.lease:  # a restarted worker group of a run that lost its lease stops at once
@@ -212,7 +212,7 @@ class _Reporter:
 
             dist.barrier()  # every worker file is written before rank 0 writes the manifest
         if self.rank != 0:
-            ray.train.report(metrics)
+            self.send(metrics, None)
             return
         line = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
                          if k != "wall_time")
@@ -222,7 +222,7 @@ class _Reporter:
         self.last_plot = time.time() if plot else self.last_plot
         ckpt.save(url, self.cfg, meta, model.state_dict(), trainer_state, self.progress, self.world)
         ckpt.prune(self.run_url, self.cfg.train.keep_checkpoints)
-        ray.train.report(metrics)
+        self.send(metrics, url)  # after the checkpoint is complete: a Tune trial may hand it on
 
     def close(self) -> None:
         if self.rank == 0:

@@ -52,12 +52,9 @@ def run_config(cfg: ExperimentConfig, storage: Storage, callbacks=None):
     )
 
 
-def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None, lease_holder: str | None = None,
-                 paced_by: str | None = None):
+def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None, lease_holder: str | None = None):
     """A TorchTrainer for run ``cfg.run_name``. With ``lease_holder`` (the holder of the run's lease,
-    ``seqgen.lease``), the workers check that it still holds the lease before every checkpoint. With
-    ``paced_by`` (the path on ``storage`` of a JSON file ``{"step": n}`` that someone else writes), training waits
-    after each evaluation until that file has caught up with it (``loop.wait_for_pace``)."""
+    ``seqgen.lease``), the workers check that it still holds the lease before every checkpoint."""
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -66,11 +63,8 @@ def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None, lease_
     t = cfg.train
     if t.num_workers > 0 and not storage.shared_across_processes:
         raise ValueError(f"storage {storage.url} lives in one process: use train.num_workers=0 with it")
-    gpu = resolve_gpu(cfg)
-    if t.precision == "bf16" and not gpu:
-        raise ConfigError("train.precision=bf16 needs a GPU (bf16 autocast on CPU is slow and not what was "
-                          f"asked for): this run has none (train.use_gpu={t.use_gpu}); use train.precision=fp32")
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, use_gpu=str(gpu).lower()))  # workers get the answer
+    cfg = with_gpu_resolved(cfg)  # workers get the answer
+    gpu = cfg.train.use_gpu == "true"
     check_resumable(cfg, storage)  # before starting workers: a config error must not be retried
     scaling = ScalingConfig(
         num_workers=t.num_workers,
@@ -79,20 +73,30 @@ def make_trainer(cfg: ExperimentConfig, storage: Storage, callbacks=None, lease_
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"experiment": to_dict(cfg), "storage": storage.url, "lease_holder": lease_holder,
-                           "paced_by": paced_by},
+        train_loop_config={"experiment": to_dict(cfg), "storage": storage.url, "lease_holder": lease_holder},
         scaling_config=scaling,
         run_config=run_config(cfg, storage, callbacks),
     )
 
 
 def resolve_gpu(cfg: ExperimentConfig) -> bool:
-    """``train.use_gpu``: true, false, or auto = whether the connected Ray cluster has GPUs."""
+    """``train.use_gpu``: true, false, or auto = whether the connected Ray cluster has GPUs. The one
+    place that answers "auto" (training runs, and the resources a Tune trial asks for)."""
     if cfg.train.use_gpu == "auto":
         import ray
 
         return ray.cluster_resources().get("GPU", 0) > 0
     return cfg.train.use_gpu == "true"
+
+
+def with_gpu_resolved(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with ``train.use_gpu`` answered ("true" / "false": whoever trains it reads the answer,
+    not "auto"); bf16 without a GPU is refused."""
+    gpu = resolve_gpu(cfg)
+    if cfg.train.precision == "bf16" and not gpu:
+        raise ConfigError("train.precision=bf16 needs a GPU (bf16 autocast on CPU is slow and not what was "
+                          f"asked for): this run has none (train.use_gpu={cfg.train.use_gpu}); use train.precision=fp32")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, use_gpu=str(gpu).lower()))
 
 
 def check_resumable(cfg: ExperimentConfig, storage: Storage) -> None:

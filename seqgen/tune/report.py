@@ -3,9 +3,9 @@ validation curve in one PNG, and the best checkpoint copied beside them, so a se
 is complete on its own (the trial runs can be deleted or pruned without losing the winner).
 
 A trial's history is seqgen's own record on storage (the evaluations in its latest checkpoint),
-not what reached Tune: a trial stopped by ASHA may have evaluated once more than it relayed. A
-PBT trial can be several runs ("segments", see ``search``); each segment records the step it
-started from, and the trial's curve is its segments laid end to end.
+not what reached Tune (a trial with Ray Train workers that ASHA stops may have evaluated once more
+than Tune saw). A PBT trial can be several runs ("segments", see ``seqgen.tune.trial``); each
+segment records the step it started from, and the trial's curve is its segments laid end to end.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from seqgen.storage import Storage, join
 #: the quantities a curve can show, best first (bits per token where the task has them)
 CURVE_KEYS = ("valid_bpc", "valid_loss", "score")
 SEGMENT_FILE = "segment.json"  # in a segment's run dir: {"offset": steps before this segment}
-REPORTED_FILE = "reported.json"  # in a trial's run dir: {"step": the last step Tune was told about}
 
 
 def read_progress(checkpoint_url: str) -> dict | None:
@@ -45,20 +44,19 @@ def trial_history(storage: Storage, runs: list[str]) -> list[dict]:
     """The evaluations of one trial over its segment runs (in order), each with ``run`` and
     ``trial_step`` = steps since the trial began (counting the steps of the trial it continues).
 
-    A segment that PBT replaced ends at the last evaluation Tune was told about: the run may have
-    evaluated a little further before its trial was restarted, on a path the trial abandoned."""
+    A segment that PBT replaced ends at the evaluation PBT acted on: training waits in
+    ``tune.report`` until Tune lets it go on, so it never evaluated further."""
     from seqgen import checkpoint as ckpt
 
     evals = []
-    for i, run in enumerate(runs):
+    for run in runs:
         run_dir = storage.run_dir(run)
         offset = _read(storage, join(run_dir, SEGMENT_FILE), "offset", 0)
-        end = _read(storage, join(run_dir, REPORTED_FILE), "step", None) if i < len(runs) - 1 else None
         found = ckpt.list_checkpoints(storage.url_of(run_dir))
         progress = (read_progress(found[-1]) or {}) if found else {}
-        history = [e for e in progress.get("evals", []) if end is None or int(e.get("step", 0)) <= end]
+        history = progress.get("evals", [])
         evals += [{**e, "trial_step": offset + int(e.get("step", 0)), "run": run} for e in history]
-        if history and end is None and progress.get("stopped"):
+        if history and run == runs[-1] and progress.get("stopped"):
             evals[-1]["stopped"] = progress["stopped"]  # the run ended itself (time limit, early stopping)
     return evals
 

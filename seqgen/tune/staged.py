@@ -19,9 +19,10 @@ from __future__ import annotations
 from seqgen.config import ConfigError, ExperimentConfig, with_values
 from seqgen.storage import Storage
 from seqgen.tune.report import read_evals
-from seqgen.tune.search import (
-    SearchResult, check_request, check_runs_free, finish, fit_trials, trial_rows,
-)
+from seqgen.tune.request import check_request, check_runs_free
+from seqgen.tune.results import SearchResult, finish, trial_rows
+from seqgen.tune.schedulers import check_scheduler
+from seqgen.tune.search import fit_trials
 from seqgen.tune.space import SETTING, check_space, grid_size, settings_space
 
 #: model keys stage 2 may change: none of them changes the parameters' shapes, so stage 1's
@@ -56,6 +57,7 @@ def run_staged(
                                 "train.patience": base.train.patience or DEFAULT_PATIENCE})
     stage2 = with_values(stage1, {"train.patience": base.train.patience})
     check_space(stage2, space)
+    check_scheduler(scheduler, stage2, space, max_concurrent)  # before stage 1 trains
     check_runs_free(storage, f"{name}-s1", 1)
     check_runs_free(storage, f"{name}-s2", num_samples * grid_size(space))
     tune_dir, max_steps = storage.tune_dir(name), base.train.max_steps

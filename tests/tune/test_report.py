@@ -71,10 +71,6 @@ def test_summarise_joins_pbt_segments_end_to_end(tmp_path):
     assert (row["best_score"], row["best_valid_bpc"], row["steps"], row["status"]) == (1.5, 2.5, 6, "completed")
     assert row["checkpoint"] == best
     assert summarise(storage, ["missing"], "score", 6)["status"] == "no result"
-    # PBT restarted the trial after its step-2 report: the first run's later evaluation is dropped
-    storage.write_json_atomic(join(storage.run_dir("t"), "reported.json"), {"step": 2})
-    assert summarise(storage, ["t", "t-r1"], "score", 6)["curve"] == [(2, 4.0), (6, 2.5)]
-    assert summarise(storage, ["t"], "score", 6)["curve"] == [(2, 4.0), (4, 3.0)]  # the last run: all of it
 
 
 def test_copy_checkpoint_copies_every_listed_file_then_the_manifest(tmp_path):

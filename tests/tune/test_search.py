@@ -94,6 +94,11 @@ def test_run_search_refuses_bad_requests(tmp_path):
         run_search(base, Storage.from_url("memory://x"), "s", space={})
     with pytest.raises(ValueError, match="scheduler.*asha, pbt"):
         run_search(base, storage, "s", space={}, scheduler="hyperband")
+    lr = {"optim.lr": tune.loguniform(1e-4, 1e-2)}
+    with pytest.raises(ConfigError, match="pbt needs --max-concurrent 2"):  # one at a time: nothing to compare
+        run_search(base, storage, "s", space=lr, scheduler="pbt", max_concurrent=1)
+    with pytest.raises(ConfigError, match="pbt needs a search space with something to perturb"):
+        run_search(base, storage, "s", space={}, scheduler="pbt", max_concurrent=2)
 
 
 @pytest.mark.ray

@@ -96,27 +96,31 @@ def test_staged_refuses_keys_that_change_the_weights(storage):
 
 def test_pbt_trials_continue_from_each_others_checkpoints(storage, ray_session):
     """Two trials, one with a learning rate too small to learn: at some evaluation PBT has the
-    worse trial continue from a copy of the better one's checkpoint, as a new segment run."""
+    worse trial continue from a copy of the better one's checkpoint, as a new segment run.
+
+    However fast training is, no trial runs past an evaluation PBT has not seen: ``tune.report``
+    returns only once Tune has processed the result. So the worse trial reports every one of its
+    six evaluations while PBT acts, and the better trial has a score at all but the worse one's
+    first (a trial Tune has not started yet makes PBT pause the other until it has)."""
     from ray import tune
 
+    from seqgen.tune.naming import trial_runs
     from seqgen.tune.report import SEGMENT_FILE, trial_history
-    from seqgen.tune.search import trial_runs
 
-    # the relay paces each trial (train.loop.wait_for_pace), so the two report in turn however fast they train
     base = load(None, [*TINY, "model.num_layers=1", "model.hidden_size=64", "train.batch_size=16",
                        "train.seq_len=50", "train.max_steps=240", "train.eval_every=40"])
     result = run_search(base, storage, "pbt", space={"optim.lr": tune.grid_search([1e-6, 1e-2])}, num_samples=1,
                         max_concurrent=2, grace_period=1, scheduler="pbt")
-    assert len(result.rows) == 2
-    runs = [r.rstrip("/").rsplit("/", 1)[-1] for r in storage.fs.ls(storage.runs_dir(), detail=False)]
-    segments = [storage.run_dir(r) for r in runs if r.startswith("pbt-trial-") and "-r" in r]
-    assert segments, "PBT never exploited"
-    offset = storage.read_json(join(segments[0], SEGMENT_FILE))["offset"]
-    assert offset >= 40
-    assert storage.exists(join(segments[0], "pbt-init", "manifest.json"))
+    assert [row["trial"] for row in result.rows] == ["pbt-trial-000", "pbt-trial-001"]
+    runs = {row["trial"]: trial_runs(storage, "pbt", f"x_{int(row['trial'].rsplit('-', 1)[-1]):05d}")
+            for row in result.rows}
+    assert runs["pbt-trial-001"] == ["pbt-trial-001"]  # the better trial is never replaced ...
+    assert len(runs["pbt-trial-000"]) >= 2, "PBT never exploited"  # ... the worse one continues from its checkpoints
+    for segment in runs["pbt-trial-000"][1:]:
+        assert storage.read_json(join(storage.run_dir(segment), SEGMENT_FILE))["offset"] >= 40
+        assert storage.exists(join(storage.run_dir(segment), "pbt-init", "manifest.json"))
     for row in result.rows:  # a trial's curve runs on through its segments, each from its offset
-        trial = row["trial"]
-        evals = trial_history(storage, trial_runs(storage, "pbt", f"x_{int(trial.rsplit('-', 1)[-1]):05d}"))
+        evals = trial_history(storage, runs[row["trial"]])
         assert [(e["trial_step"], e[row["curve_key"]]) for e in evals] == row["curve"]
         for run in {e["run"] for e in evals}:
             steps = [e["trial_step"] for e in evals if e["run"] == run]
