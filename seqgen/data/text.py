@@ -47,8 +47,9 @@ from seqgen.storage import Storage, join, shared_across_processes
 SCHEMA_VERSION = 1
 SPLITS = ("train", "valid", "test")
 SHARD_SCHEMA = pa.schema([("tokens", pa.list_(pa.int32()))])  # one row = block_tokens ids
-# Plain encoding + zstd: as small as pyarrow's default (dictionary + snappy) on text, and 3x less CPU
-# to write (dictionary-encoding token ids was most of an encode task's time; benchmarks/README.md).
+# Plain encoding + zstd: files as small as pyarrow's default (dictionary + snappy) on text, for far
+# less CPU to write (dictionary-encoding token ids was most of an encode task's time; measured in
+# benchmarks/README.md).
 SHARD_OPTIONS = {"use_dictionary": False, "compression": "zstd"}
 SCAN_BYTES = 1 << 16  # bytes read at a time while looking for a boundary
 

@@ -145,7 +145,7 @@ def split_symbols(kind: str, data: bytes, offset: int = 0, source: str = "") -> 
 
 def _codes(kind: str, data: bytes, offset: int, source: str) -> np.ndarray:
     """A char / byte chunk as an array of code points / byte values: the vectorised path of the
-    preprocessing tasks (4.4x faster end to end than lists of symbols, benchmarks/README.md)."""
+    preprocessing tasks (lists of symbols were most of a task's time; measured in benchmarks/README.md)."""
     if kind == "byte" or data.isascii():  # ASCII bytes are their code points: no decoding
         return np.frombuffer(data, np.uint8)
     return np.frombuffer(_decode(data, offset, source).encode("utf-32-le"), np.uint32)
