@@ -17,7 +17,7 @@ import math
 
 from fsspec.core import url_to_fs
 
-from seqgen.storage import Storage, join
+from seqgen.storage import Storage, join, write_atomic
 
 #: the quantities a curve can show, best first (bits per token where the task has them)
 CURVE_KEYS = ("valid_bpc", "valid_loss", "score")
@@ -162,5 +162,4 @@ def copy_checkpoint(src_url: str, dst_url: str) -> None:
         with src_fs.open(join(src, name), "rb") as f, dst_fs.open(join(dst, name), "wb") as g:
             while chunk := f.read(1 << 22):
                 g.write(chunk)
-    with dst_fs.open(join(dst, "manifest.json"), "wb") as g:
-        g.write(manifest_bytes)
+    write_atomic(dst_fs, join(dst, "manifest.json"), manifest_bytes)
