@@ -73,6 +73,7 @@ class TrainConfig:
     max_failures: int = 3  # worker-group restarts (from the last checkpoint) before the run fails; -1 = no limit
     progress: bool = True
     augment: float = 0.0  # handwriting recognition: random scale / slant of training lines, as a fraction (0 = off)
+    join_lines: float = 0.0  # handwriting synthesis: add this fraction of consecutive-line pairs of one writer, joined as priming joins them
 
     def __post_init__(self):
         if isinstance(self.use_gpu, bool):  # Python callers may still pass a bool

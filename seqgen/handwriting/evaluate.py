@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from seqgen.handwriting.mdn import mixture_nll, split_mixture, sse_per_point
 from seqgen.handwriting.models import meta_alphabet
-from seqgen.handwriting.sampling import normalise
+from seqgen.handwriting.sampling import normalise, primed
 from seqgen.handwriting.task import LineStats
 
 
@@ -104,15 +104,6 @@ def evaluate_lines(model, lines: list[dict], meta: dict, batch_size: int = 16, d
     finally:
         model.train(was_training)
     return total
-
-
-def primed(prime: dict, line: dict) -> tuple[dict, int]:
-    """``line`` written after ``prime`` the way priming joins them (Graves sec. 5.5, as
-    `HandwritingGenerator.job` does): text prime + " " + line, the prime's pen steps then the line's
-    (its origin row dropped: the pen goes on from where the prime ended). Returns the joined line and
-    the first target index that belongs to ``line``."""
-    joined = {"offsets": np.vstack([prime["offsets"], line["offsets"][1:]]), "text": f"{prime['text']} {line['text']}"}
-    return joined, len(prime["offsets"]) - 1
 
 
 @torch.no_grad()

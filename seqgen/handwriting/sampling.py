@@ -182,6 +182,15 @@ def read_line(model: HandwritingModel, meta: dict, offsets, text: str | None = N
     return yhat[0], None if phi is None else phi[0, :, :-1]
 
 
+def primed(prime: dict, line: dict) -> tuple[dict, int]:
+    """``line`` written after ``prime`` the way priming joins them (Graves sec. 5.5, as
+    `HandwritingGenerator.job` does): text prime + " " + line, the prime's pen steps then the line's
+    (its origin row dropped: the pen goes on from where the prime ended). Returns the joined line and
+    the first target index that belongs to ``line``."""
+    joined = {"offsets": np.vstack([prime["offsets"], line["offsets"][1:]]), "text": f"{prime['text']} {line['text']}"}
+    return joined, len(prime["offsets"]) - 1
+
+
 def _check_text(alphabet, text: str, what: str = "text") -> None:
     if not text:
         raise ValueError(f"empty {what}")

@@ -22,6 +22,10 @@ Epoch order (seeded by (train.seed, epoch), so a resumed run replays it exactly)
     lines --shuffle--> pools of 50 B lines --sort each pool by length--> batches of B
           --shuffle the batches--> the epoch        (similar lengths per batch: little padding)
 
+``train.join_lines`` > 0 adds pairs of consecutive lines of one form, joined as priming joins a
+prime and a text (text A + " " + B, strokes A then B: `joined_lines`), so the synthesis network
+learns to continue a writer's hand across a line (sec. 5.5); raise ``train.seq_len`` to cover them.
+
 ``train.seq_len`` > 0 is the longest line (in points) trained on: longer lines are left out of
 training (truncating would cut the pen off before the end of the text) and counted on stderr;
 validation always uses every line. In IAM-OnDB the median line has ~630 points, the longest ~1500.
@@ -44,6 +48,7 @@ from seqgen.evaluate import all_reduce_stats
 from seqgen.handwriting.dataset import load_lines
 from seqgen.handwriting.iam import Alphabet
 from seqgen.handwriting.mdn import clip_output_gradient, mixture_nll, split_mixture, sse_per_point
+from seqgen.handwriting.sampling import primed
 from seqgen.storage import Storage
 
 KINDS = ("handwriting_prediction", "handwriting_synthesis", "handwriting_recognition")
@@ -79,6 +84,22 @@ class Batch(NamedTuple):
     char_mask: Tensor | None  # (B, U) bool
 
 
+def joined_lines(lines: list[dict], fraction: float, seed: int) -> list[dict]:
+    """Training examples that teach the synthesis network to carry a hand across lines (Graves
+    sec. 5.5): pairs of consecutive lines of one form (one writer) joined exactly as priming joins a
+    prime and a text (`sampling.primed`), round(fraction x lines) of them, a seeded choice."""
+    pairs = [(a, b) for a, b in zip(lines, lines[1:]) if a["form_id"] == b["form_id"]]
+    if not pairs:
+        return []
+    rng = np.random.default_rng([seed, 5_5])  # 5.5: the section
+    chosen = rng.choice(len(pairs), size=min(len(pairs), round(fraction * len(lines))), replace=False)
+    out = []
+    for i in sorted(chosen):
+        a, b = pairs[i]
+        out.append({**primed(a, b)[0], "form_id": a["form_id"], "line_id": f"{a['line_id']}+{b['line_id']}"})
+    return out
+
+
 class HandwritingTask:
     """Data, batching, loss and evaluation of handwriting prediction / synthesis for ``seqgen.train.loop``."""
 
@@ -102,6 +123,8 @@ class HandwritingTask:
             raise ValueError(f"train.batch_size={t.batch_size} must be divisible by {world} workers")
         self.batch_size = t.batch_size // world
         lines = load_lines(storage, self.manifest, "train", rank, world)
+        if t.join_lines > 0:
+            lines = lines + joined_lines(lines, t.join_lines, t.seed)
         self.train = [self._prepare(line) for line in lines if not t.seq_len or len(line["offsets"]) <= t.seq_len]
         if dropped := len(lines) - len(self.train):
             print(f"[{cfg.run_name}] worker {rank}: {dropped} of {len(lines)} training lines are longer than "

@@ -161,3 +161,35 @@ def test_evaluate_and_line_stats(storage):
     s = LineStats(10.0, 2, 20, 4.0) + LineStats(2.0, 1, 10, 2.0)
     assert s.metrics("x") == {"x_loss": 4.0, "x_loss_per_point": 0.4, "x_sse": 0.2, "x_lines": 3}
     assert isinstance(task.next_batch(), Batch)
+
+
+def test_joined_lines_are_consecutive_lines_of_a_form_joined_as_priming_joins_them(storage):
+    from seqgen.handwriting.sampling import primed
+    from seqgen.handwriting.task import joined_lines
+
+    lines = load_lines(storage, storage_manifest(storage), "train")
+    joined = joined_lines(lines, 0.5, seed=0)
+    assert len(joined) == 6  # round(0.5 x 12 lines), of the 8 consecutive pairs within a form
+    by_id = {line["line_id"]: line for line in lines}
+    for j in joined:
+        a_id, b_id = j["line_id"].split("+")
+        a, b = by_id[a_id], by_id[b_id]
+        assert a["form_id"] == b["form_id"] == j["form_id"] and int(b_id[-2:]) == int(a_id[-2:]) + 1
+        expected, _ = primed(a, b)
+        assert j["text"] == f"{a['text']} {b['text']}" == expected["text"]
+        np.testing.assert_array_equal(j["offsets"], expected["offsets"])
+    assert [j["line_id"] for j in joined_lines(lines, 0.5, seed=0)] == [j["line_id"] for j in joined]  # seeded
+
+    task = HandwritingTask(make_cfg("synthesis", "train.join_lines=0.5", "train.seq_len=150"), storage)
+    singles = sum(len(line["offsets"]) <= 150 for line in lines)
+    pairs = sum(len(j["offsets"]) <= 150 for j in joined)
+    assert len(task.train) == singles + pairs and pairs > 0  # lengths within the limit, the rest left out
+    assert max(len(x) for x, _ in task.train) <= 150
+    texts = {task.alphabet.decode(c.numpy()) for _, c in task.train}
+    assert {j["text"] for j in joined if len(j["offsets"]) <= 150} <= texts
+
+
+def storage_manifest(storage):
+    from seqgen.data.text import load_manifest
+
+    return load_manifest(storage, "hw")

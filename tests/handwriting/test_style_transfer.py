@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from seqgen.catalog import BUNDLED_HANDWRITING, load_model
 from seqgen.cli import app
-from seqgen.handwriting.evaluate import nats_per_point, primed
+from seqgen.handwriting.evaluate import nats_per_point
+from seqgen.handwriting.sampling import primed
 from seqgen.handwriting.mdn import mixture_nll, split_mixture
 from seqgen.handwriting.sampling import normalise
 from seqgen.storage import Storage
