@@ -6,14 +6,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.deploy.local_cluster import START_HEAD, START_WORKER, LocalCluster, auth_env
-
-BIN = Path(sys.executable).parent
+from tests.integration.cluster import BIN, START_HEAD, START_WORKER, Cluster, auth_env
 
 
 def _run(cmd, env):
@@ -50,17 +46,13 @@ def test_worker_refuses_to_start_without_a_token(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.cluster
-def test_head_and_worker_form_a_two_node_cluster_with_token_auth(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("scripts")
-    cluster = LocalCluster(auth_env(tmp / "token", BIN), log_dir=tmp)
-    try:
-        cluster.start_head(num_cpus=1)
-        cluster.wait_for_nodes(1)  # a worker joins a head that is registered
-        cluster.start_worker(1, '--resources={"script_worker": 1}')
-        nodes = cluster.wait_for_nodes(2)
-        assert sorted(n["is_head_node"] for n in nodes) == [False, True]
-        worker = next(n for n in nodes if not n["is_head_node"])
-        assert worker["resources_total"].get("script_worker") == 1
+def test_head_and_worker_form_a_two_node_cluster_with_token_auth(tmp_path):
+    with Cluster(tmp_path, scripts=True) as cluster:
+        cluster.start_head()  # waits until the head is registered: a worker joins a head that is
+        cluster.start_node("script_worker", 1)
+        nodes = cluster.alive_nodes()
+        assert set(nodes) == {"head", "script_worker"}, nodes
+        assert nodes["head"].is_head_node and not nodes["script_worker"].is_head_node
 
         # Without the token the cluster answers nothing.
         no_token = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
@@ -74,24 +66,17 @@ def test_head_and_worker_form_a_two_node_cluster_with_token_auth(tmp_path_factor
         ip, port = cluster.gcs.split(":")[0], int(cluster.dashboard.rsplit(":", 1)[1])
         with pytest.raises(OSError):
             socket.create_connection((ip, port), timeout=5).close()
-    finally:
-        cluster.stop()
 
 
 @pytest.mark.ray
 @pytest.mark.cluster
-def test_head_alone_listens_on_loopback_only(tmp_path_factory):
+def test_head_alone_listens_on_loopback_only(tmp_path):
     """The default (SEQGEN_NODE_IP=127.0.0.1): every socket of every process of the head on
     loopback, and the token still required."""
-    tmp = tmp_path_factory.mktemp("loopback")
-    cluster = LocalCluster(auth_env(tmp / "token", BIN), log_dir=tmp)
-    try:
-        cluster.start_head(num_cpus=1, node_ip="127.0.0.1")
-        (node,) = cluster.wait_for_nodes(1)
-        assert node["node_ip"] == "127.0.0.1"
+    with Cluster(tmp_path, scripts=True) as cluster:
+        cluster.start_head(node_ip="127.0.0.1")
+        assert cluster.alive_nodes()["head"].node_ip == "127.0.0.1"
         addresses = cluster.listening()
         assert addresses and addresses <= {"127.0.0.1"}, addresses
         no_token = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
         assert _run(["ray", "list", "nodes", "--address", cluster.dashboard], no_token).returncode != 0
-    finally:
-        cluster.stop()

@@ -26,6 +26,7 @@ from seqgen import checkpoint as ckpt
 from seqgen.cli import app
 from seqgen.data.presets import BUNDLED_SHAKESPEARE
 from seqgen.storage import Storage
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster, pytest.mark.s3]
 
@@ -50,28 +51,15 @@ def root(cluster, s3):
     return url
 
 
-def _nodes_of(cluster, names: tuple[str, ...], **filters) -> dict[str, set[str]]:
-    """{task/actor name: node ids it ran on} from the Ray state API."""
-    from ray.util.state import list_actors, list_tasks
-
-    out: dict[str, set[str]] = {n: set() for n in names}
-    if filters.get("actors"):
-        for a in list_actors(address=cluster.dashboard, detail=True, limit=10_000, raise_on_missing_output=False):
-            if a.class_name in out and a.node_id:
-                out[a.class_name].add(a.node_id)
-    else:
-        for t in list_tasks(address=cluster.dashboard, detail=True, limit=10_000, raise_on_missing_output=False):
-            short = (t.func_or_class_name or t.name or "").rsplit(".", 1)[-1]
-            if short in out and t.node_id:
-                out[short].add(t.node_id)
-    return out
-
-
 def test_preprocess_tasks_spread_over_nodes(cluster, root):
-    nodes = cluster.alive_nodes()
-    placed = _nodes_of(cluster, ("_count_task", "_encode_task"))
+    # Deterministic, not luck: map_tasks asks for SPREAD (round robin over the nodes with a free
+    # CPU; the head has none) and the test cluster caches no leased workers
+    # (RAY_worker_lease_timeout_milliseconds=0, tests/integration/cluster.py), so a task never runs
+    # on the worker its predecessor just finished on: of any two tasks the second goes to the
+    # other node.
+    placed = cluster.placed("_count_task", "_encode_task")
     for name, where in placed.items():
-        assert where == {nodes["node_a"], nodes["node_b"]}, f"{name} ran on {where}, nodes are {nodes}"
+        assert where == {"node_a", "node_b"}, f"{name} ran on {where}"
     m = Storage.from_url(root).read_json(Storage.from_url(root).path("datasets", "shakes", "manifest.json"))
     assert len(m["splits"]["train"]["shards"]) >= 4 and all(sh["sha256"] for sh in m["splits"]["train"]["shards"])
 
@@ -85,22 +73,21 @@ def _progress(storage: Storage, run: str) -> dict:
 def test_training_survives_a_node_kill(cluster, root):
     st = Storage.from_url(root)
     run_url = st.url_of(st.run_dir("crash"))
-    client, job = cluster.submit(" ".join(["python jobs/train.py", f"--storage {root}", "run_name=crash",
-                                                *TINY, *CLUSTER]), wait=False)
+    job = cluster.submit(" ".join(["python jobs/train.py", f"--storage {root}", "run_name=crash", *TINY, *CLUSTER]),
+                         wait=False)
     t0 = time.time()
-    # both workers up, one per node
-    workers = cluster.wait_until(lambda: (w := _nodes_of(cluster, ("RayTrainWorker",), actors=True)["RayTrainWorker"])
+    # both workers up, one per node (the only two nodes with CPUs, one each)
+    workers = wait_until(lambda: (w := cluster.placed("RayTrainWorker", actors=True)["RayTrainWorker"])
                          and len(w) == 2 and w, 180, "two Ray Train workers", 1)
-    nodes = cluster.alive_nodes()
-    assert workers == {nodes["node_a"], nodes["node_b"]}
-    first = cluster.wait_until(lambda: ckpt.list_checkpoints(run_url), 180, "the first checkpoint on S3", 0.2)
+    assert workers == {"node_a", "node_b"}
+    first = wait_until(lambda: ckpt.list_checkpoints(run_url), 180, "the first checkpoint on S3", 0.2)
     cluster.kill_node("node_b")  # the node dies: its raylet, agents and the worker on it
     t_kill = time.time()
     with fsspec.open(f"{first[-1]}/progress.json", "rb") as f:
         at_kill = json.load(f)  # what the restarted worker group has to continue from
     killed_at = at_kill["step"]
     cluster.start_node("node_c")  # the replacement the autoscaler would bring
-    logs = cluster.wait_job(client, job, "train job", timeout=400)
+    logs = cluster.wait_job(job, "train job", timeout=400)
     t_end = time.time()
     print(f"train job: {t_end - t0:.1f} s (kill at {t_kill - t0:.1f} s, after checkpoint {killed_at})")
 
@@ -109,14 +96,14 @@ def test_training_survives_a_node_kill(cluster, root):
     assert step == 60 and killed_at < 60, (step, killed_at)
     # the new worker group resumed from a checkpoint at or after the one seen at the kill, not from 0
     assert progress["starts"][0] == 0 and len(progress["starts"]) >= 2 and progress["starts"][1] >= killed_at, progress["starts"]
-    after = _nodes_of(cluster, ("RayTrainWorker",), actors=True)["RayTrainWorker"]
-    assert cluster.alive_nodes()["node_c"] in after, "no worker ran on the replacement node: no restart happened"
+    after = cluster.placed("RayTrainWorker", actors=True)["RayTrainWorker"]
+    assert "node_c" in after, "no worker ran on the replacement node: no restart happened"
     assert len(losses) == 60 and all(np.isfinite(losses))
     assert losses[:killed_at] == at_kill["losses"]  # the history before the checkpoint is kept, nothing repeated
 
     # exact continuation: the same run without the kill gives the same loss curve
     cluster.submit(" ".join(["python jobs/train.py", f"--storage {root}", "run_name=calm", *TINY, *CLUSTER]),
-               timeout=300)
+                   timeout=300)
     print(f"reference run: {time.time() - t_end:.1f} s")
     reference = _progress(st, "calm")["losses"]
     assert losses == reference  # bit for bit: nothing lost, repeated or reseeded by the restart
@@ -142,6 +129,8 @@ def test_tune_two_trials_on_the_cluster(cluster, root):
     assert len(trial_runs) == 2
     for run in trial_runs:
         assert ckpt.list_checkpoints(st.url_of(run))
-    # the two trials' training tasks ran on two different nodes
-    placed = _nodes_of(cluster, ("_fit_local",))["_fit_local"]
-    assert len(placed) == 2, placed
+    # The two trials trained on the two nodes, not by luck: each trial (its function trainable
+    # trains in its own actor) reserves 1 CPU, the head has none and each worker node one, and
+    # Tune reserves both trials' resources at once (--max-concurrent 2) before either starts.
+    placed = cluster.placed("ImplicitFunc", actors=True)["ImplicitFunc"]
+    assert placed == {"node_a", "node_b"}, placed

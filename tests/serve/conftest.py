@@ -1,10 +1,11 @@
-"""Fixtures for the serving tests: one local Ray, a tiny trained checkpoint, one Serve app.
+"""Fixtures for the serving tests: a tiny trained checkpoint and one Serve instance on the
+session's local Ray (``ray_session``, tests/conftest.py).
 
-Serve is shut down after the last test of tests/serve (`pytest_runtest_teardown`), and test
-replicas reserve no CPUs, so the Ray Train tests that run after them find the CPUs they ask for.
+Serve is shut down after the last test that uses it (`pytest_runtest_teardown`), and test replicas
+reserve no CPUs, so the Ray Train tests that run after them find the CPUs they ask for.
 
-Everything else is session-scoped: ``ray.init`` (~5 s), the tiny training (~ seconds) and Serve's
-start-up (~8 s, overlapped with the training) are paid once for all serve tests.
+Everything else is session-scoped: the tiny training (~ seconds) and Serve's start-up (~8 s,
+overlapped with the training) are paid once for all serve tests.
 """
 
 from __future__ import annotations
@@ -15,21 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from seqgen.runtime import apply_local_env
 from tests.processes import free_port
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    apply_local_env()
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -128,16 +115,25 @@ def metrics_url(ray_session) -> str:
     return f"http://127.0.0.1:{ray._private.worker._global_node.metrics_export_port}/metrics"
 
 
-SERVE_TESTS = Path(__file__).resolve().parent
-
-
 def pytest_runtest_teardown(item, nextitem):
-    """After the last serve test, stop Serve: its replicas would hold memory (and a started Ray
-    would keep them) through the rest of the session."""
-    if nextitem is None or SERVE_TESTS not in Path(str(nextitem.fspath)).resolve().parents:
+    """After the last test of tests/serve, in whatever order the tests run, stop Serve: its replicas
+    would hold memory (and the session's Ray would keep them) through the rest of the session.
+    (The last of the directory, not of the serve fixtures' users: some tests ask for them by name.)"""
+    if item is _last_serve_test(item.session):
         import ray
 
         if ray.is_initialized():
             from ray import serve
 
             serve.shutdown()
+
+
+SERVE_TESTS = Path(__file__).resolve().parent
+_LAST_SERVE_TEST = pytest.StashKey()
+
+
+def _last_serve_test(session):
+    if _LAST_SERVE_TEST not in session.stash:  # the items as they run: selected, in their order
+        here = [i for i in session.items if SERVE_TESTS in Path(str(i.path)).resolve().parents]
+        session.stash[_LAST_SERVE_TEST] = here[-1] if here else None
+    return session.stash[_LAST_SERVE_TEST]
