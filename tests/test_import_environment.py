@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from seqgen.runtime import LOCAL_ENV
 
 # every module a user or the CLI may import first, the ones that import Ray included
@@ -26,6 +28,7 @@ print(json.dumps({k: [before.get(k), os.environ.get(k)] for k in set(before) | s
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing Ray, torch and all of seqgen: ~10-20 s
 def test_importing_seqgen_leaves_the_environment_alone():
     # as a user's shell would have it: none of the settings (this process may have started a Ray)
     env = {k: v for k, v in os.environ.items() if k not in LOCAL_ENV and k != "RAY_ADDRESS"}
