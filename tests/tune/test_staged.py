@@ -99,9 +99,11 @@ def test_pbt_trials_continue_from_each_others_checkpoints(storage, ray_session):
     worse trial continue from a copy of the better one's checkpoint, as a new segment run.
 
     However fast training is, no trial runs past an evaluation PBT has not seen: ``tune.report``
-    returns only once Tune has processed the result. So the worse trial reports every one of its
-    six evaluations while PBT acts, and the better trial has a score at all but the worse one's
-    first (a trial Tune has not started yet makes PBT pause the other until it has)."""
+    returns only once Tune has processed the result. PBT compares the two at each of the worse
+    trial's six evaluations that comes after the better trial's first and before its last: the two
+    start together, on a CPU each, and a trial Tune has not started yet makes PBT pause the other
+    until it has, so only a trial stalled for five evaluations' time could leave nothing to compare.
+    """
     from ray import tune
 
     from seqgen.tune.naming import trial_runs
