@@ -43,6 +43,9 @@ def shared_data():
 
 
 def pytest_configure(config):
+    from seqgen.numerics import apply_batch_invariance
+
+    apply_batch_invariance()  # before the session's first matrix product (seqgen/numerics.py)
     # Tests run tiny models: one thread avoids OpenMP oversubscription on shared 2-core boxes,
     # in this process and in the training subprocesses the tests start.
     import torch
@@ -62,43 +65,76 @@ FIXTURE_MARKERS = {
     "cluster": ("ray", "cluster"),  # `ray start` nodes of our own (tests/integration)
     "s3": ("s3",),  # moto's S3 server, a process of its own
 }
-# Tests that ask for such fixtures by name while they run (request.getfixturevalue): not visible
-# to the hook, so named here.
-BY_NAME = {"tests/serve/test_schemathesis.py": ("ray", "serve")}
+# Tests that start such things without those fixtures: asked for by name while the test runs
+# (request.getfixturevalue), or in a process of their own. Keys as in SLOW.
+MARKERS = {
+    "tests/serve/test_schemathesis.py": ("ray", "serve"),
+    "tests/serve/test_ingress.py::test_seqgen_serve_behind_haproxy": ("ray", "serve"),  # `seqgen serve`
+}
 # Every test marked with one of these is slow ...
 SLOW_MARKERS = {"ray", "serve", "cluster", "s3"}
-# ... and so are these (node ids, or a file for all its tests): each measured above ~2 s on the
-# 2-core box (`--durations`), mostly training or subprocesses. A test that starts Ray in this
-# process without being marked `ray` fails (see _ray_needs_a_marker).
+# ... and so are these, each measured above ~2 s on the 2-core box (`--durations`). A key is a
+# file, a test (all its parameters), a node id, or "file::*[param]" (that parameter of every test
+# in the file). A test that starts Ray in this process without being marked `ray` fails
+# (_ray_needs_a_marker below).
 SLOW = {
+    # processes of their own: an engine process per test, fresh interpreters, scripts
+    "tests/serve/test_engine.py::*[process]",
+    "tests/serve/test_engine.py::test_a_dead_engine_process_fails_its_requests_and_reports_itself",
+    "tests/serve/test_engine.py::test_the_engine_process_exits_when_its_replica_is_gone",
+    "tests/serve/test_engine.py::test_an_engine_process_that_cannot_start_says_why",
+    "tests/test_dependencies.py::test_low_module_imports_nothing_above_it",
+    "tests/test_docs_commands.py::test_documented_scripts_show_help",
+    # waiting on purpose: requests that take seconds to show their order
+    "tests/serve/test_engine.py::test_short_request_joining_a_long_one_finishes_first",
+    "tests/serve/test_engine.py::test_request_level_batching_holds_a_short_request_back",
+    # preprocessing real corpora, tiny training, sampling long lines
+    "tests/data/test_sources.py::test_ptb_char_from_memory_url_equals_the_preset",
+    "tests/data/test_text_preprocess.py::test_ptb_char_preset",
+    "tests/data/test_hutter.py::test_task_streams_read_lazily_the_windows_of_batchify_and_resume_exactly",
+    "tests/data/test_tokenizers.py::test_preprocess_tiny_chunks_equal_one_chunk",
+    "tests/handwriting/test_hw_dataset.py::test_idempotent_unless_forced",
+    "tests/handwriting/test_hw_sampling.py::test_phi_of_a_row_that_outlives_the_longest_text",
+    "tests/test_cli_commands.py::test_export_command",
+    "tests/test_cli_commands.py::test_sample_strokes_with_density",
+    "tests/test_cli_commands.py::test_evaluate_handwriting_static_and_dynamic",
 }
+
+
+def _keys(item) -> list[str]:
+    """The keys of MARKERS and SLOW that name ``item``."""
+    path, _, name = item.nodeid.partition("::")
+    param = name[name.index("["):] if "[" in name else None
+    keys = [path, f"{path}::{name.split('[')[0]}", item.nodeid]
+    return keys + [f"{path}::*{param}"] if param else keys
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by these markers
 def pytest_collection_modifyitems(config, items):
-    seen = set()
+    used = set()
     for item in items:
-        path, _, name = item.nodeid.partition("::")
-        names = {m.name for m in item.iter_markers()}
+        had = {m.name for m in item.iter_markers()}
+        names = set(had)
         for fixture, markers in FIXTURE_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 names.update(markers)
-        names.update(BY_NAME.get(path, ()))
-        test = f"{path}::{name.split('[')[0]}"
-        for key in (path, test, item.nodeid):
+        for key in _keys(item):
+            if key in MARKERS:
+                used.add(key)
+                names.update(MARKERS[key])
             if key in SLOW:
-                seen.add(key)
+                used.add(key)
                 names.add("slow")
         if names & SLOW_MARKERS:
             names.add("slow")
-        for marker in sorted(names - {m.name for m in item.iter_markers()}):
+        for marker in sorted(names - had):
             item.add_marker(marker)
-    # A renamed or removed test must not silently leave the quick tier slower: in a run over the
-    # whole suite every entry of SLOW must name collected tests.
+    # A renamed or removed test must not leave the quick tier silently slower: in a run of the
+    # whole suite every key of SLOW and MARKERS must name collected tests.
     if [str(a) for a in config.args] == config.getini("testpaths"):
-        stale = sorted(set(SLOW) - seen)
+        stale = sorted((SLOW | set(MARKERS)) - used)
         if stale:
-            raise pytest.UsageError(f"tests/conftest.py SLOW names tests that do not exist: {stale}")
+            raise pytest.UsageError(f"tests/conftest.py names tests that do not exist: {stale}")
 
 
 @pytest.fixture(autouse=True)
