@@ -26,6 +26,7 @@ from seqgen.catalog import BUNDLED_HANDWRITING as DEFAULT_HANDWRITING  # noqa: F
 from seqgen.cli import data, evaluating, generating, inspecting, serving, training
 from seqgen.cli.errors import Commands
 from seqgen.cli.options import config_path
+from seqgen.numerics import apply_batch_invariance
 
 _config_path = config_path  # the name tests/deploy/test_manifests.py still uses
 
@@ -60,6 +61,7 @@ def main(
     version: bool = typer.Option(False, "--version", help="Print the versions of seqgen, torch, ray and Python."),
     as_json: bool = typer.Option(False, "--json", help="With --version: as JSON."),
 ):
+    apply_batch_invariance()  # before any computation (seqgen/numerics.py)
     if version:
         v = versions()
         typer.echo(json.dumps(v) if as_json else f"seqgen {v['seqgen']} (torch {v['torch']}, ray {v['ray']}, "

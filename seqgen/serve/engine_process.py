@@ -34,6 +34,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, AsyncIterator
 
+from seqgen.numerics import batch_invariant_env
 from seqgen.sampling import Generator, Job
 from seqgen.serve.config import EngineConfig
 from seqgen.serve.engine import DeadlineExceeded, Engine, EngineDown, Overloaded, StreamFailed, Ticket, admit, receive
@@ -84,7 +85,7 @@ class EngineProcess:
         self.exit_reason: str | None = None
 
         ours, theirs = socket.socketpair()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env = {**os.environ, **batch_invariant_env(), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._proc = subprocess.Popen([sys.executable, "-m", "seqgen.serve.engine_process", str(theirs.fileno())],
                                       pass_fds=(theirs.fileno(),), env=env)
         theirs.close()
