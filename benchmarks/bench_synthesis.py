@@ -25,9 +25,8 @@ from seqgen import config
 from seqgen.handwriting.dataset import preprocess_handwriting
 from seqgen.handwriting.sampling import synthesize
 from seqgen.handwriting.task import HandwritingTask
-from seqgen.models import load_model
+from seqgen.catalog import find_checkpoint, load_model
 from seqgen.storage import Storage
-from seqgen import checkpoint as ckpt
 from seqgen.train.optim import GravesRMSProp
 from seqgen.train.run import train
 
@@ -86,7 +85,7 @@ def main() -> None:
         pipeline = pipeline_steady_state(train(cfg, st))[1]  # steps WARMUP+1..max_steps
         bare = (bare_before + bare_loop(cfg, st, a.steps)[0]) / 2  # bracket the pipeline: load drifts
     texts = [f"line {i} of the benchmark" for i in range(32)]
-    model, loaded = load_model(ckpt.resolve(Storage.from_url("/"), a.checkpoint))
+    model, loaded = load_model(find_checkpoint(Storage.from_url("/"), a.checkpoint))
     one_lps, one_pps = lines_per_s(model, loaded.meta, texts[:8], 1)
     many_lps, many_pps = lines_per_s(model, loaded.meta, texts, 32)
     save("synthesis", {

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 
+from seqgen.catalog import load_model
+from seqgen.handwriting.legibility import stalled as is_stalled
 from seqgen.handwriting.sampling import synthesize
-from seqgen.models import load_model
 
 TEXTS = ["a quick brown fox jumps", "handwriting synthesis", "the lazy dog", "over the hills and far away"]
 SEEDS = [1000 + 7 * i for i in range(10)]
@@ -21,7 +22,7 @@ BIASES = (0.75, 1.5, 2.0)
 def stalled(checkpoint: str, bias: float) -> tuple[int, int]:
     model, loaded = load_model(checkpoint)
     lines = [r for seed in SEEDS for r in synthesize(model, loaded.meta, TEXTS, bias=bias, seed=seed)]
-    return sum(int(r.phi[-1].argmax()) < len(r.text) - 2 for r in lines), len(lines)
+    return sum(map(is_stalled, lines)), len(lines)
 
 
 def main() -> None:

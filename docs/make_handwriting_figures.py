@@ -18,9 +18,8 @@ from bundle_checkpoint import bundle  # noqa: E402
 from seqgen.handwriting.render import phi_heatmap_png, strokes_png
 from seqgen.handwriting.sampling import synthesize
 from seqgen.handwriting.styles import from_sjvasquez
-from seqgen.models import load_model
+from seqgen.catalog import find_checkpoint, load_model
 from seqgen.storage import Storage
-from seqgen import checkpoint as ckpt
 
 DOCS = Path(__file__).parent / "img"
 ASSET = Path(__file__).resolve().parents[1] / "seqgen" / "assets" / "handwriting"
@@ -32,7 +31,7 @@ def main() -> None:
     p.add_argument("checkpoint")
     p.add_argument("--bundle", action="store_true")
     a = p.parse_args()
-    url = ckpt.resolve(Storage.from_url("/"), a.checkpoint)
+    url = find_checkpoint(Storage.from_url("/"), a.checkpoint)
     model, loaded = load_model(url)
     DOCS.mkdir(exist_ok=True)
     for bias in (0.0, 0.15, 0.75, 2.0):

@@ -126,10 +126,9 @@ def test_phi_of_a_row_that_outlives_the_longest_text():
     """The bundled model at bias 0.5, seed 1 writes "handwriting synthesis" longer than "a quick
     brown fox jumps": once the longer text's row has left, the batch's padded context (and phi with it)
     narrows, and each row's phi must still cover exactly its own text."""
-    from seqgen.cli import DEFAULT_HANDWRITING
-    from seqgen.models import load_model
+    from seqgen.catalog import BUNDLED_HANDWRITING, load_model
 
-    m, loaded = load_model(str(DEFAULT_HANDWRITING))
+    m, loaded = load_model(str(BUNDLED_HANDWRITING))
     texts = ["a quick brown fox jumps", "handwriting synthesis"]
     results = synthesize(m, loaded.meta, texts, bias=0.5, seed=1)
     assert len(results[1].offsets) > len(results[0].offsets)  # the case this test is about

@@ -10,7 +10,7 @@ import pytest
 from seqgen import config
 from seqgen.handwriting.dataset import preprocess_handwriting
 from seqgen.handwriting.iam import discover_forms
-from seqgen.models import load_model
+from seqgen.catalog import load_model
 from seqgen.storage import Storage
 from seqgen import checkpoint as ckpt
 from seqgen.train.run import train
