@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from seqgen.handwriting import DEFAULT_BIAS
 from seqgen.cli.options import CheckpointArg, StorageOpt, load_model, refuse, require_kind
 from seqgen.storage import Storage
 
@@ -28,7 +29,7 @@ def sample(
     seed: Optional[int] = typer.Option(None, help="Random seed: the same seed gives the same sample."),
     n: Optional[int] = typer.Option(None, help="Number of samples (default 1); handwriting lines are stacked."),
     beam: int = typer.Option(0, help="Text: > 0: beam search of this width instead of sampling."),
-    bias: Optional[float] = typer.Option(None, help="Handwriting: probability bias b (eqs. 61-62, default 0.75); 0 = unbiased."),
+    bias: Optional[float] = typer.Option(None, help=f"Handwriting: probability bias b (eqs. 61-62, default {DEFAULT_BIAS}); 0 = unbiased."),
     out: Optional[str] = typer.Option(None, help="Handwriting: output picture, .svg or .png (default strokes.svg)."),
     density: Optional[str] = typer.Option(None, help="Handwriting: also save the predicted mixture density along the "
                                                      "first line (Fig. 10) as PNG."),
@@ -47,7 +48,7 @@ def sample(
     else:
         refuse("handwriting sampling", {"--prompt": prompt, "--temperature": temperature, "--top-k": top_k,
                                         "--beam": beam or None}, "use --bias to trade variety for neatness")
-        _sample_strokes(model, loaded, length or 700, 0.75 if bias is None else bias, seed, n or 1,
+        _sample_strokes(model, loaded, length or 700, DEFAULT_BIAS if bias is None else bias, seed, n or 1,
                         out or "strokes.svg", density)
 
 
@@ -99,7 +100,7 @@ def score(
 def write(
     texts: List[str] = typer.Argument(..., help="Text(s) to write; several are stacked as lines."),
     checkpoint: Optional[str] = typer.Option(None, help="Synthesis checkpoint (default: the bundled model)."),
-    bias: float = typer.Option(0.75, help="Probability bias b (eqs. 61-62): 0 = unbiased, larger = neater."),
+    bias: float = typer.Option(DEFAULT_BIAS, help="Probability bias b (eqs. 61-62): 0 = unbiased, larger = neater."),
     style: Optional[str] = typer.Option(None, help="Prime with a style: 0-12 (shared sjvasquez styles) or a dataset line id."),
     seed: Optional[int] = typer.Option(None, help="Random seed: the same seed writes the same strokes."),
     out: str = typer.Option("line.svg", help="Output picture: .svg or .png."),

@@ -38,33 +38,34 @@ def output_size(M: int) -> int:
     return 6 * M + 1
 
 
-def apply_bias(params: MixtureParams, bias: float) -> MixtureParams:
-    """Probability bias b >= 0 (eqs. 61-62): sigma = exp(sigmahat - b), pi = softmax(pihat (1 + b)).
+def apply_bias(params: MixtureParams, bias: float | Tensor) -> MixtureParams:
+    """Probability bias b >= 0 (eqs. 61-62): sigma = exp(sigmahat - b), pi = softmax(pihat (1 + b));
+    ``bias`` is one number or one per row (...), finite (`draw_mixture` takes b = inf as the mode).
 
     Exact on already-split parameters, because log_pi = pihat - logsumexp(pihat) differs from pihat
     by a constant and softmax ignores constants. e is not biased (the paper biases pi and sigma only).
     """
-    if bias == 0:
-        return params
-    if math.isinf(bias):
-        raise ValueError("bias=inf has no finite parameters; sample_mixture handles it as the mode")
-    return params._replace(log_pi=torch.log_softmax(params.log_pi * (1 + bias), -1), log_sigma=params.log_sigma - bias)
+    b = torch.as_tensor(bias, dtype=params.mu.dtype, device=params.mu.device)
+    if not torch.isfinite(b).all():
+        raise ValueError("bias=inf has no finite parameters; draw_mixture takes it as the mixture's mode")
+    b = b.expand(params.e_logit.shape)
+    return params._replace(log_pi=torch.log_softmax(params.log_pi * (1 + b)[..., None], -1),  # eq. 62
+                           log_sigma=params.log_sigma - b[..., None, None])  # eq. 61
 
 
-def split_mixture(yhat: Tensor, M: int, bias: float = 0.0) -> MixtureParams:
-    """Raw outputs yhat (..., 6M+1) -> `MixtureParams` (eqs. 18-22), optionally biased (eqs. 61-62)."""
+def split_mixture(yhat: Tensor, M: int) -> MixtureParams:
+    """Raw outputs yhat (..., 6M+1) -> `MixtureParams` (eqs. 18-22); `apply_bias` biases them (eqs. 61-62)."""
     if yhat.shape[-1] != output_size(M):
         raise ValueError(f"expected {output_size(M)} = 6M+1 outputs for M={M}, got {yhat.shape[-1]}")
     ehat, pihat, muhat, sigmahat, rhohat = yhat.split([1, M, 2 * M, 2 * M, M], -1)
     lead = yhat.shape[:-1]
-    params = MixtureParams(
+    return MixtureParams(
         e_logit=-ehat.squeeze(-1),  # eq. 18
         log_pi=torch.log_softmax(pihat, -1),  # eq. 19
         mu=muhat.reshape(*lead, M, 2),  # eq. 20
         log_sigma=sigmahat.reshape(*lead, M, 2),  # eq. 21
         rho=torch.tanh(rhohat),  # eq. 22
     )
-    return apply_bias(params, bias)
 
 
 def component_log_density(params: MixtureParams, x: Tensor, eps: float = 1e-6) -> Tensor:
@@ -103,16 +104,6 @@ def sse_per_point(params: MixtureParams, target: Tensor, mask: Tensor | None = N
     return sse if mask is None else torch.where(mask.bool(), sse, torch.zeros_like(sse))
 
 
-def sample_mixture(params: MixtureParams, bias: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
-    """Draw x_{t+1} (..., 3) = (dx, dy, eos) from y_t with probability bias b (eqs. 61-62), using
-    uniforms from ``generator``; see `draw_mixture`."""
-    M = params.log_pi.shape[-1]
-    u = torch.rand((*params.log_pi.shape[:-1], M + 3), generator=generator, dtype=params.mu.dtype,
-                   device=params.mu.device)
-    return draw_mixture(params, torch.full(params.e_logit.shape, float(bias), dtype=params.mu.dtype,
-                                           device=params.mu.device), u)
-
-
 def draw_mixture(params: MixtureParams, bias: Tensor, u: Tensor) -> Tensor:
     """x_{t+1} (..., 3) = (dx, dy, eos) from y_t, each row with its own bias b (...) >= 0 and its
     own M + 3 uniforms u (..., M + 3) in [0, 1) (`seqgen.rng`): every row's draw depends only on them.
@@ -124,9 +115,8 @@ def draw_mixture(params: MixtureParams, bias: Tensor, u: Tensor) -> Tensor:
     """
     M = params.log_pi.shape[-1]
     mode = torch.isinf(bias)
-    b = torch.where(mode, torch.zeros_like(bias), bias).to(params.mu.dtype)
-    log_pi = torch.log_softmax(params.log_pi * (1 + b)[..., None], -1)  # eq. 62
-    sigma = torch.exp(params.log_sigma - b[..., None, None])  # eq. 61
+    biased = apply_bias(params, torch.where(mode, torch.zeros_like(bias), bias))  # eqs. 61-62
+    log_pi, sigma = biased.log_pi, torch.exp(biased.log_sigma)
     tiny = torch.finfo(u.dtype).tiny
     gumbel = -torch.log((-torch.log(u[..., :M].clamp_min(tiny))).clamp_min(tiny))
     j = torch.where(mode[..., None], log_pi.argmax(-1, keepdim=True), (log_pi + gumbel.to(log_pi.dtype)).argmax(-1, keepdim=True))

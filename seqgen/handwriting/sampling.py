@@ -25,12 +25,14 @@ import torch
 from torch import Tensor
 
 from seqgen import rng
+from seqgen.handwriting import DEFAULT_BIAS
 from seqgen.handwriting.mdn import draw_mixture, split_mixture
 from seqgen.handwriting.models import HandwritingModel, meta_alphabet
 from seqgen.handwriting.window import should_stop
 from seqgen.sampling import Job, Row, run
 
 POINTS_PER_CHAR = 25  # sec. 4.2: IAM-OnDB has ~25 points a character; sizes the longest accepted text
+
 
 
 @dataclass
@@ -109,7 +111,7 @@ class HandwritingGenerator:
         return list(x.cpu().unbind(0))
 
     # -- jobs
-    def job(self, text: str | None = None, bias: float = 0.0, seed: int | None = None,
+    def job(self, text: str | None = None, bias: float = DEFAULT_BIAS, seed: int | None = None,
             prime: tuple[np.ndarray, str] | None = None, limit: int | None = None, n: int = 1,
             keep_phi: bool = False, max_points_per_char: int = 40, max_points: int = 1500) -> Job:
         """n lines of ``text`` (synthesis) or of free handwriting (prediction, ``limit`` points).
@@ -155,7 +157,7 @@ class HandwritingGenerator:
                              f"max_points={max_points} at ~{POINTS_PER_CHAR} points a character")
 
 
-def sample_strokes(model: HandwritingModel, meta: dict, n_points: int = 700, bias: float = 0.0,
+def sample_strokes(model: HandwritingModel, meta: dict, n_points: int = 700, bias: float = DEFAULT_BIAS,
                    seed: int | None = None) -> np.ndarray:
     """Unconditional handwriting from the prediction network: (n_points, 3) offsets in data units."""
     if model.synthesis:
@@ -198,7 +200,7 @@ def _check_text(alphabet, text: str, what: str = "text") -> None:
         raise ValueError(f"{what} {text!r} has characters not in the model's alphabet: {bad}")
 
 
-def synthesize(model: HandwritingModel, meta: dict, texts: list[str], bias: float = 0.0, seed: int | None = None,
+def synthesize(model: HandwritingModel, meta: dict, texts: list[str], bias: float = DEFAULT_BIAS, seed: int | None = None,
                prime: tuple[np.ndarray, str] | None = None, max_points_per_char: int = 40,
                max_points: int = 1500) -> list[Result]:
     """Write ``texts`` in one batch with the synthesis network; row i uses seed ``seed + i``.

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from seqgen.handwriting.legibility import MAX_BEST_OF
+from seqgen.handwriting import DEFAULT_BIAS
 from seqgen.rng import MAX_RANDOM_SEED
 from seqgen.serve.config import MAX_TIMEOUT_S
 from seqgen.text_sampling import TEMPERATURE_FLOOR
@@ -79,7 +80,7 @@ class WriteBody(BaseModel):
     model_config = _strict
 
     text: str = Field(..., min_length=1, max_length=MAX_WRITE_CHARS, description="text to write")
-    bias: float = Field(0.75, ge=0.0, le=100.0, allow_inf_nan=False,
+    bias: float = Field(DEFAULT_BIAS, ge=0.0, le=100.0, allow_inf_nan=False,
                         description="probability bias b (eqs. 61-62): 0 = unbiased, larger = neater")
     style: Int | str | None = Field(None, description="priming style: 0-12 (the shipped styles) or a line id of "
                                                       "the model's training dataset on the server's storage")

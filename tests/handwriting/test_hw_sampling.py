@@ -8,7 +8,8 @@ import torch
 
 from seqgen.config import ModelConfig
 from seqgen.handwriting.iam import END, Alphabet, graves57_alphabet
-from seqgen.handwriting.mdn import sample_mixture, split_mixture
+from seqgen.handwriting.mdn import split_mixture
+from tests.handwriting.test_mdn import sample_mixture
 from seqgen.handwriting.models import HandwritingModel
 from seqgen.handwriting.sampling import normalise, read_line, sample_strokes, synthesize
 

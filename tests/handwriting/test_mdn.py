@@ -12,11 +12,18 @@ from seqgen.handwriting.mdn import (
     clip_output_gradient,
     mixture_mean,
     mixture_nll,
+    draw_mixture,
     output_size,
-    sample_mixture,
     split_mixture,
     sse_per_point,
 )
+
+
+def sample_mixture(params, bias: float = 0.0, generator: torch.Generator | None = None):
+    """One draw per row with one bias for all rows and uniforms from ``generator`` (`draw_mixture`)."""
+    M = params.log_pi.shape[-1]
+    u = torch.rand((*params.log_pi.shape[:-1], M + 3), generator=generator, dtype=params.mu.dtype)
+    return draw_mixture(params, torch.full(params.e_logit.shape, float(bias), dtype=params.mu.dtype), u)
 
 M = 5
 
@@ -65,7 +72,7 @@ def test_nll_matches_scipy():
 def test_nll_gradcheck_float64():
     yhat, x = random_yhat(2, 2, M=2).requires_grad_(), random_target(2, 2)
     assert torch.autograd.gradcheck(lambda y: mixture_nll(split_mixture(y, 2), x), (yhat,))
-    assert torch.autograd.gradcheck(lambda y: mixture_nll(split_mixture(y, 2, bias=0.5), x).sum(), (yhat,))
+    assert torch.autograd.gradcheck(lambda y: mixture_nll(apply_bias(split_mixture(y, 2), 0.5), x).sum(), (yhat,))
 
 
 def test_nll_finite_at_extremes_float32():
@@ -99,10 +106,14 @@ def test_mean_and_sse():
 def test_bias_on_split_params_equals_bias_on_raw_outputs():
     yhat, b = random_yhat(5), 0.7
     pihat, sigmahat = yhat[..., 1 : 1 + M], yhat[..., 1 + 3 * M : 1 + 5 * M]
-    biased = split_mixture(yhat, M, bias=b)
+    biased = apply_bias(split_mixture(yhat, M), b)
     torch.testing.assert_close(biased.log_pi.exp(), torch.softmax(pihat * (1 + b), -1))  # eq. 62
     torch.testing.assert_close(biased.log_sigma.exp().flatten(-2), torch.exp(sigmahat - b))  # eq. 61
-    torch.testing.assert_close(apply_bias(split_mixture(yhat, M), b).log_pi, biased.log_pi)
+    per_row = apply_bias(split_mixture(yhat, M), torch.tensor([0.0, b, 0.0, b, 2.0], dtype=yhat.dtype))  # one b a row
+    torch.testing.assert_close(per_row.log_pi[1], biased.log_pi[1])
+    torch.testing.assert_close(per_row.log_pi[0], split_mixture(yhat, M).log_pi[0])
+    with pytest.raises(ValueError, match="bias=inf has no finite parameters"):
+        apply_bias(split_mixture(yhat, M), math.inf)
 
 
 def test_large_bias_gives_most_likely_components_mean():
