@@ -4,11 +4,13 @@ evaluations so far (each evaluation is one report):
 * ``asha``: stops poor trials after ``grace_period`` evaluations.
 * ``pbt`` (trials that train in their own process only, ``train.num_workers=0``, at least two at a
   time): every ``grace_period`` evaluations a trial among the worst continues from a copy of a
-  better running trial's latest checkpoint with perturbed hyperparameters (``seqgen.tune.trial``).
-  A trial's report waits until PBT has seen it, so no trial trains past an evaluation PBT has not
-  acted on, however fast it is. When trials wait for resources (``max_concurrent`` above what the
-  cluster runs at once), PBT pauses a running trial at an evaluation to let one of them run; the
-  paused trial later goes on where it stopped.
+  better trial's latest checkpoint with perturbed hyperparameters (``seqgen.tune.trial``).
+  Synchronous PBT: it acts once every running trial has reported that evaluation, pausing the
+  others meanwhile (a trial's report waits until Tune lets it go on, so none trains past it), and
+  then pauses them all; a paused trial goes on in its own run from its own checkpoint. So which
+  trial continues from which depends on the trials' metrics only, never on which trains faster
+  (asynchronous PBT compares each report with whatever the others last reported: its outcome
+  follows their speeds, and a fast trial may finish before a slow one is compared with it).
 * ``fifo`` (not a user's choice): every trial to its end (the staged search's stage 1).
 """
 
@@ -34,7 +36,7 @@ def make_scheduler(kind: str, base: ExperimentConfig, space: dict, grace_period:
         # than being stopped (killed) by ASHA at max_t, so Ray Train shuts its workers down cleanly.
         return ASHAScheduler(time_attr="training_iteration", max_t=evals + 1, grace_period=min(grace_period, evals))
     return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=min(grace_period, evals),
-                                   hyperparam_mutations=mutations(space))
+                                   hyperparam_mutations=mutations(space), synch=True)
 
 
 def check_scheduler(kind: str, base: ExperimentConfig, space: dict, max_concurrent: int) -> None:

@@ -70,7 +70,10 @@ def fit_trials(base: ExperimentConfig, storage: Storage, prefix: str, space: dic
         tune_config=tune.TuneConfig(metric=metric, mode="min", scheduler=make_scheduler(scheduler, base, space,
                                                                                           grace_period),
                                     num_samples=num_samples, max_concurrent_trials=max_concurrent,
-                                    reuse_actors=False),
+                                    # a trial that trains in its own process ends at a report, which
+                                    # lets Tune reuse its process for the next trial or for the same
+                                    # one after a PBT pause: no new process, no second torch import
+                                    reuse_actors=base.train.num_workers == 0),
         run_config=tune.RunConfig(name=experiment, storage_path=storage_path, storage_filesystem=filesystem,
                                   # a trial whose process dies (its node lost) is started again and
                                   # resumes its run from the last checkpoint on storage
