@@ -386,13 +386,14 @@ def test_inline_seqgen_spans_name_real_options(file: str, span: str):
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
     """A storage with a tiny char dataset, untrained tiny text runs under the names the docs use and
-    the bundled handwriting model as the run ``iam-synthesis``."""
+    the bundled handwriting model as the runs ``iam-synthesis`` and ``hw-joined``, the bundled
+    recognizer as ``iam-recognizer``, and a tiny ``iam`` handwriting dataset."""
     tmp = tmp_path_factory.mktemp("docs-store")
     st = new_storage("docs-commands")
     manifest = text_dataset(st, tmp)
     for run in TEXT_RUNS:
         text_checkpoint(st, manifest, run=run)
-    for run, asset in (("iam-synthesis", "handwriting"), ("iam-recognizer", "recognizer")):
+    for run, asset in (("iam-synthesis", "handwriting"), ("hw-joined", "handwriting"), ("iam-recognizer", "recognizer")):
         bundled = ckpt.load(str(ROOT / "seqgen" / "assets" / asset))
         url = st.url_of(join(st.run_dir(run), ckpt.checkpoint_name(bundled.progress["step"])))
         st.write_json_atomic(join(st.run_dir(run), "config.json"), cfgmod.to_dict(bundled.config))
