@@ -11,7 +11,7 @@
                     or hash differs from it makes the checkpoint damaged.
 
 Used by training, serving, tuning and the CLI; it imports torch only to read or write tensors, so
-listing checkpoints stays cheap (the Tune trial driver polls it).
+listing checkpoints stays cheap (`seqgen runs`, keep-best, a run's resume).
 """
 
 from __future__ import annotations
@@ -303,14 +303,3 @@ def _last_eval(url: str) -> dict:
     with fs.open(join(path, "progress.json"), "rb") as f:
         evals = json.loads(f.read()).get("evals", [])
     return evals[-1] if evals else {}
-
-
-def resolve(storage, ref: str) -> str:
-    """Transitional name of `seqgen.catalog.find_checkpoint`, the one resolver (with its errors).
-
-    Kept only while callers outside the CLI and Serve still import it (tests/serve/conftest.py,
-    benchmarks/bench_synthesis.py, docs/make_handwriting_figures.py); delete it with them. The
-    import runs up a floor, which is why this must not stay."""
-    from seqgen.catalog import find_checkpoint
-
-    return find_checkpoint(storage, ref)

@@ -19,7 +19,7 @@ Every exported file carries ``seqgen.json`` (TorchScript extra file / ONNX metad
 input and output names, the state shapes, and the vocabulary or alphabet + offset statistics, so
 it is self-describing. docs/export.md shows how to drive it.
 
-Which ONNX exporter (measured with torch 2.13, issue 9): the default ``dynamo=True`` one
+Which ONNX exporter (measured with torch 2.13): the default ``dynamo=True`` one
 (torch.export) needs ``onnxscript`` and took 2.5-10 s per model here; the TorchScript-based one
 (``dynamo=False``, deprecated but shipped) took 0.04-0.3 s, needs only ``onnx``, and both gave the
 same outputs (within 1e-6 of eager over 50 steps, every cell). We use ``dynamo=False``. When

@@ -169,7 +169,7 @@ def test_rewriting_a_step_replaces_the_manifest(run_url):
 
 
 def test_listing_needs_no_torch():
-    """The Tune trial driver lists checkpoints every second; importing torch there costs seconds."""
+    """Listing checkpoints (`seqgen runs`, keep-best, resume) must not cost a torch import (seconds)."""
     import subprocess
     import sys
 

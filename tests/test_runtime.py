@@ -1,5 +1,6 @@
 """The local default Ray listens on loopback only (a fresh process: Ray reads its settings when
-it is imported, which is why `import seqgen` applies them)."""
+it is imported, which is why `seqgen.runtime.ensure_ray` / `apply_local_env` apply them, also to a
+Ray imported earlier)."""
 
 import subprocess
 import sys

@@ -22,13 +22,10 @@ import json
 
 import typer
 
-from seqgen.catalog import BUNDLED_HANDWRITING as DEFAULT_HANDWRITING  # noqa: F401 - tests import this name
 from seqgen.cli import data, evaluating, generating, inspecting, serving, training
 from seqgen.cli.errors import Commands
 from seqgen.cli.options import config_path
 from seqgen.numerics import apply_batch_invariance
-
-_config_path = config_path  # the name tests/deploy/test_manifests.py still uses
 
 HELP = __doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1]
 

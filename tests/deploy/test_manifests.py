@@ -227,7 +227,7 @@ def test_rayjob_entrypoints_are_valid_calls_of_the_jobs(name):
     command = typer.main.get_command(cli.app).commands[name]
     ctx = command.make_context(name, list(args))  # raises on an unknown option or a missing argument
     if name in ("train", "tune"):
-        cfgmod.load(cli._config_path(ctx.params["config"]), ctx.params["overrides"] or [])
+        cfgmod.load(cli.config_path(ctx.params["config"]), ctx.params["overrides"] or [])
 
 
 def _serve_config() -> dict:

@@ -47,7 +47,7 @@ def tiny_checkpoint(ray_session, tmp_path_factory) -> str:
     from seqgen.data.presets import text_preset
     from seqgen.data.text import preprocess_text
     from seqgen.storage import Storage
-    from seqgen.checkpoint import resolve
+    from seqgen.catalog import find_checkpoint
     from seqgen.train.run import train
 
     storage = Storage.from_url(str(tmp_path_factory.mktemp("serve-storage")))
@@ -58,7 +58,7 @@ def tiny_checkpoint(ray_session, tmp_path_factory) -> str:
         "train.progress=false",
     ])
     train(cfg, storage)
-    return resolve(storage, "serve-tiny")
+    return find_checkpoint(storage, "serve-tiny")
 
 
 def deploy(serve_started, checkpoint: str, name: str, route_prefix: str, **kw) -> str:
@@ -102,9 +102,9 @@ def small_url(serve_url, serve_started, tiny_checkpoint):
 @pytest.fixture(scope="session")
 def hw_url(serve_url, serve_started):
     """The bundled handwriting synthesis model (real, 2 x 128) at /hw."""
-    from seqgen.cli import DEFAULT_HANDWRITING
+    from seqgen.catalog import BUNDLED_HANDWRITING
 
-    yield deploy(serve_started, str(DEFAULT_HANDWRITING), "seqgen-hw", "/hw", max_streams=32, max_queued=32)
+    yield deploy(serve_started, str(BUNDLED_HANDWRITING), "seqgen-hw", "/hw", max_streams=32, max_queued=32)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from seqgen import config
-from seqgen.models import load_model
+from seqgen.catalog import load_model
 from seqgen import checkpoint as ckpt
 from seqgen.train.run import train
 from tests.tiny_storage import shakespeare_storage
@@ -112,23 +112,3 @@ def test_resuming_with_other_model_settings_is_a_clear_error(ray_session):
     with pytest.raises(ValueError, match="other model settings.*hidden_size"):
         train(_cfg("run_name=mismatch", "train.max_steps=4", "train.eval_every=2", "model.hidden_size=24"), st)
 
-
-def test_wait_for_pace_returns_once_the_pace_file_catches_up(monkeypatch, caplog):
-    import threading
-
-    from seqgen.storage import Storage
-    from seqgen.train import loop
-
-    storage = Storage("memory://pace-test")
-    path = "memory://pace-test/reported.json"
-    writer = threading.Timer(0.3, lambda: storage.write_json_atomic(path, {"step": 40}))
-    started = time.monotonic()
-    writer.start()
-    loop.wait_for_pace(storage, path, 40)  # no file yet, then the file says 40
-    assert time.monotonic() - started >= 0.3
-    loop.wait_for_pace(storage, path, 20)  # already past: returns at once
-
-    monkeypatch.setattr(loop, "PACE_TIMEOUT_SECONDS", 0.3)
-    with caplog.at_level("WARNING", logger="seqgen.train.loop"):
-        loop.wait_for_pace(storage, path, 80)  # never acknowledged: goes on, with a warning
-    assert "no acknowledgement of step 80" in caplog.text

@@ -16,7 +16,8 @@ from fsspec.core import url_to_fs
 
 from seqgen import checkpoint as ckpt
 from seqgen import config
-from seqgen.train.run import resume_conflict, train
+from seqgen.checkpoint import resume_conflict
+from seqgen.train.run import train
 from tests.tiny_storage import shakespeare_storage
 
 pytestmark = pytest.mark.ray

@@ -31,7 +31,7 @@ def test_search_three_trials(tmp_path, ray_session):
 
     from seqgen.data.presets import text_preset
     from seqgen.data.text import preprocess_text
-    from seqgen.models import load_model
+    from seqgen.catalog import load_model
 
     storage = Storage.from_url(str(tmp_path / "store"))
     preprocess_text(storage, "shakespeare", text_preset("shakespeare"), use_ray=False)

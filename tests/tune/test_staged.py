@@ -42,7 +42,7 @@ def test_staged_search_from_the_command_line(storage, ray_session):
 
     from seqgen.checkpoint import load as load_checkpoint
     from seqgen.cli import app
-    from seqgen.models import load_model
+    from seqgen.catalog import load_model
 
     space = "setting=grid:none (continued),dropout 0.5,adaptive weight noise"
     out = CliRunner().invoke(app, ["tune", "st", "--staged", "--space", space, "--max-concurrent", "2",
