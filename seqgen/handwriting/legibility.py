@@ -36,7 +36,7 @@ MAX_BEST_OF = 8
 def bundled_recognizer() -> str:
     """The recognizer shipped in the package (the default meter); ValueError if this install has none."""
     if not (BUNDLED_RECOGNIZER / "manifest.json").exists():
-        raise ValueError(f"no bundled recognizer in this install ({BUNDLED_RECOGNIZER}): pass --recognizer")
+        raise ValueError("this install has no bundled handwriting recognizer: name one (--recognizer)")
     return str(BUNDLED_RECOGNIZER)
 
 
@@ -44,9 +44,10 @@ def real_cer(loaded) -> float | None:
     """The recognizer's CER on real held-out lines, as its training measured it at this checkpoint's
     step (the yardstick: "as legible as people write"); None if it was never evaluated."""
     evals = [e for e in loaded.progress.get("evals", []) if "valid_cer" in e]
-    step = loaded.progress.get("step")
-    at_step = [e for e in evals if e.get("step") == step]
-    return float((at_step or evals or [{"valid_cer": None}])[-1]["valid_cer"]) if evals else None
+    if not evals:
+        return None
+    at_step = [e for e in evals if e.get("step") == loaded.progress.get("step")]
+    return float((at_step or evals)[-1]["valid_cer"])
 
 
 @dataclass
