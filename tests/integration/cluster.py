@@ -49,6 +49,11 @@ TEST_NODE_ENV = {
     # dead after ~5 x 1 s here; a live but busy node still has the default 10 s per answer, so a
     # loaded machine does not turn into a false node death.
     "RAY_health_check_period_ms": "1000",
+    # A finished task's worker is handed back to its node instead of being kept for the next task
+    # of the same function (Ray keeps it up to 500 ms): every task gets a lease of its own, placed
+    # by its scheduling strategy. With SPREAD, placement over the nodes is then deterministic
+    # instead of depending on how fast the first task ended.
+    "RAY_worker_lease_timeout_milliseconds": "0",
 }
 
 # `ray start` with the join guard lifted: Ray 2.60 binds its servers to 127.0.0.1 only while
