@@ -113,7 +113,7 @@ class Cluster:
         self.headers = {"Authorization": f"Bearer {token.read_text()}"} if scripts else {}
         self.gcs = self.dashboard = ""
         self.nodes: dict[str, subprocess.Popen] = {}  # name -> `ray start --block` (own process group)
-        self._temp_dirs: list[str] = []
+        self.temp_dirs: list[str] = []  # one per node started, in that order
 
     def __enter__(self) -> Cluster:
         return self
@@ -170,7 +170,7 @@ class Cluster:
         # and their paths must fit in 107 bytes. Own agent ports: the defaults are shared by every
         # Ray on the machine; worker processes on ports the OS picks.
         temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")
-        self._temp_dirs.append(temp_dir)
+        self.temp_dirs.append(temp_dir)
         cmd = [*cmd, "--block", f"--temp-dir={temp_dir}", "--object-store-memory=100000000",
                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
                f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
@@ -217,9 +217,9 @@ class Cluster:
         for p in self.nodes.values():
             p.wait(timeout=10)
         self.nodes.clear()
-        for d in self._temp_dirs:
+        for d in self.temp_dirs:
             shutil.rmtree(d, ignore_errors=True)
-        self._temp_dirs.clear()
+        self.temp_dirs.clear()
 
     # State API -----------------------------------------------------------------------------
     def _state(self):

@@ -8,7 +8,8 @@ submitted with the Jobs API, spread over the nodes, and training survives the lo
 Test A: preprocess job (tasks on both nodes) -> 2-worker training job (one worker per node,
 train.max_failures=3) -> SIGKILL to node_b's process group after the first checkpoint is on S3 ->
 a replacement node joins -> Ray Train rebuilds the worker group, which resumes from the last
-checkpoint -> the run finishes with the loss curve of an uninterrupted run -> sample from s3://.
+checkpoint -> the run finishes with the loss curve of an uninterrupted run (whose checkpoint holds
+each DDP worker's own state) -> sample from s3://.
 Test B: a Tune search with 2 trials running at once on the two nodes.
 """
 
@@ -20,6 +21,7 @@ import time
 import fsspec
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from seqgen import checkpoint as ckpt
@@ -107,6 +109,14 @@ def test_training_survives_a_node_kill(cluster, root):
     print(f"reference run: {time.time() - t_end:.1f} s")
     reference = _progress(st, "calm")["losses"]
     assert losses == reference  # bit for bit: nothing lost, repeated or reseeded by the restart
+
+    # what a DDP checkpoint holds: the bare model (not DDP's wrapper), and each worker's own state
+    latest = ckpt.list_checkpoints(st.url_of(st.run_dir("calm")))[-1]
+    workers = [ckpt.load(latest, with_trainer=True, rank=r) for r in (0, 1)]
+    assert not any(k.startswith("module.") for k in workers[0].model_state)
+    states = [w.trainer_state["worker"]["task"]["state"][0][0] for w in workers]
+    assert states[0].shape == states[1].shape == (8, 16)  # each worker: batch_size / world streams
+    assert not torch.equal(states[0], states[1])  # ... of its own share of the corpus
 
     out = CliRunner().invoke(app, ["sample", "crash", "--storage", root, "--prompt", "KING:", "--length", "40",
                                    "--seed", "1"])
