@@ -209,9 +209,6 @@ class HandwritingHandler(ModelHandler):
                 prime = resolve_style(str(body.style), self.loaded.meta, self.storage)
             except UnknownStyle as e:
                 raise NotFound(str(e)) from None
-        if body.best_of > 1 and body.stream:
-            raise ValueError("stream cannot be combined with best_of > 1: the candidate is chosen once all "
-                             f"{body.best_of} are written; ask without stream")
         if body.best_of > 1:
             self.recognizer()  # a server without one refuses at once, before any writing
         # best_of candidates are the rows of one job: one batch, one priming, seeds seed + i

@@ -88,7 +88,7 @@ class WriteBody(BaseModel):
     stream: bool = Field(False, description="answer application/x-ndjson: {\"points\": [[dx, dy, eos], ...]} "
                                             "lines as the pen moves, then {\"done\": true, ...}")
     best_of: Int = Field(1, ge=1, le=MAX_BEST_OF, description="write this many candidates as rows of one batch and "
-                         "answer the one the handwriting recognizer reads best (not with stream)")
+                         "answer the one the handwriting recognizer reads best (with stream: the chosen one, once chosen)")
     timeout_s: float | None = _Timeout
 
 

@@ -221,9 +221,10 @@ class SeqgenServer:
         handler = self._handler_for("write")
         seed = random_seed() if body.seed is None else body.seed
         ticket = self.engine.submit(handler.write_job(body, seed), self._timeout(body.timeout_s))
-        if body.stream:
+        if body.stream and body.best_of == 1:
             return StreamingResponse(self._write_events(ticket, seed), media_type="application/x-ndjson",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        t0 = time.monotonic()
         outputs: dict[int, list] = {i: [] for i in range(body.best_of)}  # row -> its pen points
         async for kind, payload in self.engine.events(ticket):
             if kind == "chunk":
@@ -232,6 +233,11 @@ class SeqgenServer:
         candidates = [handler.points(outputs[i]) for i in range(body.best_of)]
         chosen, legibility = await asyncio.to_thread(handler.choose, body.text, candidates)  # off the event loop
         offsets = candidates[chosen]
+        if body.stream:  # best_of > 1: the chosen candidate streams once chosen, as one piece
+            lines = [_ndjson({"points": offsets.round(3).tolist()}),
+                     _ndjson({"done": True, "points": len(offsets), "seed": seed, "legibility": legibility,
+                              "elapsed_s": round(time.monotonic() - t0, 4), "model": handler.summary()})]
+            return StreamingResponse(iter(lines), media_type="application/x-ndjson")
         return {"svg": handler.svg(offsets), "strokes": offsets.round(3).tolist(), "points": len(offsets),
                 "seed": seed, "model": handler.summary(), "legibility": legibility}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -65,10 +66,16 @@ def test_best_of_writes_its_candidates_as_one_batch_and_answers_the_best_read(hw
     assert requests.post(f"{hw_url}/write", json=body, timeout=120).json() == answer  # seeded: the same answer
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"text": "hello", "best_of": 2, "stream": True}, 400, "stream cannot be combined with best_of > 1"),
-    ({"text": "hello", "best_of": 9}, 422, "best_of"),
-])
-def test_best_of_limits(hw_url, body, status, message):
-    r = requests.post(f"{hw_url}/write", json=body, timeout=30)
-    assert r.status_code == status and message in r.text, r.text
+def test_best_of_streams_the_chosen_candidate_once_chosen(hw_url):
+    body = {"text": "hello", "bias": 0.75, "seed": 11, "best_of": 2}
+    whole = requests.post(f"{hw_url}/write", json=body, timeout=120).json()
+    r = requests.post(f"{hw_url}/write", json={**body, "stream": True}, timeout=120)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    points, done = [json.loads(line) for line in r.text.splitlines()]
+    assert points["points"] == whole["strokes"]
+    assert done["done"] and done["legibility"] == whole["legibility"] and done["points"] == whole["points"]
+
+
+def test_best_of_limits(hw_url):
+    r = requests.post(f"{hw_url}/write", json={"text": "hello", "best_of": 9}, timeout=30)
+    assert r.status_code == 422 and "best_of" in r.text, r.text
