@@ -52,6 +52,11 @@ def pytest_configure(config):
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
+    # Ray Train's controller collects the workers' reports every 2 s, and a worker waits for that
+    # at every checkpoint: most of a tiny test run's time. Every 0.5 s here (the Rays and training
+    # processes the tests start inherit it); a test that kills a run between checkpoints still
+    # has several seconds between them (test clusters keep Ray's 2 s, tests/integration/cluster.py).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,6 +54,10 @@ TEST_NODE_ENV = {
     # by its scheduling strategy. With SPREAD, placement over the nodes is then deterministic
     # instead of depending on how fast the first task ended.
     "RAY_worker_lease_timeout_milliseconds": "0",
+    # Ray Train's default report interval (tests/conftest.py shortens it for the local Ray): the
+    # node-kill test's training then spends ~2 s between checkpoints, ample time for the kill to
+    # land between the first checkpoint and the end of the run.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2",
 }
 
 # `ray start` with the join guard lifted: Ray 2.60 binds its servers to 127.0.0.1 only while

@@ -69,6 +69,9 @@ def link_venv(venv: Path, distributions: list[str]) -> Path:
             if not os.path.lexists(dst):
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.symlink_to(src)
+    ray = venv / "bin" / "ray"  # the `ray` command, as pip writes it for ray's entry point
+    ray.write_text(f"#!{venv}/bin/python\nimport sys\nfrom ray.scripts.scripts import main\nsys.exit(main())\n")
+    ray.chmod(0o755)
     return venv / "bin"
 
 
@@ -97,13 +100,25 @@ def stock_node(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def cluster(stock_node, tmp_path_factory):
-    """A stock Ray node of 2 CPUs, alone: the job's driver, its preprocessing tasks and its Ray Train
-    controller and worker all run in the runtime environment it sets up. (How jobs, tasks and
-    workers spread over several nodes: tests/integration/test_cluster.py.)"""
+    """A stock Ray node of 2 CPUs, alone, started as cluster/README.md tells: cluster/start-head.sh
+    with its defaults (every socket on loopback, token authentication on). The job's driver, its
+    preprocessing tasks and its Ray Train controller and worker all run in the runtime environment
+    the node sets up. (How jobs, tasks and workers spread over nodes: test_cluster.py; a worker
+    node joining a head started by the scripts: tests/deploy/test_start_scripts.py.)"""
     bin_dir, env = stock_node
-    with Cluster(tmp_path_factory.mktemp("runtime-env")) as c:
-        c.start_head(2, bin_dir=bin_dir, env=env)
+    with Cluster(tmp_path_factory.mktemp("runtime-env"), scripts=True) as c:
+        c.start_head(2, node_ip="127.0.0.1", bin_dir=bin_dir, env=env)
         yield c
+
+
+def test_the_scripts_default_head_listens_on_loopback_only_and_wants_the_token(cluster):
+    assert cluster.alive_nodes()["head"].node_ip == "127.0.0.1"
+    addresses = cluster.listening()  # every socket of every process of the node
+    assert addresses and addresses <= {"127.0.0.1"}, addresses
+    no_token = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    out = subprocess.run(["ray", "list", "nodes", "--address", cluster.dashboard], env=no_token,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and ("401" in out.stderr or "auth" in out.stderr.lower()), out.stderr[-2000:]
 
 
 def test_job_with_runtime_env_runs_on_a_stock_node(cluster, tmp_path):
@@ -114,7 +129,8 @@ def test_job_with_runtime_env_runs_on_a_stock_node(cluster, tmp_path):
                   "train.num_workers=1 train.cpus_per_worker=1 train.progress=false")
     submit = ["ray", "job", "submit", "--address", cluster.dashboard, "--runtime-env", "deploy/runtime_env.yaml",
               "--", "bash", "-c", entrypoint]
-    # A blocking submit, as a user runs it: tails the job's logs, exits 1 if the job fails.
+    # A blocking submit with the cluster's token, as a user runs it: tails the job's logs, exits 1
+    # if the job fails.
     out = subprocess.run(submit, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=900)
     logs = out.stdout + out.stderr
     assert out.returncode == 0, f"the job failed:\n{logs[-4000:]}"
