@@ -29,47 +29,13 @@ torch drops it, `_export_onnx` needs ``dynamo=True, dynamic_shapes=(token_dims, 
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 FORMATS = ("torchscript", "onnx")
-
-
-def _lstm_step(layer, x: Tensor, state: tuple[Tensor, Tensor]):
-    """Eqs. 7-11 for one step (x (B, 1, D)) in plain tensor ops. Used while exporting layers whose
-    inference path writes into preallocated buffers (peepholes, derivative clipping), which ONNX
-    cannot express; derivative clipping only changes backprop, so the values are the same."""
-    h, c = state
-    z = F.linear(x[:, 0], layer.weight_ih, layer.bias) + F.linear(h, layer.weight_hh)
-    z_i, z_f, z_g, z_o = z.chunk(4, 1)
-    p = layer.peephole
-    if p is not None:
-        z_i, z_f = z_i + c * p[0], z_f + c * p[1]  # eqs. 7-8
-    c = torch.sigmoid(z_f) * c + torch.sigmoid(z_i) * torch.tanh(z_g)  # eq. 9
-    if p is not None:
-        z_o = z_o + c * p[2]  # eq. 10
-    h = torch.sigmoid(z_o) * torch.tanh(c)  # eq. 11
-    return h[:, None], (h, c)
-
-
-@contextlib.contextmanager
-def _plain_lstm_steps(model: nn.Module):
-    """Temporarily run every LSTM layer that is off the fused fast path through `_lstm_step`."""
-    from seqgen.models.layers import LSTMLayer
-
-    patched = [m for m in model.modules() if isinstance(m, LSTMLayer) and not m.uses_fast_path]
-    for m in patched:
-        m.forward = lambda x, state, m=m: _lstm_step(m, x, state)
-    try:
-        yield
-    finally:
-        for m in patched:
-            del m.forward
 
 
 class TextStep(nn.Module):
@@ -161,7 +127,7 @@ def export(model, meta: dict, kind: str, out: str, fmt: str = "torchscript") -> 
         raise ValueError(f"unknown export format {fmt!r} (valid: {', '.join(FORMATS)})")
     step, example, inputs, outputs = step_module(model, kind)
     info = describe(meta, kind, inputs, outputs, example)
-    with torch.no_grad(), _plain_lstm_steps(model):
+    with torch.no_grad():
         if fmt == "torchscript":
             traced = torch.jit.trace(step, example, check_trace=False)
             torch.jit.save(traced, out, _extra_files={"seqgen.json": json.dumps(info)})

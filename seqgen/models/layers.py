@@ -144,21 +144,24 @@ def _lstm_backward_loop(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, weight_h
 def _lstm_inference(xw: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor,
                     peephole: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Eqs. 7-11 when nothing needs gradients (sampling, priming): no saved buffers and the fewest
-    ops per step, which is what a one-step call (T = 1) costs. xw (T, B, 4n); y (B, T, n)."""
-    T, B, n4 = xw.shape
-    y = torch.empty(B, T, n4 // 4, dtype=xw.dtype, device=xw.device)
+    ops per step, which is what a one-step call (T = 1) costs. xw (T, B, 4n); y (B, T, n).
+
+    The engine's step and the exported step (TorchScript, ONNX) are this function: it writes into
+    no preallocated buffer (ONNX cannot express ``out=``), so export traces it as it is."""
     w_t = weight_hh.t()
-    for t in range(T):
-        z = torch.addmm(xw[t], h, w_t)
-        z_i, z_f, z_g, z_o = z.chunk(4, 1)
+    ys = []
+    for t in range(xw.shape[0]):
+        z_i, z_f, z_g, z_o = torch.addmm(xw[t], h, w_t).chunk(4, 1)
         if peephole is not None:
-            z_i.addcmul_(c, peephole[0])  # eq. 7
-            z_f.addcmul_(c, peephole[1])  # eq. 8
-        c = torch.addcmul(z_f.sigmoid_() * c, z_i.sigmoid_(), z_g.tanh_())  # eq. 9
+            z_i = z_i + c * peephole[0]  # eq. 7
+            z_f = z_f + c * peephole[1]  # eq. 8
+        c = torch.addcmul(z_f.sigmoid() * c, z_i.sigmoid(), z_g.tanh())  # eq. 9
         if peephole is not None:
-            z_o.addcmul_(c, peephole[2])  # eq. 10
-        h = torch.mul(z_o.sigmoid_(), torch.tanh(c), out=y[:, t])  # eq. 11
-    return y, h.clone() if T else h, c
+            z_o = z_o + c * peephole[2]  # eq. 10
+        h = z_o.sigmoid() * c.tanh()  # eq. 11
+        ys.append(h)
+    y = torch.stack(ys, 1) if ys else xw.new_empty(xw.shape[1], 0, xw.shape[2] // 4)
+    return y, h, c
 
 
 class LSTMFunction(torch.autograd.Function):
