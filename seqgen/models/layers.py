@@ -7,7 +7,10 @@ The LSTM has two implementations of the same parameters (gate order i, f, g, o a
 a fused fast path (``torch._VF.lstm``, the kernel behind nn.LSTM / cuDNN) used when nothing needs
 the per-step pre-activations, and :class:`LSTMFunction` for peepholes and for LSTM-derivative
 clipping, which has to reach inside the cell: one autograd node per sequence with a hand-written
-BPTT loop. Both are tested against a naive per-timestep loop.
+BPTT loop. When nothing needs gradients (sampling, priming, export) the same parameters run through
+:func:`_lstm_inference`, which saves nothing for a backward pass: the Function's forward loop keeps
+every step's gates, h and c, which a one-step sampling call would pay for and throw away. All three
+are tested against a naive per-timestep loop.
 """
 
 from __future__ import annotations
