@@ -42,6 +42,21 @@ def shared_data():
     return d
 
 
+@pytest.fixture(scope="session")
+def ptb_presets(shared_data, tmp_path_factory):
+    """The ptb-char and ptb-word presets built once for the session, in one process (local storage,
+    no Ray): (storage, {name: manifest}). The reference the tests of other sources compare with."""
+    from seqgen.data.presets import text_preset
+    from seqgen.data.text import preprocess_text
+    from seqgen.storage import Storage
+
+    if not (shared_data / "text" / "ptb").is_dir():
+        pytest.skip(f"Penn Treebank not found under {shared_data}/text/ptb")
+    storage = Storage.from_url(str(tmp_path_factory.mktemp("ptb-presets")))
+    return storage, {name: preprocess_text(storage, name, text_preset(name), use_ray=False)
+                     for name in ("ptb-char", "ptb-word")}
+
+
 def pytest_configure(config):
     from seqgen.numerics import apply_batch_invariance
 
@@ -96,6 +111,7 @@ SLOW = {
     # preprocessing real corpora, tiny training, sampling long lines
     "tests/data/test_sources.py::test_ptb_char_from_memory_url_equals_the_preset",
     "tests/data/test_text_preprocess.py::test_ptb_char_preset",
+    "tests/data/test_text_preprocess.py::test_ptb_word_preset",
     "tests/data/test_hutter.py::test_task_streams_read_lazily_the_windows_of_batchify_and_resume_exactly",
     "tests/data/test_tokenizers.py::test_preprocess_tiny_chunks_equal_one_chunk",
     "tests/handwriting/test_hw_dataset.py::test_idempotent_unless_forced",

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from seqgen.cli import app
-from seqgen.data.presets import BUNDLED_SHAKESPEARE, text_preset, text_spec
+from seqgen.data.presets import BUNDLED_SHAKESPEARE, text_spec
 from seqgen.data.shards import DatasetError
 from seqgen.data.text import TextSpec, load_manifest, load_split, preprocess_text
 from seqgen.storage import Storage, join
@@ -86,14 +86,13 @@ def test_fingerprint_ignores_where_the_input_lives(mem, tmp_path):
 
 
 @pytest.mark.data
-def test_ptb_char_from_memory_url_equals_the_preset(shared_data, mem):
+def test_ptb_char_from_memory_url_equals_the_preset(shared_data, ptb_presets, mem):
     """The same dataset from a copy of the files at memory:// given as options, as --data-dir, and
     from the local preset."""
     fs = fsspec.filesystem("memory")
     for name in PTB_CHAR:
         fs.pipe(f"{mem}/data/text/ptb/{name}".removeprefix("memory://"), (shared_data / "text" / "ptb" / name).read_bytes())
-    local = Storage.from_url(f"{mem}/local")
-    reference = preprocess_text(local, "ptb-char", text_preset("ptb-char"))
+    local, reference = ptb_presets[0], ptb_presets[1]["ptb-char"]
 
     store = Storage.from_url(f"{mem}/copy")
     urls = [f"{mem}/data/text/ptb/{n}" for n in PTB_CHAR]

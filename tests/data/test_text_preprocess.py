@@ -10,7 +10,6 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 
-from seqgen.data.presets import data_dir, text_preset
 from seqgen.data.text import (
     DatasetError,
     TextSpec,
@@ -189,36 +188,25 @@ def test_load_split_shares(mem):
 
 
 # ---------------------------------------------------------------------------------------------
-# PTB presets (the shared data directory)
-def _ptb_or_skip():
-    d = data_dir()
-    if d is None or not (d / "text" / "ptb").is_dir():
-        pytest.skip("shared data directory not found: set SEQGEN_DATA_DIR")
-    return d
-
-
+# PTB presets (the shared data directory), built once per session (``ptb_presets``, tests/conftest.py)
 @pytest.mark.data
-def test_ptb_word_preset(mem):
-    _ptb_or_skip()
-    storage = Storage.from_url(f"{mem}/store")
-    m = preprocess_text(storage, "ptb-word", text_preset("ptb-word"))
+def test_ptb_word_preset(ptb_presets):
+    storage, built = ptb_presets
+    m = built["ptb-word"]
     assert {s: m["splits"][s]["tokens"] for s in ("train", "valid", "test")} == {
         "train": 929_589, "valid": 73_760, "test": 82_430}
     assert m["vocab_size"] == 10_000
     assert m["vocab"]["unk"] == "<unk>" and m["vocab"]["symbols"][0] == "<eos>"
     valid = load_split(storage, m, "valid")
     assert len(valid) == 73_760 and valid.max() < 10_000
+    assert 5.0 < chars_per_token(m) < 6.0  # ~5.5 characters (with the space) per word
 
 
 @pytest.mark.data
-def test_ptb_char_preset(mem):
-    _ptb_or_skip()
-    storage = Storage.from_url(f"{mem}/store")
-    m = preprocess_text(storage, "ptb-char", text_preset("ptb-char"))
+def test_ptb_char_preset(ptb_presets):
+    m = ptb_presets[1]["ptb-char"]
     assert m["vocab_size"] == 50
     assert "<eos>" in m["vocab"]["symbols"] and "_" in m["vocab"]["symbols"]
     assert all(m["splits"][s]["tokens"] > 0 for s in ("train", "valid", "test"))
     # each symbol is one character: bits per token are bits per character (the raw file spaces them)
     assert chars_per_token(m) == 1.0
-    words = preprocess_text(storage, "ptb-word", text_preset("ptb-word"))
-    assert 5.0 < chars_per_token(words) < 6.0  # ~5.5 characters (with the space) per word
