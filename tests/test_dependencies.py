@@ -15,9 +15,21 @@ LOW = ["seqgen.models", "seqgen.evaluate", "seqgen.kinds", "seqgen.checkpoint", 
 HIGH = ("seqgen.handwriting", "seqgen.train", "seqgen.serve", "seqgen.tune", "seqgen.cli")
 
 
+@pytest.fixture(scope="module")
+def imported_above() -> dict[str, str]:
+    """module -> the high modules its import loaded (printed by its own fresh interpreter); the
+    interpreters run side by side, so the file costs about its slowest import, not their sum."""
+    code = "import sys, {}; print(sorted(m for m in sys.modules if m.startswith(%r)))" % (HIGH,)
+    procs = {m: subprocess.Popen([sys.executable, "-c", code.format(m)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for m in LOW}
+    results = {}
+    for module, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"importing {module} failed:\n{err[-2000:]}"
+        results[module] = out.strip()
+    return results
+
+
 @pytest.mark.parametrize("module", LOW)
-def test_low_module_imports_nothing_above_it(module):
-    code = (f"import sys, {module}; "
-            f"print(sorted(m for m in sys.modules if m.startswith({HIGH!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]", f"{module} imports {out.strip()}"
+def test_low_module_imports_nothing_above_it(module, imported_above):
+    assert imported_above[module] == "[]", f"{module} imports {imported_above[module]}"
