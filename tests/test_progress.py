@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from seqgen.progress import Progress, track, tune_callback
+from seqgen.progress import Progress, track
 
 
 class Terminal(io.StringIO):
@@ -72,25 +72,6 @@ def test_handwriting_preprocessing_reports_mb_per_s(tmp_path, monkeypatch, capsy
     handwriting_dataset(new_storage("progress-hw"), tmp_path)
     err = capsys.readouterr().err  # the bytes of the stroke and transcription files each task parsed
     assert re.search(r"\[preprocess hw: parse\] done: \d+/\d+ tasks \(100%\), [\d.]+ MB/s", err), err
-
-
-@pytest.mark.ray
-def test_tune_callback_follows_a_real_search(ray_session, tmp_path):
-    from ray import tune
-
-    def trainable(config):
-        for i in range(2):
-            tune.report({"score": config["x"] + i})
-
-    log = io.StringIO()
-    with Progress("tune t", 3, "trials", stream=log, every=0) as p:
-        tune.Tuner(trainable, param_space={"x": tune.grid_search([3.0, 1.0, 2.0])},
-                   tune_config=tune.TuneConfig(max_concurrent_trials=1),
-                   run_config=tune.RunConfig(name="t", storage_path=str(tmp_path), verbose=0,
-                                             callbacks=[tune_callback(p)])).fit()
-    lines = log.getvalue().splitlines()
-    assert any("1 running" in line for line in lines)
-    assert lines[-1].startswith("[tune t] done: 3/3 trials (100%)") and "0 running, best score 1" in lines[-1]
 
 
 @pytest.mark.ray
