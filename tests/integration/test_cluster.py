@@ -32,9 +32,11 @@ from tests.processes import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster, pytest.mark.s3]
 
-# 2 x 16 LSTM; steps slow enough (~50 ms) that a node can be killed between checkpoints
+# 2 x 16 LSTM; steps slow enough (~50 ms) that a node can be killed between checkpoints. Dropout
+# and weight noise make every step depend on each worker's RNG, which a restart must restore.
 TINY = ["dataset=shakes", "model.hidden_size=16", "model.num_layers=2", "train.batch_size=16", "train.seq_len=50",
-        "train.eval_every=10", "train.eval_tokens=2000", "train.max_steps=60", "train.progress=false"]
+        "train.eval_every=10", "train.eval_tokens=2000", "train.max_steps=60", "train.progress=false",
+        "model.dropout=0.2", "reg.kind=weight_noise", "reg.std=0.01"]
 CLUSTER = ["train.num_workers=2", "train.cpus_per_worker=1", "train.max_failures=3"]
 
 
