@@ -6,6 +6,7 @@ and descriptions the options show."""
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 from typing import Optional
 
@@ -39,6 +40,10 @@ def serve(
     timeout: float = _setting("timeout_s", "--timeout"),
     cpus: float = _setting("num_cpus", "--cpus"),
     gpus: float = _setting("num_gpus", "--gpus"),
+    api_key_file: Optional[str] = typer.Option(None, help="File of API keys, one per line: every route but /healthz "
+                                                          "and the page then needs 'Authorization: Bearer KEY'. "
+                                                          "Keys in $SEQGEN_API_KEYS count too."),
+    log_format: str = _setting("log_format"),
     ingress: Ingress = typer.Option("proxy", help="What answers on HOST:PORT: 'proxy' (Serve's Python proxy) or "
                                                   "'haproxy' (HAProxy in front of replicas that serve HTTP "
                                                   "themselves: Serve's throughput-optimized mode, docs/serving.md). "
@@ -51,9 +56,15 @@ def serve(
     from seqgen.catalog import bundled_handwriting, find_checkpoint
     from seqgen.runtime import ensure_ray
     from seqgen.serve import ingress as ingresses
+    from seqgen.serve.api_keys import ApiKeys
 
     config = ServeConfig.of(num_replicas=replicas, autoscale=autoscale, max_streams=max_streams,
-                            max_queued=max_queued, timeout_s=timeout, num_cpus=cpus, num_gpus=gpus)
+                            max_queued=max_queued, timeout_s=timeout, num_cpus=cpus, num_gpus=gpus,
+                            log_format=log_format)
+    keys = ApiKeys.load(api_key_file)
+    if not keys.required and not _loopback(host):
+        typer.echo(f"warning: serving on {host} without API keys: anyone who can reach it can use it "
+                   "(--api-key-file or $SEQGEN_API_KEYS)", err=True)
     st = Storage.from_url(storage)
     url = find_checkpoint(st, checkpoint) if checkpoint else bundled_handwriting()
     if not (address or os.environ.get("RAY_ADDRESS")):
@@ -61,4 +72,13 @@ def serve(
     ensure_ray(address)
     from seqgen.serve.runner import run
 
-    run(url, config, host=host, port=port, storage=st.url)
+    run(url, config, host=host, port=port, storage=st.url, api_keys=keys)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

@@ -38,6 +38,11 @@ class ModelHandler:
     def kind(self) -> str:
         return self.loaded.config.model.kind
 
+    @property
+    def name(self) -> str:
+        """The model's name in requests, answers, logs and metrics: its run name."""
+        return self.loaded.config.run_name
+
     def summary(self) -> dict:
         """Short description of the model, returned with every answer."""
         return {"run_name": self.loaded.config.run_name, "kind": self.kind, "checkpoint": self.checkpoint_url,

@@ -33,12 +33,14 @@ from seqgen import kinds
 from seqgen.rng import random_seed
 from seqgen.sampling import Generator
 from seqgen.serve import errors
+from seqgen.serve.access import GateSettings, RecordingEngine, RequestGate, note_model
+from seqgen.serve.api_keys import ApiKeys
 from seqgen.serve.config import MAX_TIMEOUT_S, EngineConfig, ServeConfig
 from seqgen.serve.engine import Engine, EngineDown
 from seqgen.serve.engine_process import EngineProcess
 from seqgen.serve.errors import WORK, WRITE, BodyLimit, SafeJSONResponse, error_payload
 from seqgen.serve.handlers import TextStream
-from seqgen.serve.metrics import MetricsExporter
+from seqgen.serve.metrics import MetricsExporter, RequestMetrics
 from seqgen.serve.schemas import (
     MAX_BODY_BYTES, MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, GenerateBody, GenerateResponse, Health,
     ScoreBody, ScoreResponse, WriteBody, WriteResponse,
@@ -59,6 +61,8 @@ api = FastAPI(
     default_response_class=SafeJSONResponse,
 )
 api.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+GATE = GateSettings()  # the replica's keys and metrics, set when it starts
+api.add_middleware(RequestGate, settings=GATE)  # outermost: ids, keys, access log, latency metrics
 errors.install(api)
 
 SSE = {200: {"content": {"text/event-stream": {"schema": {
@@ -102,7 +106,8 @@ def _ndjson(data: dict) -> str:
 @serve.ingress(api)
 class SeqgenServer:
     def __init__(self, checkpoint_url: str, config: ServeConfig = ServeConfig(), storage: str | None = None,
-                 loader: Loader | None = None, make_engine: EngineFactory | None = None):
+                 loader: Loader | None = None, make_engine: EngineFactory | None = None,
+                 api_keys: ApiKeys = ApiKeys()):
         from seqgen.storage import Storage
 
         model, loaded = (loader or default_loader)(checkpoint_url)
@@ -113,8 +118,10 @@ class SeqgenServer:
         handler = kinds.resolve(kind.handler)
         self.handler = handler(model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
         self.config = config
-        self.engine = (make_engine or EngineProcess)(self.handler.gen, config.engine)
+        # the recording engine carries request ids into the engine and its timings into the access log
+        self.engine = RecordingEngine((make_engine or EngineProcess)(self.handler.gen, config.engine))
         self.metrics = MetricsExporter(self.engine)
+        GATE.keys, GATE.observe = api_keys, RequestMetrics().observe
         api.openapi_schema = None  # built for this model on first use
         api.openapi = self._openapi
 
@@ -134,6 +141,7 @@ class SeqgenServer:
                 f"this checkpoint holds a {self.handler.kind!r} model, which does not serve /{capability} "
                 f"(it serves: {', '.join('/' + c for c in sorted(self.handler.capabilities))})"
             )
+        note_model(self.handler.name)
         return self.handler
 
     def _timeout(self, requested: float | None) -> float:
