@@ -83,6 +83,14 @@ def current() -> RequestRecord | None:
     return _current.get()
 
 
+def current_request_id() -> str:
+    """The current request's id (a fresh one outside a request)."""
+    from seqgen.serve.request_ids import new_request_id
+
+    record = current()
+    return record.request_id if record is not None else new_request_id()
+
+
 def note_model(name: str) -> None:
     """Name the model answering the current request (for its log line and metrics)."""
     record = current()

@@ -392,10 +392,10 @@ class Engine:
         chunks: dict[Ticket, dict[int, list]] = {}
         for row in [*self.decoder.rows, *finished]:
             ticket, i = row.owner
-            sent = ticket.sent[i]
-            if row.drawn > sent and (row.finished or sent == 0 or now - ticket.posted >= interval):
-                chunks.setdefault(ticket, {})[i] = row.outputs[sent:]
-                ticket.sent[i] = row.drawn
+            sent, ready = ticket.sent[i], row.settled
+            if ready > sent and (row.finished or sent == 0 or now - ticket.posted >= interval):
+                chunks.setdefault(ticket, {})[i] = row.outputs[sent:ready]
+                ticket.sent[i] = ready
         for ticket, chunk in chunks.items():
             ticket.posted = now
             ticket.post("chunk", chunk)

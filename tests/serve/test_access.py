@@ -12,23 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from seqgen.serve.api_keys import ApiKeys
 from seqgen.serve.request_ids import well_formed
-from tests.serve.conftest import deploy
+from tests.serve.conftest import KEY, deploy
 
 pytestmark = pytest.mark.ray
 
 TIMEOUT = 60
-KEY = "test-key-" + uuid.uuid4().hex
-
-
-@pytest.fixture(scope="module")
-def keyed_url(serve_url, serve_started, tiny_checkpoint):
-    """The tiny checkpoint behind API keys, logging JSON."""
-    yield deploy(serve_started, tiny_checkpoint, "seqgen-keyed", "/keyed", max_streams=8, max_queued=8,
-                 api_keys=ApiKeys.of([KEY, "another-key"]), log_format="json")
-
-
 def ids(response: requests.Response) -> list[str]:
     """Every X-Request-Id value of an answer (repeated headers come joined by ', ')."""
     return [v.strip() for v in response.headers.get("x-request-id", "").split(",") if v.strip()]
