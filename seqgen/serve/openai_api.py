@@ -24,7 +24,7 @@ from seqgen.rng import random_seed
 from seqgen.serve.errors import error_payload, openai_payload
 from seqgen.serve.handlers import TextStream, finish_reasons
 from seqgen.serve.schemas import (
-    MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, GenerateBody, Int, Seed, Stop, _StopField, _TopP, stop_strings,
+    MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, GenerateBody, Int, Seed, Stop, StopField, TopPField, stop_strings,
 )
 
 # prompts in one request (each a job of n rows) and choices per prompt: at most MAX_SAMPLES rows in
@@ -53,9 +53,9 @@ class CompletionBody(BaseModel):
         ..., description=f"text to continue, or a list of up to {MAX_PROMPTS} texts")
     max_tokens: Int = Field(16, ge=1, le=MAX_LENGTH, description="symbols to generate per choice")
     temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 = greedy")
-    top_p: float = _TopP
+    top_p: float = TopPField
     n: Int = Field(1, ge=1, le=MAX_CHOICES, description="choices per prompt")
-    stop: Stop = _StopField
+    stop: Stop = StopField
     seed: Seed | None = Field(None, description="choice i of a prompt uses seed + i; null = random")
     stream: bool = Field(False, description="server-sent events of completion chunks, then data: [DONE]")
     stream_options: StreamOptions | None = None

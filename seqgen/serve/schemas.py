@@ -50,9 +50,9 @@ _Timeout = Field(None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S, description="deadline
 _Stream = Field(False, description="stream the output as it is drawn")
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 Stop = StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None
-_StopField = Field(None, description=f"up to {MAX_STOP_STRINGS} strings: a sample ends before the first of them it "
+StopField = Field(None, description=f"up to {MAX_STOP_STRINGS} strings: a sample ends before the first of them it "
                    "produces (one the model's vocabulary cannot spell never ends it)")
-_TopP = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="nucleus sampling: draw among the likeliest "
+TopPField = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="nucleus sampling: draw among the likeliest "
               "symbols whose probabilities sum to top_p (after temperature and top_k); 1 = all, tiny = greedy")
 
 
@@ -73,8 +73,8 @@ class GenerateBody(BaseModel):
                                description=f"softmax temperature; below {TEMPERATURE_FLOOR} (0 included) sampling "
                                            "is greedy (argmax)")
     top_k: Int = Field(0, ge=0, le=MAX_TOP_K, description="sample among the k most likely; 0 = all")
-    top_p: float = _TopP
-    stop: Stop = _StopField
+    top_p: float = TopPField
+    stop: Stop = StopField
     seed: Seed | None = _Seed
     n: Int = Field(1, ge=1, le=MAX_SAMPLES, description="number of samples")
     stream: bool = Field(False, description="answer text/event-stream: 'chunk' events of new text per sample, "

@@ -239,10 +239,10 @@ class SeqgenServer:
     @api.post("/v1/completions", response_model=openai_api.Completion,
               responses={**openai_api.ERRORS, **openai_api.SSE})
     async def completions(self, body: openai_api.CompletionBody):
-        if body.model is not None and body.model != self.handler.name:
-            raise errors.NotFound(f"model {body.model!r} is not served here (served: {self.handler.name!r})")
-        completions = openai_api.Completions(self.engine, self._handler_for("generate"), body, self._timeout(None),
-                                             current_request_id())
+        handler = self._handler_for("generate")
+        if body.model is not None and body.model != handler.name:
+            raise errors.NotFound(f"model {body.model!r} is not served here (served: {handler.name!r})")
+        completions = openai_api.Completions(self.engine, handler, body, self._timeout(None), current_request_id())
         if body.stream:
             return StreamingResponse(completions.stream(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
