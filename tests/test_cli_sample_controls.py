@@ -19,7 +19,7 @@ def store(tmp_path_factory):
 
 
 def sample(st, *args) -> str:
-    result = runner.invoke(app, ["sample", "words", "--length", "200", "--seed", "4", *args, "--storage", st.url])
+    result = runner.invoke(app, ["sample", "words", "--length", "80", "--seed", "4", *args, "--storage", st.url])
     assert result.exit_code == 0, (result.output, result.exception)
     return result.stdout.rstrip("\n")
 

@@ -62,24 +62,24 @@ def test_top_p_one_leaves_rows_untouched_beside_rows_that_use_it():
 
 
 def test_vanishing_top_p_is_greedy_and_top_p_one_is_plain_sampling(model, vocab):
-    greedy = generate(model, vocab, "the", 60, temperature=0.0, seed=1)
+    greedy = generate(model, vocab, "the", 40, temperature=0.0, seed=1)
     for seed in (1, 2, 3):
-        assert generate(model, vocab, "the", 60, temperature=1.0, top_p=1e-9, seed=seed) == greedy
-    plain = generate(model, vocab, "the", 60, temperature=1.0, seed=5, n=3)
-    assert generate(model, vocab, "the", 60, temperature=1.0, top_p=1.0, seed=5, n=3) == plain
-    nucleus = generate(model, vocab, "the", 60, temperature=1.0, top_p=0.5, seed=5, n=3)
+        assert generate(model, vocab, "the", 40, temperature=1.0, top_p=1e-9, seed=seed) == greedy
+    plain = generate(model, vocab, "the", 40, temperature=1.0, seed=5, n=3)
+    assert generate(model, vocab, "the", 40, temperature=1.0, top_p=1.0, seed=5, n=3) == plain
+    nucleus = generate(model, vocab, "the", 40, temperature=1.0, top_p=0.5, seed=5, n=3)
     assert nucleus != plain and nucleus != [greedy[0]] * 3
 
 
 def test_a_sample_ends_before_the_first_stop_string(model, vocab):
-    (full,) = generate(model, vocab, "", 300, temperature=1.0, seed=11)
+    (full,) = generate(model, vocab, "", 120, temperature=1.0, seed=11)
     stop = full[40:42]
-    assert generate(model, vocab, "", 300, temperature=1.0, seed=11, stop=(stop,)) == [full[: full.find(stop)]]
+    assert generate(model, vocab, "", 120, temperature=1.0, seed=11, stop=(stop,)) == [full[: full.find(stop)]]
     other = full[100:103]
     first = min(full.find(stop), full.find(other))
-    assert generate(model, vocab, "", 300, seed=11, stop=(other, stop)) == [full[:first]]
+    assert generate(model, vocab, "", 120, seed=11, stop=(other, stop)) == [full[:first]]
     # strings the vocabulary cannot spell never match: the sample runs to its length
-    assert generate(model, vocab, "", 300, seed=11, stop=("\u263a", "Z9")) == [full]
+    assert generate(model, vocab, "", 120, seed=11, stop=("\u263a", "Z9")) == [full]
 
 
 def test_stop_sequences_hold_back_only_what_could_still_match(vocab):
@@ -92,8 +92,8 @@ def test_stop_sequences_hold_back_only_what_could_still_match(vocab):
 
 
 def test_seeded_outputs_are_the_same_alone_and_in_a_batch(model, vocab):
-    requests = [GenerateRequest("the", 80, 1.0, 0, 3, 2, top_p=0.7, stop=("e ",)),
-                GenerateRequest("", 120, 0.8, 5, 9, 1, top_p=0.9),
+    requests = [GenerateRequest("the", 60, 1.0, 0, 3, 2, top_p=0.7, stop=("e ",)),
+                GenerateRequest("", 80, 0.8, 5, 9, 1, top_p=0.9),
                 GenerateRequest("fox", 50, 1.2, 0, 4, 1, stop=("o", "x."))]
     batched = generate_batch(model, vocab, requests)
     for r, out in zip(requests, batched):
@@ -102,15 +102,15 @@ def test_seeded_outputs_are_the_same_alone_and_in_a_batch(model, vocab):
 
 def test_the_engine_streams_nothing_a_stop_string_takes_back(model, vocab):
     gen = TextGenerator(model, vocab)
-    (full,) = generate(model, vocab, "", 200, seed=21)
+    (full,) = generate(model, vocab, "", 100, seed=21)
     stop = full[60:63]
     expected = full[: full.find(stop)]
 
     async def stream():
         engine = Engine(gen, EngineConfig(max_streams=8, flush_interval_s=0))
         try:
-            noise = engine.submit(gen.job("fox", 150, seed=1, n=3), 60)  # other rows in the batch
-            ticket = engine.submit(gen.job("", 200, seed=21, stop=(stop,)), 60)
+            noise = engine.submit(gen.job("fox", 80, seed=1, n=3), 60)  # other rows in the batch
+            ticket = engine.submit(gen.job("", 100, seed=21, stop=(stop,)), 60)
             chunks, done = [], None
             async for kind, payload in engine.events(ticket):
                 if kind == "chunk":
