@@ -26,12 +26,16 @@ With ``--ingress haproxy|direct`` (what answers HTTP: `seqgen.serve.ingress`; di
 on its own port with nothing in front, `serve_modes.select_direct_ingress`) or
 ``--closed-loops-only``: only the 64-client closed loops of 2 (httpx, ``wrk``, long requests), in
 two rounds, every run bracketed by bare-loop runs and scored against their mean, into
-``results/serve-<ingress>.json``.
+``results/serve-<ingress>.json``. ``--openai`` adds, to each round, the same 64 streams through
+OpenAI's ``/v1/completions`` with the ``openai`` package's async client (``max_tokens`` = length),
+scored against the bare loop and against the ``/generate`` run of the same round, into
+``results/serve-<ingress>-openai.json``.
 
     python benchmarks/bench_serve.py                   # ~9 minutes
     python benchmarks/bench_serve.py --ingress haproxy  # ~3 minutes: HAProxy instead of Serve's proxy
     python benchmarks/bench_serve.py --ingress direct   # ~3 minutes: nothing in front of the replica
     python benchmarks/bench_serve.py --closed-loops-only  # ~3 minutes: the proxy, as the two above
+    python benchmarks/bench_serve.py --ingress haproxy --openai  # ~4 minutes: also /v1/completions
     python benchmarks/bench_serve.py --duration 10 --rate 8
 
 Prints JSON and writes ``benchmarks/results/serve.json``. Absolute numbers are noisy on shared
@@ -164,6 +168,41 @@ class Client:
         await self.http.aclose()
 
 
+class OpenAIClient(Client):
+    """The same streaming requests through OpenAI's completions API and the ``openai`` package's
+    async client (on this client's httpx connection pool)."""
+
+    def __init__(self, base: str):
+        import openai
+
+        super().__init__(base)
+        self.openai = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=600,
+                                         http_client=self.http)
+        self.model: str | None = None
+
+    async def generate(self, length: int, seed: int) -> dict:
+        import openai
+
+        if self.model is None:
+            self.model = (await self.openai.models.list()).data[0].id
+        t0 = time.monotonic()
+        first, symbols = None, 0
+        try:
+            stream = await self.openai.completions.create(model=self.model, prompt="", max_tokens=length, seed=seed,
+                                                          temperature=1.0, stream=True)
+            async for chunk in stream:
+                n = sum(len(c.text) for c in chunk.choices)
+                if n:
+                    if first is None:
+                        first = time.monotonic() - t0
+                    symbols += n
+                    self.arrivals.append((time.monotonic(), n))
+        except openai.APIStatusError as e:
+            return {"status": e.status_code, "latency": time.monotonic() - t0}
+        return {"status": 200, "latency": time.monotonic() - t0, "ttft": first, "symbols": symbols,
+                "length": length, "done": time.monotonic()}
+
+
 async def closed_loop(client: Client, clients: int, length: int, duration: float) -> dict:
     """``clients`` workers each send their next request when the last is answered, for ``duration``
     s. Throughput counts the symbols that arrived within that window: after it the clients stop
@@ -288,6 +327,10 @@ async def ingress_runs(ckpt: str, args, rounds: int = 2) -> dict:
     kinds = {"concurrent": lambda: closed_loop(client, args.clients, args.length, args.duration),
              "concurrent_long": lambda: closed_loop(client, args.clients, args.long_length, args.duration),
              "concurrent_wrk": lambda: _async(wrk_closed_loop, base, args.clients, args.length, args.duration)}
+    if args.openai:
+        oai = OpenAIClient(base)
+        await closed_loop(oai, 8, 50, 3)  # warm-up
+        kinds["concurrent_openai"] = lambda: closed_loop(oai, args.clients, args.length, args.duration)
     raws = [raw_limit(ckpt, 64, args.length, 1, "text")[0]]
     runs: dict[str, list] = {k: [] for k in kinds}
     for _ in range(rounds):
@@ -303,6 +346,9 @@ async def ingress_runs(ckpt: str, args, rounds: int = 2) -> dict:
     for kind, results in runs.items():
         out[kind] = results
         out[f"{kind}_vs_raw"] = statistics.median(r["vs_raw"] for r in results) if results else None
+    if args.openai:  # each round's /v1/completions run against its /generate run
+        out["openai_vs_generate"] = [round(o["symbols_per_s"] / g["symbols_per_s"], 3)
+                                     for o, g in zip(runs["concurrent_openai"], runs["concurrent"])]
     return out
 
 
@@ -325,6 +371,8 @@ def main() -> None:
                    help="what answers HTTP (seqgen.serve.ingress). haproxy / direct: Serve's throughput-optimized "
                         "mode, each replica serving HTTP itself, behind HAProxy / with nothing in front; only the "
                         "64-client runs, into results/serve-<ingress>.json")
+    p.add_argument("--openai", action="store_true",
+                   help="also the 64 streams through /v1/completions with the openai package's async client")
     p.add_argument("--closed-loops-only", action="store_true",
                    help="only the 64-client runs (as with --ingress haproxy), also for the proxy: "
                         "into results/serve-proxy.json")
@@ -350,7 +398,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             out["text"] = asyncio.run(ingress_runs(text_checkpoint(tmp, args.hidden_size), args))
         serve.shutdown()
-        save(f"serve-{INGRESS}", out)
+        save(f"serve-{INGRESS}" + ("-openai" if args.openai else ""), out)
         return
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = text_checkpoint(tmp, args.hidden_size)

@@ -175,10 +175,28 @@ def bundled_handwriting() -> str:
     return str(BUNDLED_HANDWRITING)
 
 
+#: the models shipped in the package, by the name ``bundled:NAME`` gives them: the Tiny Shakespeare
+#: character model (docs/serving.md says how it was trained) and the handwriting synthesis model
+BUNDLED = {"shakespeare": Path(__file__).parent / "assets" / "shakespeare", "handwriting": BUNDLED_HANDWRITING}
+BUNDLED_PREFIX = "bundled:"
+
+
+def bundled(name: str) -> str:
+    """The checkpoint URL of bundled model ``name``; `CheckpointError` naming the bundled models."""
+    path = BUNDLED.get(name)
+    if path is None or not (path / ckpt.MANIFEST).exists():
+        shipped = ", ".join(BUNDLED_PREFIX + n for n, p in BUNDLED.items() if (p / ckpt.MANIFEST).exists())
+        raise CheckpointError(f"no bundled model {name!r} in this install (bundled: {shipped or 'none'})")
+    return str(path)
+
+
 def find_checkpoint(storage: Storage, ref: str) -> str:
-    """A checkpoint URL from what a user typed: a checkpoint directory, a run directory (its best
-    checkpoint) or a run name on ``storage``; `CheckpointError` saying what to give instead."""
+    """A checkpoint URL from what a user typed: ``bundled:NAME`` (`BUNDLED`), a checkpoint
+    directory, a run directory (its best checkpoint) or a run name on ``storage``;
+    `CheckpointError` saying what to give instead."""
     hint = "give a checkpoint directory, a run directory or a run name (`seqgen runs` lists them)"
+    if ref.startswith(BUNDLED_PREFIX):
+        return bundled(ref[len(BUNDLED_PREFIX):])
     if "/" not in ref and "://" not in ref:  # a run name
         run_url = storage.url_of(storage.run_dir(ref))
         if not storage.exists(storage.run_dir(ref)):

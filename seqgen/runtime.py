@@ -15,6 +15,8 @@ LOCAL_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     "RAY_AUTH_MODE": "disabled",
+    # Serve's HTTP servers replace a malformed X-Request-Id before echoing it (seqgen.serve.request_ids)
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "seqgen.serve.request_ids:proxy_middlewares",
 }
 
 

@@ -44,8 +44,12 @@ class Row:
 
     seed: int  # row-specific seed (a request's seed + its row index), wrapped to int64
     limit: int  # hard length limit: at most this many symbols / points
-    options: Any  # the kind's per-row sampling options (e.g. (temperature, top_k) or bias)
+    options: Any  # the kind's per-row sampling options (e.g. (temperature, top_k, top_p) or bias)
     context: Any = None  # the kind's per-row conditioning (e.g. a text's character ids), or None
+    # sequences of outputs that end the row, left out of its outputs (text: `text_sampling.StopSequences`):
+    # anything with matched(outputs) -> length of one ending outputs (0: none) and pending(outputs)
+    # -> length of the longest tail that could still become one
+    stop: Any = None
     keep_aux: bool = False  # also keep the per-step aux output (e.g. phi, for Fig. 13)
     drawn: int = 0
     outputs: list = field(default_factory=list)  # what `Generator.emit` made of each drawn x
@@ -57,6 +61,14 @@ class Row:
     @property
     def finished(self) -> bool:
         return self.stopped or self.error is not None or self.drawn >= self.limit
+
+    @property
+    def settled(self) -> int:
+        """How many outputs later steps cannot take back: all but a tail that may yet turn out to
+        be the start of a stop sequence (a streaming caller releases only these)."""
+        if self.stop is None or self.finished:
+            return len(self.outputs)
+        return len(self.outputs) - self.stop.pending(self.outputs)
 
 
 @dataclass(eq=False)
@@ -219,8 +231,11 @@ class Decoder:
                 row.outputs.append(values[i])
                 if aux_cpu is not None and row.keep_aux:
                     row.aux.append(aux_cpu[i])
-                row.drawn += 1
+                row.drawn += 1  # draws, the counter of the row's random stream: outputs may be fewer
                 row.stopped = bool(stop[i])
+                if row.stop is not None and (matched := row.stop.matched(row.outputs)):
+                    del row.outputs[-matched:]  # checked every step: the row leaves the batch at once
+                    row.stopped = True
             if row.finished:
                 done.add(i)
         self.x = x_next

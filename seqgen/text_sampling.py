@@ -3,6 +3,9 @@
 * temperature tau: softmax(yhat / tau); tau below ``TEMPERATURE_FLOOR`` (0 included) is greedy
   (argmax): dividing by a vanishing tau only overflows towards the same argmax      (char-rnn)
 * top-k: only the k most likely symbols can be drawn
+* top-p (nucleus, Holtzman et al. 2020): only the most likely symbols whose probabilities sum to
+  p (the first that reaches it included) can be drawn; applied after temperature and top-k
+* stop sequences: a row ends before the first stop string it produces (`StopSequences`)
 * priming: the prompt is fed teacher-forced, then the model runs free        (sec. 6)
 * seeds: sample i of a request uses seed + i; its text depends only on that seed
 * beam search: the k most probable continuations with their log-probabilities
@@ -37,6 +40,8 @@ class GenerateRequest:
     top_k: int = 0
     seed: int | None = None
     n: int = 1
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
 
 
 def start_token(vocab: Vocabulary) -> int:
@@ -46,8 +51,9 @@ def start_token(vocab: Vocabulary) -> int:
     return 0
 
 
-def filter_logits(logits: Tensor, temperature: Tensor, top_k: Tensor) -> Tensor:
-    """logits (B, V) scaled by per-row temperature, with all but each row's top-k masked.
+def filter_logits(logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor | None = None) -> Tensor:
+    """logits (B, V) scaled by per-row temperature, with all but each row's top-k, then all but its
+    top-p nucleus masked (-inf). Rows with top_k 0 and top_p 1 are only scaled.
 
     Rows with temperature below ``TEMPERATURE_FLOOR`` are returned -inf except at the argmax (greedy).
     """
@@ -57,6 +63,13 @@ def filter_logits(logits: Tensor, temperature: Tensor, top_k: Tensor) -> Tensor:
         k = torch.where(top_k > 0, top_k, torch.full_like(top_k, logits.shape[-1])).clamp(max=logits.shape[-1])
         kth = scaled.sort(dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
         scaled = scaled.masked_fill(scaled < kth, -math.inf)
+    if top_p is not None and bool((top_p < 1).any()):
+        # stable sort: among equal probabilities the lowest id comes first, as in argmax, so a
+        # vanishing top_p is exactly greedy
+        probs, order = scaled.softmax(-1).sort(dim=-1, descending=True, stable=True)
+        before = probs.cumsum(-1) - probs  # (B, V) mass of the likelier symbols; 0 for the first
+        outside = torch.zeros_like(before, dtype=torch.bool).scatter(1, order, before >= top_p[:, None])
+        scaled = scaled.masked_fill(outside & (top_p < 1)[:, None], -math.inf)
     argmax = F.one_hot(logits.argmax(-1), logits.shape[-1]).bool()
     return torch.where(greedy[:, None], torch.where(argmax, 0.0, -math.inf).to(logits.dtype), scaled)
 
@@ -78,10 +91,11 @@ class TextGenerator:
     def context(self, rows: list[Row]):
         return None
 
-    def options(self, rows: list[Row]) -> tuple[Tensor, Tensor]:
+    def options(self, rows: list[Row]) -> tuple[Tensor, Tensor, Tensor]:
         temperature = torch.tensor([r.options[0] for r in rows], dtype=torch.float64, device=self.device)
         top_k = torch.tensor([r.options[1] for r in rows], dtype=torch.long, device=self.device)
-        return temperature, top_k
+        top_p = torch.tensor([r.options[2] for r in rows], dtype=torch.float64, device=self.device)
+        return temperature, top_k, top_p
 
     def prefill(self, inputs: Tensor, state, context):
         return self.model(inputs, state)  # logits (B, T, V), state
@@ -111,11 +125,13 @@ class TextGenerator:
                                device=self.device)
 
     def job(self, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int = 0,
-            seed: int | None = None, n: int = 1) -> Job:
-        """n samples of ``length`` symbols after ``prompt``; sample i uses seed + i."""
+            seed: int | None = None, n: int = 1, top_p: float = 1.0, stop: tuple[str, ...] | list[str] = ()) -> Job:
+        """n samples of at most ``length`` symbols after ``prompt``, each ending before the first of
+        the ``stop`` strings it produces; sample i uses seed + i."""
         ids = self.encode(prompt)
         seed = rng.random_seed() if seed is None else seed
-        rows = [Row(rng.as_seed(seed + i), length, (temperature, top_k)) for i in range(n)]
+        stops = StopSequences.of(self.vocab, stop)
+        rows = [Row(rng.as_seed(seed + i), length, (temperature, top_k, top_p), stop=stops) for i in range(n)]
         return Job(prompt=ids[:-1], first=ids[-1], rows=rows)  # teacher-force all but the last symbol
 
     def score_job(self, text: str) -> Job:
@@ -133,6 +149,49 @@ class TextGenerator:
         return self.vocab.decode(row.outputs)
 
 
+class StopSequences:
+    """Stop strings as sequences of symbol ids, checked at the end of a row's outputs every step.
+
+    Character and byte vocabularies have one symbol per character / byte, so matching the ids is
+    matching the text; with a word vocabulary a stop string is a sequence of whole words. A stop
+    string with a symbol the vocabulary lacks can never be produced and is left out.
+    """
+
+    def __init__(self, sequences: list[tuple[int, ...]]):
+        self.sequences = sequences
+
+    @classmethod
+    def of(cls, vocab: Vocabulary, strings) -> "StopSequences | None":
+        sequences = []
+        for text in strings:
+            try:
+                ids = tuple(vocab.encode(text))
+            except (ValueError, UnicodeError):
+                continue
+            if ids:
+                sequences.append(ids)
+        return cls(sequences) if sequences else None
+
+    def matched(self, outputs: list[int]) -> int:
+        """The length of a stop sequence that ``outputs`` ends with (0: none). Checked after every
+        symbol, so the first that ends the outputs is the first in the text."""
+        for seq in self.sequences:
+            if len(outputs) >= len(seq) and tuple(outputs[-len(seq):]) == seq:
+                return len(seq)
+        return 0
+
+    def pending(self, outputs: list[int]) -> int:
+        """The length of the longest tail of ``outputs`` that is a proper prefix of a stop sequence:
+        symbols a stream must hold back until they match one or cannot any more."""
+        longest = 0
+        for seq in self.sequences:
+            for k in range(min(len(seq) - 1, len(outputs)), longest, -1):
+                if tuple(outputs[-k:]) == seq[:k]:
+                    longest = k
+                    break
+        return longest
+
+
 def score_summary(log_prob: float, tokens: int) -> dict:
     return {"log_prob": log_prob, "tokens": tokens, "bits_per_token": -log_prob / math.log(2) / tokens,
             "perplexity": math.exp(-log_prob / tokens)}
@@ -141,13 +200,16 @@ def score_summary(log_prob: float, tokens: int) -> dict:
 def generate_batch(model, vocab: Vocabulary, requests: list[GenerateRequest]) -> list[list[str]]:
     """Many requests in one batch (one model call per step); n texts per request."""
     gen = TextGenerator(model, vocab)
-    jobs = run(gen, [gen.job(r.prompt, r.length, r.temperature, r.top_k, r.seed, r.n) for r in requests])
+    jobs = run(gen, [gen.job(r.prompt, r.length, r.temperature, r.top_k, r.seed, r.n, r.top_p, r.stop)
+                     for r in requests])
     return [[gen.decode(row) for row in job.rows] for job in jobs]
 
 
 def generate(model, vocab: Vocabulary, prompt: str = "", length: int = 200, temperature: float = 1.0,
-             top_k: int = 0, seed: int | None = None, n: int = 1) -> list[str]:
-    return generate_batch(model, vocab, [GenerateRequest(prompt, length, temperature, top_k, seed, n)])[0]
+             top_k: int = 0, seed: int | None = None, n: int = 1, top_p: float = 1.0,
+             stop: tuple[str, ...] = ()) -> list[str]:
+    return generate_batch(model, vocab, [GenerateRequest(prompt, length, temperature, top_k, seed, n, top_p,
+                                                         tuple(stop))])[0]
 
 
 @torch.inference_mode()

@@ -26,6 +26,10 @@ def sample(
     length: Optional[int] = typer.Option(None, help="Symbols (text, default 500) or pen points (handwriting, default 700)."),
     temperature: Optional[float] = typer.Option(None, help="Text: softmax temperature (default 1); 0 = greedy."),
     top_k: Optional[int] = typer.Option(None, help="Text: sample only from the k most likely symbols (default 0 = all)."),
+    top_p: Optional[float] = typer.Option(None, help="Text: nucleus sampling, only the likeliest symbols whose "
+                                                     "probabilities sum to P (default 1 = all).", min=0.0, max=1.0),
+    stop: Optional[list[str]] = typer.Option(None, help="Text: a sample ends before the first of these strings it "
+                                                        "produces (repeat the option for several, at most 4)."),
     seed: Optional[int] = typer.Option(None, help="Random seed: the same seed gives the same sample."),
     n: Optional[int] = typer.Option(None, help="Number of samples (default 1); handwriting lines are stacked."),
     beam: int = typer.Option(0, help="Text: > 0: beam search of this width instead of sampling."),
@@ -41,23 +45,29 @@ def sample(
     if kind == "text":
         refuse("a text model", {"--bias": bias, "--out": out, "--density": density},
                "those options are for handwriting checkpoints")
-        _sample_text(model, _vocab(loaded), prompt, length, temperature, top_k, seed, n, beam)
+        _sample_text(model, _vocab(loaded), prompt, length, temperature, top_k, seed, n, beam, top_p, stop or [])
     elif kind == "handwriting_synthesis":
         raise ValueError(f"checkpoint {loaded.url} is a synthesis network, which writes a given text: "
                          f"use `seqgen write TEXT --checkpoint {checkpoint}`")
     else:
         refuse("handwriting sampling", {"--prompt": prompt, "--temperature": temperature, "--top-k": top_k,
-                                        "--beam": beam or None}, "use --bias to trade variety for neatness")
+                                        "--top-p": top_p, "--stop": stop or None, "--beam": beam or None}, "use --bias to trade variety for neatness")
         _sample_strokes(model, loaded, length or 700, DEFAULT_BIAS if bias is None else bias, seed, n or 1,
                         out or "strokes.svg", density)
 
 
-def _sample_text(model, vocab, prompt, length, temperature, top_k, seed, n, beam) -> None:
+def _sample_text(model, vocab, prompt, length, temperature, top_k, seed, n, beam, top_p, stop) -> None:
     from seqgen import text_sampling as sampling
+    from seqgen.serve.schemas import MAX_STOP_STRINGS
 
     prompt, length = prompt or "", 500 if length is None else length
+    if len(stop) > MAX_STOP_STRINGS or not all(stop):
+        raise ValueError(f"--stop takes 1 to {MAX_STOP_STRINGS} non-empty strings, got {stop}")
+    if top_p is not None and top_p <= 0:
+        raise ValueError("--top-p must be above 0 (a tiny value is greedy)")
     if beam:
-        refuse("--beam", {"--n": n, "--temperature": temperature, "--top-k": top_k, "--seed": seed},
+        refuse("--beam", {"--n": n, "--temperature": temperature, "--top-k": top_k, "--seed": seed,
+                          "--top-p": top_p, "--stop": stop or None},
                "beam search returns the most likely continuations, deterministically "
                "(drop them, or sample without --beam)")
         for text, logp in sampling.beam_search(model, vocab, prompt, length, beam):
@@ -65,7 +75,7 @@ def _sample_text(model, vocab, prompt, length, temperature, top_k, seed, n, beam
         return
     n = n or 1
     for text in sampling.generate(model, vocab, prompt, length, 1.0 if temperature is None else temperature,
-                                  top_k or 0, seed, n):
+                                  top_k or 0, seed, n, 1.0 if top_p is None else top_p, tuple(stop)):
         typer.echo(prompt + text + ("\n" + "-" * 40 if n > 1 else ""))
 
 

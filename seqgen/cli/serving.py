@@ -6,6 +6,7 @@ and descriptions the options show."""
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 from typing import Optional
 
@@ -13,11 +14,11 @@ import typer
 
 from seqgen.cli.options import AddressOpt, StorageOpt
 from seqgen.serve.config import ServeConfig
-from seqgen.serve.ingress import INGRESS
+from seqgen.serve.ingress import AUTO, INGRESS
 from seqgen.storage import Storage
 
 DEFAULTS = ServeConfig()
-Ingress = enum.Enum("Ingress", {mode: mode for mode in INGRESS}, type=str)
+Ingress = enum.Enum("Ingress", {mode: mode for mode in (AUTO, *INGRESS)}, type=str)
 
 
 def _setting(name: str, option: Optional[str] = None):
@@ -28,8 +29,9 @@ def _setting(name: str, option: Optional[str] = None):
 
 
 def serve(
-    checkpoint: Optional[str] = typer.Argument(None, help="Checkpoint directory URL, run directory, or run name "
-                                                          "on storage (default: the bundled handwriting model)."),
+    checkpoint: Optional[str] = typer.Argument(None, help="Checkpoint directory URL, run directory, run name on "
+                                                          "storage, or a bundled model: bundled:shakespeare (text), "
+                                                          "bundled:handwriting (the default)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, help="HTTP port."),
     replicas: int = _setting("num_replicas", "--replicas"),
@@ -39,10 +41,15 @@ def serve(
     timeout: float = _setting("timeout_s", "--timeout"),
     cpus: float = _setting("num_cpus", "--cpus"),
     gpus: float = _setting("num_gpus", "--gpus"),
-    ingress: Ingress = typer.Option("proxy", help="What answers on HOST:PORT: 'proxy' (Serve's Python proxy) or "
-                                                  "'haproxy' (HAProxy in front of replicas that serve HTTP "
-                                                  "themselves: Serve's throughput-optimized mode, docs/serving.md). "
-                                                  "With --address, the cluster's nodes must have been started with it."),
+    api_key_file: Optional[str] = typer.Option(None, help="File of API keys, one per line: every route but /healthz "
+                                                          "and the page then needs 'Authorization: Bearer KEY'. "
+                                                          "Keys in $SEQGEN_API_KEYS count too."),
+    log_format: str = _setting("log_format"),
+    ingress: Ingress = typer.Option(AUTO, help="What answers on HOST:PORT: 'haproxy' (HAProxy in front of replicas "
+                                               "that serve HTTP themselves: Serve's throughput-optimized mode, "
+                                               "docs/serving.md), 'proxy' (Serve's Python proxy), or 'auto': haproxy "
+                                               "when it can run here, else proxy. With --address, the cluster's nodes "
+                                               "decide (they must have been started with the mode)."),
     storage: Optional[str] = StorageOpt,
     address: Optional[str] = AddressOpt,
 ):
@@ -51,14 +58,32 @@ def serve(
     from seqgen.catalog import bundled_handwriting, find_checkpoint
     from seqgen.runtime import ensure_ray
     from seqgen.serve import ingress as ingresses
+    from seqgen.serve.api_keys import ApiKeys
 
     config = ServeConfig.of(num_replicas=replicas, autoscale=autoscale, max_streams=max_streams,
-                            max_queued=max_queued, timeout_s=timeout, num_cpus=cpus, num_gpus=gpus)
+                            max_queued=max_queued, timeout_s=timeout, num_cpus=cpus, num_gpus=gpus,
+                            log_format=log_format)
+    keys = ApiKeys.load(api_key_file)
+    if not keys.required and not _loopback(host):
+        typer.echo(f"warning: serving on {host} without API keys: anyone who can reach it can use it "
+                   "(--api-key-file or $SEQGEN_API_KEYS)", err=True)
     st = Storage.from_url(storage)
     url = find_checkpoint(st, checkpoint) if checkpoint else bundled_handwriting()
     if not (address or os.environ.get("RAY_ADDRESS")):
-        ingresses.select(ingress.value)  # before the local Ray starts: every Ray process reads it at import
+        mode, why = ingresses.resolve(ingress.value)
+        if why:
+            typer.echo(why, err=True)
+        ingresses.select(mode)  # before the local Ray starts: every Ray process reads it at import
     ensure_ray(address)
     from seqgen.serve.runner import run
 
-    run(url, config, host=host, port=port, storage=st.url)
+    run(url, config, host=host, port=port, storage=st.url, api_keys=keys)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

@@ -11,30 +11,34 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from seqgen.serve.api_keys import ApiKeys
 from seqgen.serve.config import ServeConfig
 from seqgen.serve.server import EngineFactory, Loader, SeqgenServer
 
 
 def build_app(checkpoint_url: str, config: ServeConfig | None = None, *, storage: str | None = None,
-              loader: Loader | None = None, make_engine: EngineFactory | None = None, **settings: Any):
+              loader: Loader | None = None, make_engine: EngineFactory | None = None, api_keys: ApiKeys = ApiKeys(),
+              **settings: Any):
     """The Serve application for one checkpoint: ``config``, or the `ServeConfig` of ``settings``
     given by name (``max_streams=8, num_cpus=0``).
 
     ``loader`` (checkpoint URL -> (model, LoadedCheckpoint); default `catalog.load_model`) and
     ``make_engine`` (`server.EngineFactory`; default: the engine in a child process) run inside
-    each replica, so they must be picklable.
+    each replica, so they must be picklable. ``api_keys`` (digests only) are the keys requests
+    must carry (none: no key needed).
     """
     if config is not None and settings:
         raise ValueError(f"give either a ServeConfig or settings by name, not both ({', '.join(settings)})")
     config = config if config is not None else ServeConfig.of(**settings)
     return SeqgenServer.options(**config.deployment_options()).bind(
-        checkpoint_url, config, storage=storage, loader=loader, make_engine=make_engine)
+        checkpoint_url, config, storage=storage, loader=loader, make_engine=make_engine, api_keys=api_keys)
 
 
 def app_builder(args: dict):
     """Serve application builder for config files that need only the installed package:
-    ``args:`` {checkpoint, storage, and any `ServeConfig` setting, e.g. max_streams, num_cpus,
-    autoscale ("MIN:MAX")}; values may be strings.
+    ``args:`` {checkpoint, storage, api_key_file, and any `ServeConfig` setting, e.g. max_streams,
+    num_cpus, autoscale ("MIN:MAX")}; values may be strings. API keys: those of ``api_key_file``
+    and of ``$SEQGEN_API_KEYS`` (e.g. from a Kubernetes Secret) where the app is built.
 
     ``checkpoint`` (else ``$SEQGEN_CHECKPOINT``) is a checkpoint directory, a run directory (its
     best checkpoint) or a run name under ``storage`` (else ``$SEQGEN_STORAGE``)."""
@@ -44,8 +48,9 @@ def app_builder(args: dict):
     args = dict(args)
     ref = args.pop("checkpoint", None) or os.environ.get("SEQGEN_CHECKPOINT")
     storage = args.pop("storage", None) or os.environ.get("SEQGEN_STORAGE")
+    key_file = args.pop("api_key_file", None) or None
     if not ref:
         raise ValueError("no checkpoint: pass args.checkpoint or set SEQGEN_CHECKPOINT")
     config = ServeConfig.of(**args)  # before the checkpoint is looked for: a typo is the first thing to hear of
     st = Storage.from_url(storage)
-    return build_app(find_checkpoint(st, str(ref)), config, storage=st.url)
+    return build_app(find_checkpoint(st, str(ref)), config, storage=st.url, api_keys=ApiKeys.load(key_file))

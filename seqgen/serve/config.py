@@ -10,7 +10,7 @@ the field's type; a bad or unknown setting is a ValueError naming it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -51,6 +51,8 @@ class ServeConfig(EngineConfig):
     max_ongoing_requests: int | None = Field(None, ge=1, description="Serve's limit per replica (default: the "
                                                                       "engine's capacity + headroom)")
     health_check_period_s: float = Field(5.0, gt=0, description="how soon a replica whose engine died is replaced")
+    log_format: Literal["text", "json"] = Field("text", description="the replicas' log lines, access log included "
+                                                                    "(one line per request): text or json")
 
     @field_validator("autoscale", mode="before")
     @classmethod
@@ -96,6 +98,7 @@ class ServeConfig(EngineConfig):
             "max_queued_requests": ongoing,
             "ray_actor_options": {"num_cpus": self.num_cpus, **({"num_gpus": self.num_gpus} if self.num_gpus else {})},
             "health_check_period_s": self.health_check_period_s,  # a replica whose engine died is replaced this soon
+            "logging_config": {"encoding": self.log_format.upper()},  # Serve's replica logger, our access log on it
         }
         if self.autoscale:
             config = dict(self.autoscale) if isinstance(self.autoscale, dict) else {}

@@ -70,9 +70,11 @@ class Ticket:
     send: Callable[[str, Any], None]  # hands an event to the caller; called from the engine thread
     inbox: asyncio.Queue | None = None  # the caller's end, when it is an asyncio loop of this process
     on_cancel: Callable[[], None] | None = None  # tells whoever runs the request that it is cancelled
+    request_id: str | None = None  # the HTTP request's id (seqgen.serve.request_ids), for log lines
     cancelled: bool = False
     # engine-side progress
     submitted: float = field(default_factory=time.monotonic)
+    admitted: float | None = None  # time.monotonic() when it left the queue for the batch
     state: Any = None  # the one-row state while its prompt is being fed
     cursor: int = 0  # prompt inputs fed so far
     log_prob: float = 0.0  # scoring: sum of log p(target) so far
@@ -81,12 +83,17 @@ class Ticket:
     rows_left: int = 0
 
     @classmethod
-    def on_this_loop(cls, job: Job, timeout_s: float, on_cancel: Callable[[], None] | None = None) -> "Ticket":
+    def on_this_loop(cls, job: Job, timeout_s: float, on_cancel: Callable[[], None] | None = None,
+                     request_id: str | None = None) -> "Ticket":
         """A ticket whose events arrive on the running asyncio loop (read them with `receive`)."""
         loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
         return cls(job, time.monotonic() + timeout_s,
                    lambda kind, payload: loop.call_soon_threadsafe(inbox.put_nowait, (kind, payload)),
-                   inbox, on_cancel)
+                   inbox, on_cancel, request_id)
+
+    def queue_wait(self) -> float:
+        """Seconds between arriving at the engine and joining its batch."""
+        return (self.admitted or time.monotonic()) - self.submitted
 
     @property
     def slots(self) -> int:
@@ -220,10 +227,10 @@ class Engine:
         self._thread.start()
 
     # ---------------------------------------------------------------- caller side (event loop)
-    def submit(self, job: Job, timeout_s: float) -> Ticket:
+    def submit(self, job: Job, timeout_s: float, request_id: str | None = None) -> Ticket:
         """Queue ``job`` for the caller's asyncio loop (read its events with `events`); raises
         `Overloaded` at once when ``max_queued`` requests are waiting."""
-        return self.enqueue(Ticket.on_this_loop(job, timeout_s))
+        return self.enqueue(Ticket.on_this_loop(job, timeout_s, request_id=request_id))
 
     def enqueue(self, ticket: Ticket) -> Ticket:
         """Queue a ticket whose events go wherever ``ticket.send`` sends them (any thread)."""
@@ -277,7 +284,9 @@ class Engine:
             try:
                 self._iteration()
             except Exception as e:  # noqa: BLE001 - a failed model call fails its requests, not the engine
-                log.exception("engine iteration failed")
+                ids = sorted({row.owner[0].request_id or "-" for row in self.decoder.rows}
+                             | {t.request_id or "-" for t in self._priming})
+                log.exception("engine iteration failed (requests %s)", ", ".join(ids))
                 self._fail_all(StreamFailed(f"generation failed: {type(e).__name__}: {e}"))
 
     def _admit(self) -> None:
@@ -288,6 +297,7 @@ class Engine:
             if ticket.cancelled:
                 self.stats.counts["cancelled"] += 1
                 continue
+            ticket.admitted = time.monotonic()
             ticket.state = self.gen.initial_state(1)
             ticket.sent = [0] * len(ticket.job.rows)
             ticket.rows_left = len(ticket.job.rows)
@@ -332,7 +342,9 @@ class Engine:
         if error is None:
             self.stats.counts["cancelled"] += 1
             return
-        self.stats.counts["expired" if isinstance(error, DeadlineExceeded) else "failed"] += 1
+        outcome = "expired" if isinstance(error, DeadlineExceeded) else "failed"
+        self.stats.counts[outcome] += 1
+        log.warning("request %s %s: %s", ticket.request_id or "-", outcome, error)
         ticket.post("error", error)
 
     def _prime(self) -> None:
@@ -352,7 +364,8 @@ class Engine:
                 still.append(ticket)
             elif ticket.job.targets is not None:  # scoring ends with its prompt
                 self.stats.counts["completed"] += 1
-                ticket.post("done", {"log_prob": ticket.log_prob, "tokens": len(ticket.job.targets)})
+                ticket.post("done", {"log_prob": ticket.log_prob, "tokens": len(ticket.job.targets),
+                                     "queued_s": ticket.queue_wait()})
             else:
                 self.decoder.join_job(ticket.job, ticket.state)
                 ticket.state = None
@@ -379,10 +392,10 @@ class Engine:
         chunks: dict[Ticket, dict[int, list]] = {}
         for row in [*self.decoder.rows, *finished]:
             ticket, i = row.owner
-            sent = ticket.sent[i]
-            if row.drawn > sent and (row.finished or sent == 0 or now - ticket.posted >= interval):
-                chunks.setdefault(ticket, {})[i] = row.outputs[sent:]
-                ticket.sent[i] = row.drawn
+            sent, ready = ticket.sent[i], row.settled
+            if ready > sent and (row.finished or sent == 0 or now - ticket.posted >= interval):
+                chunks.setdefault(ticket, {})[i] = row.outputs[sent:ready]
+                ticket.sent[i] = ready
         for ticket, chunk in chunks.items():
             ticket.posted = now
             ticket.post("chunk", chunk)
@@ -397,7 +410,8 @@ class Engine:
             ticket.rows_left -= 1
             if ticket.rows_left == 0:
                 self.stats.counts["completed"] += 1
-                ticket.post("done", {"rows": [{"length": r.drawn, "stopped": r.stopped} for r in ticket.job.rows]})
+                ticket.post("done", {"rows": [{"length": len(r.outputs), "stopped": r.stopped} for r in ticket.job.rows],
+                                     "queued_s": ticket.queue_wait()})
 
     def _fail_all(self, error: Exception) -> None:
         """After an unexpected error in a model call: fail every request being worked on."""

@@ -10,7 +10,7 @@ alone, which the replica reports and Serve replaces. Measured (benchmarks/bench_
 process is a few percent faster than the thread on a 2-core box: what limits the endpoint there
 is CPU time in Serve's HTTP path, not the GIL (docs/serving.md).
 
-    replica -> child   ("submit", id, job, timeout_s) | ("cancel", id) | ("stats", id) | ("stop",)
+    replica -> child   ("submit", id, job, timeout_s, request_id) | ("cancel", id) | ("stats", id) | ("stop",)
     child -> replica   ("ready",) | ("failed", why) | ("event", id, kind, payload) | ("stats", id, dict)
 
 The pickles cross a socket pair between the replica and the child it started, never a network:
@@ -103,7 +103,7 @@ class EngineProcess:
         threading.Thread(target=self._read, name="seqgen-engine-reader", daemon=True).start()
 
     # ------------------------------------------------------------------ the caller side (event loop)
-    def submit(self, job: Job, timeout_s: float) -> Ticket:
+    def submit(self, job: Job, timeout_s: float, request_id: str | None = None) -> Ticket:
         with self._lock:
             if self.exit_reason is not None:
                 raise EngineDown(f"the engine is down ({self.exit_reason}); the replica is being replaced")
@@ -114,9 +114,9 @@ class EngineProcess:
                 self._rejected += 1
                 raise
             tid = next(self._ids)
-            ticket = Ticket.on_this_loop(job, timeout_s, on_cancel=lambda: self._cancel(tid))
+            ticket = Ticket.on_this_loop(job, timeout_s, on_cancel=lambda: self._cancel(tid), request_id=request_id)
             self._tickets[tid] = ticket  # before the child can answer
-        self._send(("submit", tid, job, timeout_s))
+        self._send(("submit", tid, job, timeout_s, request_id))
         return ticket
 
     def events(self, ticket: Ticket) -> AsyncIterator[tuple[str, Any]]:
@@ -241,8 +241,9 @@ def child_main(fd: int) -> None:
             break  # the replica is gone
         op = message[0]
         if op == "submit":
-            _, tid, job, timeout_s = message
-            ticket = Ticket(job, time.monotonic() + timeout_s, lambda kind, payload, tid=tid: forward(tid, kind, payload))
+            _, tid, job, timeout_s, request_id = message
+            ticket = Ticket(job, time.monotonic() + timeout_s, lambda kind, payload, tid=tid: forward(tid, kind, payload),
+                            request_id=request_id)
             tickets[tid] = ticket
             try:
                 engine.enqueue(ticket)

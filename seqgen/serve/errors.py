@@ -1,10 +1,14 @@
 """One JSON error shape for every failure, and the status that tells whose fault it was.
 
-4xx is the client's fault: 400 a text the model cannot read (naming the symbols), 404 an unknown
-style or route, 413 a body over the limit, 422 a body that is not valid JSON or breaks the schema.
+4xx is the client's fault: 400 a text the model cannot read (naming the symbols), 401 a missing or
+wrong API key (`seqgen.serve.access`), 404 an unknown style, model or route, 413 a body over the limit, 422 a body that is not valid JSON or breaks the schema.
 5xx is the server's: 503 at capacity (with ``Retry-After``), 504 past the request's deadline,
 500 anything else (a numerical fault of the model, a bug). Every route documents the statuses it
 can answer (`responses`), so the OpenAPI document and the server agree.
+
+The OpenAI-compatible routes (``/v1/...``, `seqgen.serve.openai_api`) answer the same statuses in
+OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, which its client libraries
+read (`openai_payload`).
 """
 
 from __future__ import annotations
@@ -67,9 +71,35 @@ def error_payload(exc: Exception) -> tuple[int, dict, dict | None]:
     return 500, {"error": "internal_error", "message": f"{type(exc).__name__}: {exc}"}, None
 
 
+def openai_route(scope) -> bool:
+    """Whether the request is for an OpenAI-compatible route (answered in OpenAI's error shape)."""
+    from seqgen.serve.access import route_path
+
+    return route_path(scope).startswith("/v1/")
+
+
+def openai_payload(status: int, body: dict) -> dict:
+    """The project's error ``body`` in OpenAI's shape (the same message; our code as its code)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": body["message"], "type": kind, "param": None, "code": body["error"]}}
+
+
+def openai_error_response(status: int, message: str, kind: str, code: str | None = None,
+                          headers: dict | None = None) -> SafeJSONResponse:
+    return SafeJSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}},
+                            status_code=status, headers=headers)
+
+
+def _answer(request: Request, status: int, body: dict, headers: dict | None = None) -> SafeJSONResponse:
+    """An error answer in the shape of the route's API."""
+    if openai_route(request.scope):
+        body = openai_payload(status, body)
+    return SafeJSONResponse(body, status_code=status, headers=headers)
+
+
 async def handle_error(request: Request, exc: Exception) -> SafeJSONResponse:
     status, body, headers = error_payload(exc)
-    return SafeJSONResponse(body, status_code=status, headers=headers)
+    return _answer(request, status, body, headers)
 
 
 async def handle_validation_error(request: Request, exc: RequestValidationError) -> SafeJSONResponse:
@@ -80,15 +110,15 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
         for e in exc.errors()
     ]
     summary = "; ".join(f"{'.'.join(d['loc'][1:]) or 'body'}: {d['msg']}" for d in details[:5])
-    return error_response(422, "invalid_request", summary or "invalid request", detail=details)
+    return _answer(request, 422, {"error": "invalid_request", "message": summary or "invalid request", "detail": details})
 
 
 async def handle_http_error(request: Request, exc: HTTPException) -> SafeJSONResponse:
     """Errors raised by the framework itself (unknown route 404, wrong method 405, a body it cannot
     decode 400) in the same shape."""
     codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
-    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-                           headers=getattr(exc, "headers", None))
+    return _answer(request, exc.status_code, {"error": codes.get(exc.status_code, "http_error"),
+                                              "message": str(exc.detail)}, getattr(exc, "headers", None))
 
 
 def install(api) -> None:
@@ -105,6 +135,8 @@ def _doc(description: str) -> dict:
 
 # statuses by route kind, for FastAPI's ``responses=`` (every status a route can answer)
 COMMON = {
+    401: {**_doc("the server requires an API key and the request has none, or a wrong one"),
+          "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}},
     413: _doc(f"request body over {MAX_BODY_BYTES} bytes"),
     422: _doc("body is not JSON or breaks the schema"),
     500: _doc("server error (e.g. a numerical fault of the model)"),
@@ -129,8 +161,10 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def _too_large(self, scope, receive, send):
-        msg = f"request body exceeds {self.max_bytes} bytes"
-        await error_response(413, "payload_too_large", msg)(scope, receive, send)
+        body = {"error": "payload_too_large", "message": f"request body exceeds {self.max_bytes} bytes"}
+        if openai_route(scope):
+            body = openai_payload(413, body)
+        await SafeJSONResponse(body, status_code=413)(scope, receive, send)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -15,7 +15,7 @@ import torch
 
 from seqgen.sampling import Job
 from seqgen.serve.errors import NotFound, UnknownSymbols
-from seqgen.serve.schemas import GenerateBody, ScoreBody, WriteBody
+from seqgen.serve.schemas import GenerateBody, ScoreBody, WriteBody, stop_strings
 
 
 def char_class(chars) -> str:
@@ -37,6 +37,11 @@ class ModelHandler:
     @property
     def kind(self) -> str:
         return self.loaded.config.model.kind
+
+    @property
+    def name(self) -> str:
+        """The model's name in requests, answers, logs and metrics: its run name."""
+        return self.loaded.config.run_name
 
     def summary(self) -> dict:
         """Short description of the model, returned with every answer."""
@@ -86,10 +91,11 @@ class TextHandler(ModelHandler):
         if not chars:
             return
         pattern = f"^{char_class(chars)}*$"
-        for name, field in (("GenerateBody", "prompt"), ("ScoreBody", "text")):
+        for name, field in (("GenerateBody", "prompt"), ("ScoreBody", "text"), ("CompletionBody", "prompt")):
             prop = schemas.get(name, {}).get("properties", {}).get(field)
             if prop is not None:
-                prop["pattern"] = pattern
+                for text in _string_schemas(prop):  # the field itself, or a list's items (OpenAI's prompt)
+                    text["pattern"] = pattern
                 prop["description"] = f"{prop.get('description', '')} (only symbols of the model's vocabulary)".strip()
 
     def _encode_check(self, text: str) -> None:
@@ -107,7 +113,8 @@ class TextHandler(ModelHandler):
 
     def generate_job(self, body: GenerateBody, seed: int) -> Job:
         self._encode_check(body.prompt)
-        return self.gen.job(body.prompt, body.length, body.temperature, body.top_k, seed, body.n)
+        return self.gen.job(body.prompt, body.max_tokens or body.length, body.temperature, body.top_k, seed, body.n,
+                            body.top_p, stop_strings(body.stop))
 
     def score_job(self, body: ScoreBody) -> Job:
         self._encode_check(body.text)
@@ -115,6 +122,21 @@ class TextHandler(ModelHandler):
 
     def decode(self, ids: list[int]) -> str:
         return self.vocab.decode(ids)
+
+
+def finish_reasons(done: dict) -> list[str]:
+    """Per row of a finished job (the engine's "done" event): 'stop' when it ended at a stop
+    sequence (or the kind's own stop rule), 'length' when it ran to its limit."""
+    return ["stop" if row["stopped"] else "length" for row in done["rows"]]
+
+
+def _string_schemas(schema: dict) -> list[dict]:
+    """The string schemas of a field: itself, its union's members, an array's items."""
+    if schema.get("type") == "string":
+        return [schema]
+    if schema.get("type") == "array":
+        return _string_schemas(schema.get("items", {}))
+    return [s for member in schema.get("anyOf", []) for s in _string_schemas(member)]
 
 
 class TextStream:

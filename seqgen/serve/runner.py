@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
+from seqgen.serve.api_keys import ApiKeys
 from seqgen.serve.config import ServeConfig
 
 
 def run(checkpoint_url: str, config: ServeConfig = ServeConfig(), *, host: str = "127.0.0.1", port: int = 8000,
-        storage: str | None = None, blocking: bool = True, name: str = "seqgen", route_prefix: str = "/") -> str:
+        storage: str | None = None, blocking: bool = True, name: str = "seqgen", route_prefix: str = "/",
+        api_keys: ApiKeys = ApiKeys()) -> str:
     """Start Serve (HTTP on ``host:port``, loopback by default) with this checkpoint's app
     (`seqgen.serve.app.build_app`).
 
@@ -23,7 +25,8 @@ def run(checkpoint_url: str, config: ServeConfig = ServeConfig(), *, host: str =
 
     ensure_ray()
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(checkpoint_url, config, storage=storage), name=name, route_prefix=route_prefix, blocking=False)
+    serve.run(build_app(checkpoint_url, config, storage=storage, api_keys=api_keys), name=name,
+              route_prefix=route_prefix, blocking=False)
     url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
     if blocking:
         print(f"serving {checkpoint_url} at {url} (Ctrl-C to stop)", flush=True)

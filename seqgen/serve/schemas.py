@@ -24,6 +24,8 @@ MAX_SAMPLES = 16  # samples per request (n)
 MAX_PROMPT_CHARS = 10_000
 MAX_SCORE_CHARS = 20_000
 MAX_TOP_K = 1_000_000
+MAX_STOP_STRINGS = 4  # as OpenAI's completions
+MAX_STOP_CHARS = 64
 MAX_SEED = MAX_RANDOM_SEED  # 2^53 - 1: exact in every JSON parser (float64), JavaScript included
 MAX_WRITE_CHARS = 200  # hard bound; the model's own limit (its max points) is usually lower
 MAX_BODY_BYTES = 256 * 1024  # well above the largest valid body (20k chars, JSON-escaped)
@@ -40,11 +42,23 @@ def _integral(value):
 Int = Annotated[int, BeforeValidator(_integral)]
 # In a union (seed: Seed | None) the bounds must sit on the member, or the JSON schema loses them.
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_integral)]
+Length = Annotated[int, Field(ge=1, le=MAX_LENGTH), BeforeValidator(_integral)]
 _Seed = Field(None, description="sample i uses seed + i (wrapping at 2^64); null = a random seed, returned in the "
               "answer so the output can be repeated")
 _Timeout = Field(None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S, description="deadline in seconds (null = the server's "
                  "default); past it the answer is 504")
 _Stream = Field(False, description="stream the output as it is drawn")
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+Stop = StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None
+StopField = Field(None, description=f"up to {MAX_STOP_STRINGS} strings: a sample ends before the first of them it "
+                   "produces (one the model's vocabulary cannot spell never ends it)")
+TopPField = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="nucleus sampling: draw among the likeliest "
+              "symbols whose probabilities sum to top_p (after temperature and top_k); 1 = all, tiny = greedy")
+
+
+def stop_strings(stop: "str | list[str] | None") -> tuple[str, ...]:
+    """The ``stop`` field as a tuple of strings."""
+    return () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
 
 
 class GenerateBody(BaseModel):
@@ -54,10 +68,13 @@ class GenerateBody(BaseModel):
 
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="text to continue (primes the network)")
     length: Int = Field(200, ge=1, le=MAX_LENGTH, description="symbols to generate per sample")
+    max_tokens: Length | None = Field(None, description="another name for length (OpenAI's); when given it wins")
     temperature: float = Field(1.0, ge=0.0, le=10.0, allow_inf_nan=False,
                                description=f"softmax temperature; below {TEMPERATURE_FLOOR} (0 included) sampling "
                                            "is greedy (argmax)")
     top_k: Int = Field(0, ge=0, le=MAX_TOP_K, description="sample among the k most likely; 0 = all")
+    top_p: float = TopPField
+    stop: Stop = StopField
     seed: Seed | None = _Seed
     n: Int = Field(1, ge=1, le=MAX_SAMPLES, description="number of samples")
     stream: bool = Field(False, description="answer text/event-stream: 'chunk' events of new text per sample, "
@@ -101,6 +118,8 @@ class ModelSummary(BaseModel):
 
 class GenerateResponse(BaseModel):
     samples: list[str]
+    finish_reasons: list[Literal["stop", "length"]] = Field(..., description="per sample: 'stop' it ended at a stop "
+                                                                            "string, 'length' it ran to its length")
     seed: int = Field(..., description="the seed used (sample i used seed + i)")
     model: ModelSummary
 

@@ -4,12 +4,14 @@ Routes (those the checkpoint's model kind cannot serve are absent from its OpenA
 answer 404)::
 
     GET  /            a page: type text -> handwriting drawn as it streams; prompt -> streamed text
-    POST /generate    {prompt, length, temperature, top_k, seed, n, stream, timeout_s}   text models
+    POST /generate    {prompt, length|max_tokens, temperature, top_k, top_p, stop, seed, n, stream,
+                       timeout_s}                                                       text models
     POST /score       {text, timeout_s} -> log-probability, bits per token, perplexity    text models
     POST /write       {text, bias, style, seed, stream, timeout_s} -> SVG + strokes       handwriting
     GET  /healthz     liveness; answered on the event loop, never behind generation
     GET  /info        checkpoint, model, limits
     GET  /stats       this replica's engine counters (also exported as Ray Serve metrics)
+    POST /v1/completions, GET /v1/models    OpenAI's completions API (`seqgen.serve.openai_api`)  text models
     GET  /openapi.json
 
 Every request goes through the replica's engine (`seqgen.serve.engine`), which runs in a child
@@ -32,13 +34,15 @@ from ray import serve
 from seqgen import kinds
 from seqgen.rng import random_seed
 from seqgen.sampling import Generator
-from seqgen.serve import errors
+from seqgen.serve import errors, openai_api
+from seqgen.serve.access import GateSettings, RecordingEngine, RequestGate, current_request_id, note_model
+from seqgen.serve.api_keys import ApiKeys
 from seqgen.serve.config import MAX_TIMEOUT_S, EngineConfig, ServeConfig
 from seqgen.serve.engine import Engine, EngineDown
 from seqgen.serve.engine_process import EngineProcess
 from seqgen.serve.errors import WORK, WRITE, BodyLimit, SafeJSONResponse, error_payload
-from seqgen.serve.handlers import TextStream
-from seqgen.serve.metrics import MetricsExporter
+from seqgen.serve.handlers import TextStream, finish_reasons
+from seqgen.serve.metrics import MetricsExporter, RequestMetrics
 from seqgen.serve.schemas import (
     MAX_BODY_BYTES, MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, GenerateBody, GenerateResponse, Health,
     ScoreBody, ScoreResponse, WriteBody, WriteResponse,
@@ -50,7 +54,7 @@ Loader = Callable[[str], tuple]  # checkpoint URL -> (model, LoadedCheckpoint)
 #: submit, events, snapshot, alive, stop, config); EngineProcess unless told otherwise
 EngineFactory = Callable[[Generator, EngineConfig], "Engine | EngineProcess"]
 PAGE = Path(__file__).parent / "static" / "index.html"
-ROUTE_CAPABILITY = {"/generate": "generate", "/score": "score", "/write": "write"}
+ROUTE_CAPABILITY = {"/generate": "generate", "/score": "score", "/write": "write", "/v1/completions": "generate"}
 
 api = FastAPI(
     title="seqgen",
@@ -59,13 +63,16 @@ api = FastAPI(
     default_response_class=SafeJSONResponse,
 )
 api.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+GATE = GateSettings()  # the replica's keys and metrics, set when it starts
+api.add_middleware(RequestGate, settings=GATE)  # outermost: ids, keys, access log, latency metrics
 errors.install(api)
 
 SSE = {200: {"content": {"text/event-stream": {"schema": {
     "type": "object", "required": ["event", "data"],
     "properties": {"event": {"type": "string", "enum": ["start", "chunk", "done", "error"]},
                    "data": {"type": "string", "description": "JSON: start {seed, samples, model}; chunk {sample, "
-                                                             "text}; done {samples, symbols, seed, elapsed_s}; error "
+                                                             "text}; done {samples, symbols, seed, finish_reasons, "
+                                                             "elapsed_s}; error "
                                                              "{error, message}"}}}}},
              "description": "JSON, or with stream=true a text/event-stream"}}
 NDJSON = {200: {"content": {"application/x-ndjson": {"schema": {
@@ -102,7 +109,8 @@ def _ndjson(data: dict) -> str:
 @serve.ingress(api)
 class SeqgenServer:
     def __init__(self, checkpoint_url: str, config: ServeConfig = ServeConfig(), storage: str | None = None,
-                 loader: Loader | None = None, make_engine: EngineFactory | None = None):
+                 loader: Loader | None = None, make_engine: EngineFactory | None = None,
+                 api_keys: ApiKeys = ApiKeys()):
         from seqgen.storage import Storage
 
         model, loaded = (loader or default_loader)(checkpoint_url)
@@ -113,8 +121,11 @@ class SeqgenServer:
         handler = kinds.resolve(kind.handler)
         self.handler = handler(model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
         self.config = config
-        self.engine = (make_engine or EngineProcess)(self.handler.gen, config.engine)
+        # the recording engine carries request ids into the engine and its timings into the access log
+        self.engine = RecordingEngine((make_engine or EngineProcess)(self.handler.gen, config.engine))
         self.metrics = MetricsExporter(self.engine)
+        GATE.keys, GATE.observe = api_keys, RequestMetrics().observe
+        self.started = int(time.time())
         api.openapi_schema = None  # built for this model on first use
         api.openapi = self._openapi
 
@@ -134,6 +145,7 @@ class SeqgenServer:
                 f"this checkpoint holds a {self.handler.kind!r} model, which does not serve /{capability} "
                 f"(it serves: {', '.join('/' + c for c in sorted(self.handler.capabilities))})"
             )
+        note_model(self.handler.name)
         return self.handler
 
     def _timeout(self, requested: float | None) -> float:
@@ -183,10 +195,13 @@ class SeqgenServer:
         if body.stream:
             return StreamingResponse(self._generate_events(ticket, stream, seed), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        reasons = []
         async for kind, payload in self.engine.events(ticket):
             if kind == "chunk":
                 stream.add(payload)
-        return {"samples": stream.texts(), "seed": seed, "model": handler.summary()}
+            else:
+                reasons = finish_reasons(payload)
+        return {"samples": stream.texts(), "finish_reasons": reasons, "seed": seed, "model": handler.summary()}
 
     async def _generate_events(self, ticket, stream: TextStream, seed: int):
         t0, symbols = time.monotonic(), 0
@@ -201,6 +216,7 @@ class SeqgenServer:
                     for i, text in stream.finish().items():
                         yield _sse("chunk", {"sample": i, "text": text})
                     yield _sse("done", {"samples": len(stream.ids), "symbols": symbols, "seed": seed,
+                                        "finish_reasons": finish_reasons(payload),
                                         "elapsed_s": round(time.monotonic() - t0, 4)})
         except Exception as e:  # noqa: BLE001 - the status line is gone: report in the stream
             yield _sse("error", error_payload(e)[1])
@@ -214,6 +230,27 @@ class SeqgenServer:
             if kind == "done":
                 return {**score_summary(payload["log_prob"], payload["tokens"]), "model": handler.summary()}
         raise RuntimeError("scoring ended without a result")
+
+    # ------------------------------------------------------------------------------ OpenAI's API
+    @api.get("/v1/models", response_model=openai_api.ModelList, responses=openai_api.ERRORS)
+    async def models(self) -> dict:
+        return openai_api.model_list([self.handler] if "generate" in self.handler.capabilities else [], self.started)
+
+    @api.post("/v1/completions", response_model=openai_api.Completion,
+              responses={**openai_api.ERRORS, **openai_api.SSE})
+    async def completions(self, body: openai_api.CompletionBody):
+        handler = self._handler_for("generate")
+        if body.model is not None and body.model != handler.name:
+            raise errors.NotFound(f"model {body.model!r} is not served here (served: {handler.name!r})")
+        completions = openai_api.Completions(self.engine, handler, body, self._timeout(None), current_request_id())
+        if body.stream:
+            return StreamingResponse(completions.stream(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await completions.answer()
+
+    @api.post("/v1/chat/completions", include_in_schema=False)
+    async def chat(self):
+        raise errors.NotFound(openai_api.NO_CHAT)
 
     # ------------------------------------------------------------------------------ /write
     @api.post("/write", response_model=WriteResponse, responses={**WRITE, **NDJSON})

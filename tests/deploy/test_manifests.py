@@ -259,7 +259,7 @@ def test_rayservice_runs_serve_behind_haproxy_on_every_pod():
     pods = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
     for pod in pods:
         for c in pod["spec"]["containers"]:
-            env = {e["name"]: e["value"] for e in c.get("env", [])}
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}  # secrets come as valueFrom
             assert {k: env.get(k) for k in ENV["haproxy"]} == ENV["haproxy"], c["name"]
 
 

@@ -107,6 +107,18 @@ def hw_url(serve_url, serve_started):
     yield deploy(serve_started, str(BUNDLED_HANDWRITING), "seqgen-hw", "/hw", max_streams=32, max_queued=32)
 
 
+KEY = "test-key-9f2c41d7"  # one of keyed_url's API keys (a constant: conftest may be imported twice)
+
+
+@pytest.fixture(scope="session")
+def keyed_url(serve_url, serve_started, tiny_checkpoint):
+    """The tiny checkpoint behind API keys (KEY and "another-key") at /keyed, logging JSON."""
+    from seqgen.serve.api_keys import ApiKeys
+
+    yield deploy(serve_started, tiny_checkpoint, "seqgen-keyed", "/keyed", max_streams=8, max_queued=8,
+                 api_keys=ApiKeys.of([KEY, "another-key"]), log_format="json")
+
+
 @pytest.fixture(scope="session")
 def metrics_url(ray_session) -> str:
     """Prometheus endpoint of this node's Ray metrics agent (where Serve metrics are exported)."""

