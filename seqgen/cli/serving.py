@@ -1,4 +1,4 @@
-"""``seqgen serve``: a checkpoint behind Ray Serve on HOST:PORT, until Ctrl-C.
+"""``seqgen serve``: checkpoints behind Ray Serve on HOST:PORT, until Ctrl-C.
 
 The engine and deployment settings are those of `seqgen.serve.config.ServeConfig`, whose defaults
 and descriptions the options show."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import os
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -18,6 +18,8 @@ from seqgen.serve.ingress import AUTO, INGRESS
 from seqgen.storage import Storage
 
 DEFAULTS = ServeConfig()
+#: what a fresh install serves: the page's handwriting, /generate's and /v1/completions' text
+DEFAULT_MODELS = ["bundled:handwriting", "bundled:shakespeare"]
 Ingress = enum.Enum("Ingress", {mode: mode for mode in (AUTO, *INGRESS)}, type=str)
 
 
@@ -29,9 +31,10 @@ def _setting(name: str, option: Optional[str] = None):
 
 
 def serve(
-    checkpoint: Optional[str] = typer.Argument(None, help="Checkpoint directory URL, run directory, run name on "
-                                                          "storage, or a bundled model: bundled:shakespeare (text), "
-                                                          "bundled:handwriting (the default)."),
+    checkpoints: Optional[List[str]] = typer.Argument(
+        None, help="Checkpoints to serve side by side (a request picks one with 'model', default the first of its "
+                   "kind): checkpoint directory URLs, run directories, run names on storage, or bundled models. "
+                   "None: both bundled models, bundled:handwriting and bundled:shakespeare (text)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, help="HTTP port."),
     replicas: int = _setting("num_replicas", "--replicas"),
@@ -53,9 +56,9 @@ def serve(
     storage: Optional[str] = StorageOpt,
     address: Optional[str] = AddressOpt,
 ):
-    """Serve /generate, /score (text) or /write (handwriting), and a page at /, with Ray Serve
-    (blocks until Ctrl-C)."""
-    from seqgen.catalog import bundled_handwriting, find_checkpoint
+    """Serve /generate, /score, /v1/completions (text), /write (handwriting), and a page at /, with
+    Ray Serve (blocks until Ctrl-C)."""
+    from seqgen.catalog import find_checkpoint
     from seqgen.runtime import ensure_ray
     from seqgen.serve import ingress as ingresses
     from seqgen.serve.api_keys import ApiKeys
@@ -68,7 +71,8 @@ def serve(
         typer.echo(f"warning: serving on {host} without API keys: anyone who can reach it can use it "
                    "(--api-key-file or $SEQGEN_API_KEYS)", err=True)
     st = Storage.from_url(storage)
-    url = find_checkpoint(st, checkpoint) if checkpoint else bundled_handwriting()
+    refs = checkpoints or DEFAULT_MODELS
+    urls = [find_checkpoint(st, ref) for ref in refs]
     if not (address or os.environ.get("RAY_ADDRESS")):
         mode, why = ingresses.resolve(ingress.value)
         if why:
@@ -77,7 +81,7 @@ def serve(
     ensure_ray(address)
     from seqgen.serve.runner import run
 
-    run(url, config, host=host, port=port, storage=st.url, api_keys=keys)
+    run(urls, config, host=host, port=port, storage=st.url, api_keys=keys)
 
 
 def _loopback(host: str) -> bool:

@@ -7,39 +7,53 @@ import time
 
 
 class MetricsExporter:
-    """Publishes the engine's statistics as Ray Serve metrics (Prometheus, via Ray's metrics agent)
-    once a second: batch occupancy, running rows, queue length, symbols/s and request outcomes."""
+    """Publishes the engines' statistics as Ray Serve metrics (Prometheus, via Ray's metrics agent)
+    once a second, tagged with the model each engine serves (a replica runs one engine per model):
+    batch occupancy, running rows, queue length, symbols/s and request outcomes."""
 
-    def __init__(self, engine, period_s: float = 1.0):
+    def __init__(self, engines: dict, period_s: float = 1.0):
+        """``engines``: model name -> its engine. One set of metric objects for all of them (Ray
+        keeps one definition per metric name in a process), the model as a tag."""
         from ray.serve import metrics
 
-        self.engine = engine
+        self.engines = engines
         self.period_s = period_s
         self.gauges = {
-            "occupancy": metrics.Gauge("seqgen_batch_occupancy", description="rows in the running batch / max streams"),
-            "running_rows": metrics.Gauge("seqgen_running_rows", description="rows in the running batch"),
-            "queue_length": metrics.Gauge("seqgen_queue_length", description="requests waiting for a slot"),
-            "symbols_per_s": metrics.Gauge("seqgen_symbols_per_second", description="symbols drawn per second"),
+            "occupancy": metrics.Gauge("seqgen_batch_occupancy", description="rows in the running batch / max streams",
+                                       tag_keys=("model",)),
+            "running_rows": metrics.Gauge("seqgen_running_rows", description="rows in the running batch",
+                                          tag_keys=("model",)),
+            "queue_length": metrics.Gauge("seqgen_queue_length", description="requests waiting for a slot",
+                                          tag_keys=("model",)),
+            "symbols_per_s": metrics.Gauge("seqgen_symbols_per_second", description="symbols drawn per second",
+                                           tag_keys=("model",)),
         }
-        self.requests = metrics.Counter("seqgen_requests", description="requests by outcome", tag_keys=("outcome",))
-        self.symbols = metrics.Counter("seqgen_symbols", description="symbols and pen points drawn")
-        self._seen: dict = {}
-        self._seen_symbols = 0
+        self.requests = metrics.Counter("seqgen_requests", description="requests by outcome",
+                                        tag_keys=("outcome", "model"))
+        self.symbols = metrics.Counter("seqgen_symbols", description="symbols and pen points drawn",
+                                       tag_keys=("model",))
+        self._seen: dict = {name: {} for name in engines}  # model -> outcome -> count already exported
+        self._seen_symbols = dict.fromkeys(engines, 0)
         threading.Thread(target=self._run, name="seqgen-metrics", daemon=True).start()
 
     def export(self) -> None:
-        s = self.engine.snapshot()
-        self.gauges["occupancy"].set(s["running_rows"] / self.engine.config.max_streams)
-        self.gauges["running_rows"].set(s["running_rows"])
-        self.gauges["queue_length"].set(s["queue_length"])
-        self.gauges["symbols_per_s"].set(s["symbols_per_s"])
+        for name, engine in self.engines.items():
+            self._export(name, engine)
+
+    def _export(self, name: str, engine) -> None:
+        s, tags = engine.snapshot(), {"model": name}
+        self.gauges["occupancy"].set(s["running_rows"] / engine.config.max_streams, tags=tags)
+        self.gauges["running_rows"].set(s["running_rows"], tags=tags)
+        self.gauges["queue_length"].set(s["queue_length"], tags=tags)
+        self.gauges["symbols_per_s"].set(s["symbols_per_s"], tags=tags)
+        seen = self._seen[name]
         for outcome, count in s["requests"].items():
-            if count > self._seen.get(outcome, 0):
-                self.requests.inc(count - self._seen.get(outcome, 0), tags={"outcome": outcome})
-                self._seen[outcome] = count
-        if s["symbols_generated"] > self._seen_symbols:
-            self.symbols.inc(s["symbols_generated"] - self._seen_symbols)
-            self._seen_symbols = s["symbols_generated"]
+            if count > seen.get(outcome, 0):
+                self.requests.inc(count - seen.get(outcome, 0), tags={**tags, "outcome": outcome})
+                seen[outcome] = count
+        if s["symbols_generated"] > self._seen_symbols[name]:
+            self.symbols.inc(s["symbols_generated"] - self._seen_symbols[name], tags=tags)
+            self._seen_symbols[name] = s["symbols_generated"]
 
     def _run(self) -> None:
         while True:

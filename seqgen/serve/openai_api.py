@@ -48,7 +48,8 @@ class CompletionBody(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    model: str | None = Field(None, description="a model of GET /v1/models (null: the first text model)")
+    model: str | None = Field(None, max_length=256, description="a model of GET /v1/models (null: the first text "
+                                                                "model)")
     prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS)] = Field(
         ..., description=f"text to continue, or a list of up to {MAX_PROMPTS} texts")
     max_tokens: Int = Field(16, ge=1, le=MAX_LENGTH, description="symbols to generate per choice")

@@ -1,4 +1,4 @@
-"""Serving one checkpoint from this process until Ctrl-C (``seqgen serve``)."""
+"""Serving checkpoints from this process until Ctrl-C (``seqgen serve``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from seqgen.serve.api_keys import ApiKeys
 from seqgen.serve.config import ServeConfig
 
 
-def run(checkpoint_url: str, config: ServeConfig = ServeConfig(), *, host: str = "127.0.0.1", port: int = 8000,
+def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *, host: str = "127.0.0.1", port: int = 8000,
         storage: str | None = None, blocking: bool = True, name: str = "seqgen", route_prefix: str = "/",
         api_keys: ApiKeys = ApiKeys()) -> str:
-    """Start Serve (HTTP on ``host:port``, loopback by default) with this checkpoint's app
+    """Start Serve (HTTP on ``host:port``, loopback by default) with these checkpoints' app
     (`seqgen.serve.app.build_app`).
 
     Returns the base URL; with ``blocking`` waits until Ctrl-C, then shuts Serve down. What
@@ -25,11 +25,12 @@ def run(checkpoint_url: str, config: ServeConfig = ServeConfig(), *, host: str =
 
     ensure_ray()
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(checkpoint_url, config, storage=storage, api_keys=api_keys), name=name,
+    serve.run(build_app(checkpoint_urls, config, storage=storage, api_keys=api_keys), name=name,
               route_prefix=route_prefix, blocking=False)
     url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
     if blocking:
-        print(f"serving {checkpoint_url} at {url} (Ctrl-C to stop)", flush=True)
+        served = checkpoint_urls if isinstance(checkpoint_urls, str) else ", ".join(checkpoint_urls)
+        print(f"serving {served} at {url} (Ctrl-C to stop)", flush=True)
         try:
             while True:
                 time.sleep(1.0)

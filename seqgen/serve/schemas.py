@@ -47,6 +47,8 @@ _Seed = Field(None, description="sample i uses seed + i (wrapping at 2^64); null
               "answer so the output can be repeated")
 _Timeout = Field(None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S, description="deadline in seconds (null = the server's "
                  "default); past it the answer is 504")
+ModelField = Field(None, max_length=256, description="the served model to use, by its run name (GET /info lists "
+                   "them); null = the first served model that answers this route")
 _Stream = Field(False, description="stream the output as it is drawn")
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 Stop = StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None
@@ -66,6 +68,7 @@ class GenerateBody(BaseModel):
 
     model_config = _strict
 
+    model: str | None = ModelField
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="text to continue (primes the network)")
     length: Int = Field(200, ge=1, le=MAX_LENGTH, description="symbols to generate per sample")
     max_tokens: Length | None = Field(None, description="another name for length (OpenAI's); when given it wins")
@@ -87,6 +90,7 @@ class ScoreBody(BaseModel):
 
     model_config = _strict
 
+    model: str | None = ModelField
     text: str = Field(..., min_length=1, max_length=MAX_SCORE_CHARS, description="text to score")
     timeout_s: float | None = _Timeout
 
@@ -107,6 +111,7 @@ class WriteBody(BaseModel):
     best_of: Int = Field(1, ge=1, le=MAX_BEST_OF, description="write this many candidates as rows of one batch and "
                          "answer the one the handwriting recognizer reads best (with stream: the chosen one, once chosen)")
     timeout_s: float | None = _Timeout
+    model: str | None = ModelField
 
 
 class ModelSummary(BaseModel):

@@ -1,7 +1,13 @@
-"""The Ray Serve deployment: HTTP routes over one continuous-batching engine per replica.
+"""The Ray Serve deployment: HTTP routes over the served models, one continuous-batching engine
+per model in every replica.
 
-Routes (those the checkpoint's model kind cannot serve are absent from its OpenAPI document and
-answer 404)::
+A replica serves one or several checkpoints (text and handwriting models side by side, or several
+text models). A request picks one with ``model`` (its run name, OpenAI's field; default: the first
+served model that has the route); an unknown name is a 404 naming the served ones. Why one
+deployment holding every model rather than a deployment per model behind an ingress, or
+``serve.multiplexed``: docs/serving.md, "Several models behind one URL".
+
+Routes (those no served model can answer are absent from the OpenAPI document and answer 404)::
 
     GET  /            a page: type text -> handwriting drawn as it streams; prompt -> streamed text
     POST /generate    {prompt, length|max_tokens, temperature, top_k, top_p, stop, seed, n, stream,
@@ -9,18 +15,19 @@ answer 404)::
     POST /score       {text, timeout_s} -> log-probability, bits per token, perplexity    text models
     POST /write       {text, bias, style, seed, stream, timeout_s} -> SVG + strokes       handwriting
     GET  /healthz     liveness; answered on the event loop, never behind generation
-    GET  /info        checkpoint, model, limits
-    GET  /stats       this replica's engine counters (also exported as Ray Serve metrics)
+    GET  /info        the models (the first one's fields at the top level too), engine, limits
+    GET  /stats       this replica's engine counters per model (also exported as Ray Serve metrics)
     POST /v1/completions, GET /v1/models    OpenAI's completions API (`seqgen.serve.openai_api`)  text models
     GET  /openapi.json
 
-Every request goes through the replica's engine (`seqgen.serve.engine`), which runs in a child
+Every request goes through its model's engine (`seqgen.serve.engine`), which runs in a child
 process of the replica (`seqgen.serve.engine_process`): a request joins the running batch at the
 next step, a full queue answers 503 at once, a deadline 504. Errors have one JSON shape
 (`seqgen.serve.errors`). The application is built by `seqgen.serve.app`.
 """
 
 import asyncio
+import copy
 import json
 import time
 from pathlib import Path
@@ -90,6 +97,20 @@ def default_loader(checkpoint_url: str):
     return load_model(checkpoint_url, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _handler(model, loaded, checkpoint_url: str, storage):
+    """The handler of a loaded checkpoint's model kind (`seqgen.serve.handlers`)."""
+    kind = kinds.get(loaded.config.model.kind)
+    if kind.handler is None:
+        served = ", ".join(k.name for k in kinds.KINDS.values() if k.handler)
+        raise ValueError(f"model kind {kind.name!r} is not served (served kinds: {served})")
+    return kinds.resolve(kind.handler)(model, loaded, checkpoint_url, storage)
+
+
+def _listing(handlers) -> str:
+    """The served models as ``name (kind: its routes)``, for error messages."""
+    return ", ".join(f"{h.name} ({h.kind}: {', '.join('/' + c for c in sorted(h.capabilities))})" for h in handlers)
+
+
 def _replica_id() -> str | None:
     try:
         return serve.get_replica_context().replica_tag
@@ -108,45 +129,75 @@ def _ndjson(data: dict) -> str:
 @serve.deployment(name="SeqgenServer")
 @serve.ingress(api)
 class SeqgenServer:
-    def __init__(self, checkpoint_url: str, config: ServeConfig = ServeConfig(), storage: str | None = None,
-                 loader: Loader | None = None, make_engine: EngineFactory | None = None,
+    def __init__(self, checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(),
+                 storage: str | None = None, loader: Loader | None = None, make_engine: EngineFactory | None = None,
                  api_keys: ApiKeys = ApiKeys()):
         from seqgen.storage import Storage
 
-        model, loaded = (loader or default_loader)(checkpoint_url)
-        kind = kinds.get(loaded.config.model.kind)
-        if kind.handler is None:
-            served = ", ".join(k.name for k in kinds.KINDS.values() if k.handler)
-            raise ValueError(f"model kind {kind.name!r} is not served (served kinds: {served})")
-        handler = kinds.resolve(kind.handler)
-        self.handler = handler(model, loaded, checkpoint_url, Storage.from_url(storage) if storage else None)
+        urls = [checkpoint_urls] if isinstance(checkpoint_urls, str) else list(checkpoint_urls)
+        st = Storage.from_url(storage) if storage else None
+        handlers = [_handler(*(loader or default_loader)(url), url, st) for url in urls]
+        names = [h.name for h in handlers]
+        if not handlers or len(set(names)) < len(names):
+            raise ValueError(f"the served models need distinct run names (got {names})")
+        self.handlers = {h.name: h for h in handlers}  # in the order given: the first of a kind is its default
         self.config = config
+        # one engine per model: their batches cannot mix (different networks, different inputs);
         # the recording engine carries request ids into the engine and its timings into the access log
-        self.engine = RecordingEngine((make_engine or EngineProcess)(self.handler.gen, config.engine))
-        self.metrics = MetricsExporter(self.engine)
+        self.engines = {h.name: RecordingEngine((make_engine or EngineProcess)(h.gen, config.engine))
+                        for h in handlers}
+        self.metrics = MetricsExporter(self.engines)
         GATE.keys, GATE.observe = api_keys, RequestMetrics().observe
         self.started = int(time.time())
-        api.openapi_schema = None  # built for this model on first use
+        api.openapi_schema = None  # built for these models on first use
         api.openapi = self._openapi
 
     def _openapi(self) -> dict:
-        """The OpenAPI document of THIS model: only its routes, with what it can read stated."""
+        """The OpenAPI document of THESE models: only their routes, with what they can read stated."""
         if api.openapi_schema is None:
             schema = get_openapi(title=api.title, version="1", description=api.description, routes=api.routes)
+            served = set().union(*(h.capabilities for h in self.handlers.values()))
             schema["paths"] = {path: ops for path, ops in schema["paths"].items()
-                               if ROUTE_CAPABILITY.get(path, "") in self.handler.capabilities | {""}}
-            self.handler.openapi_limits(schema.get("components", {}).get("schemas", {}))
+                               if ROUTE_CAPABILITY.get(path, "") in served | {""}}
+            components = schema.get("components", {}).get("schemas", {})
+            # one document for every model: what the models of a kind can read (a prompt's characters,
+            # a text's length) is stated only when they all read the same, else a request that one
+            # model's limit forbids may still be valid for another
+            for kind in {type(h) for h in self.handlers.values()}:
+                stated = []
+                for handler in (h for h in self.handlers.values() if type(h) is kind):
+                    stated.append(copy.deepcopy(components))
+                    handler.openapi_limits(stated[-1])
+                if all(limits == stated[0] for limits in stated):
+                    components.update(stated[0])
+            for body, capability in (("GenerateBody", "generate"), ("ScoreBody", "score"), ("WriteBody", "write"),
+                                     ("CompletionBody", "generate")):
+                prop = components.get(body, {}).get("properties", {}).get("model")
+                if prop is not None:  # the names this route answers (any other is a 404 naming them)
+                    names = [h.name for h in self.handlers.values() if capability in h.capabilities]
+                    for text in (m for m in prop.get("anyOf", [prop]) if m.get("type") == "string"):
+                        text["enum"] = names
             api.openapi_schema = schema
         return api.openapi_schema
 
-    def _handler_for(self, capability: str):
-        if capability not in self.handler.capabilities:
-            raise errors.NotFound(
-                f"this checkpoint holds a {self.handler.kind!r} model, which does not serve /{capability} "
-                f"(it serves: {', '.join('/' + c for c in sorted(self.handler.capabilities))})"
-            )
-        note_model(self.handler.name)
-        return self.handler
+    def _pick(self, capability: str, model: str | None = None):
+        """The (handler, engine) of the model a request names (None: the first that serves
+        ``capability``); 404 naming the served models when there is none such."""
+        if model is not None:
+            handler = self.handlers.get(model)
+            if handler is None:
+                raise errors.NotFound(f"model {model!r} is not served here (served: {', '.join(self.handlers)})")
+            if capability not in handler.capabilities:
+                raise errors.NotFound(
+                    f"model {model!r} is a {handler.kind!r} model, which does not serve /{capability} "
+                    f"(served: {_listing(self.handlers.values())})")
+        else:
+            handler = next((h for h in self.handlers.values() if capability in h.capabilities), None)
+            if handler is None:
+                raise errors.NotFound(f"no model served here answers /{capability} "
+                                      f"(served: {_listing(self.handlers.values())})")
+        note_model(handler.name)
+        return handler, self.engines[handler.name]
 
     def _timeout(self, requested: float | None) -> float:
         return requested or self.config.timeout_s  # both at most MAX_TIMEOUT_S (schemas, ServeConfig)
@@ -164,7 +215,10 @@ class SeqgenServer:
     async def info(self) -> dict:
         import torch
 
-        return {**self.handler.info(),
+        models = [h.info() for h in self.handlers.values()]
+        # the first model's fields stay at the top level, as when a server had one model
+        return {**models[0], "models": models,
+                "routes": sorted(set().union(*(h.capabilities for h in self.handlers.values()))),
                 "engine": {**self.config.engine.model_dump(), "default_timeout_s": self.config.timeout_s},
                 "limits": {"length": MAX_LENGTH, "n": MAX_SAMPLES, "prompt_chars": MAX_PROMPT_CHARS,
                            "score_chars": MAX_SCORE_CHARS, "body_bytes": MAX_BODY_BYTES, "timeout_s": MAX_TIMEOUT_S},
@@ -172,42 +226,44 @@ class SeqgenServer:
 
     @api.get("/stats")
     async def stats(self) -> dict:
-        return {**await asyncio.to_thread(self.engine.snapshot), "replica": _replica_id()}
+        snapshots = {name: await asyncio.to_thread(engine.snapshot) for name, engine in self.engines.items()}
+        return {**next(iter(snapshots.values())), "models": snapshots, "replica": _replica_id()}
 
     def __del__(self):  # Serve calls it when the replica shuts down
-        engine = getattr(self, "engine", None)
-        if engine is not None:
+        for engine in getattr(self, "engines", {}).values():
             engine.stop()
 
     def check_health(self) -> None:
         """Serve's periodic health check (and /healthz): a replica whose engine process died is
         replaced by Serve."""
-        if not self.engine.alive():
-            raise EngineDown(f"the engine is down ({self.engine.exit_reason}); the replica is being replaced")
+        for name, engine in self.engines.items():
+            if not engine.alive():
+                raise EngineDown(f"the engine of {name!r} is down ({engine.exit_reason}); the replica is being "
+                                 "replaced")
 
     # ------------------------------------------------------------------------------ /generate
     @api.post("/generate", response_model=GenerateResponse, responses={**WORK, **SSE})
     async def generate(self, body: GenerateBody):
-        handler = self._handler_for("generate")
+        handler, engine = self._pick("generate", body.model)
         seed = random_seed() if body.seed is None else body.seed
-        ticket = self.engine.submit(handler.generate_job(body, seed), self._timeout(body.timeout_s))
+        ticket = engine.submit(handler.generate_job(body, seed), self._timeout(body.timeout_s))
         stream = TextStream(handler, body.n)
         if body.stream:
-            return StreamingResponse(self._generate_events(ticket, stream, seed), media_type="text/event-stream",
+            return StreamingResponse(self._generate_events(engine, ticket, stream, seed), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         reasons = []
-        async for kind, payload in self.engine.events(ticket):
+        async for kind, payload in engine.events(ticket):
             if kind == "chunk":
                 stream.add(payload)
             else:
                 reasons = finish_reasons(payload)
         return {"samples": stream.texts(), "finish_reasons": reasons, "seed": seed, "model": handler.summary()}
 
-    async def _generate_events(self, ticket, stream: TextStream, seed: int):
+    async def _generate_events(self, engine, ticket, stream: TextStream, seed: int):
         t0, symbols = time.monotonic(), 0
-        yield _sse("start", {"seed": seed, "samples": len(stream.ids), "model": self.handler.summary()})
+        yield _sse("start", {"seed": seed, "samples": len(stream.ids), "model": stream.handler.summary()})
         try:
-            async for kind, payload in self.engine.events(ticket):
+            async for kind, payload in engine.events(ticket):
                 if kind == "chunk":
                     symbols += sum(len(v) for v in payload.values())
                     for i, text in stream.add(payload).items():
@@ -224,9 +280,9 @@ class SeqgenServer:
     # ------------------------------------------------------------------------------ /score
     @api.post("/score", response_model=ScoreResponse, responses=WORK)
     async def score(self, body: ScoreBody) -> dict:
-        handler = self._handler_for("score")
-        ticket = self.engine.submit(handler.score_job(body), self._timeout(body.timeout_s))
-        async for kind, payload in self.engine.events(ticket):
+        handler, engine = self._pick("score", body.model)
+        ticket = engine.submit(handler.score_job(body), self._timeout(body.timeout_s))
+        async for kind, payload in engine.events(ticket):
             if kind == "done":
                 return {**score_summary(payload["log_prob"], payload["tokens"]), "model": handler.summary()}
         raise RuntimeError("scoring ended without a result")
@@ -234,15 +290,13 @@ class SeqgenServer:
     # ------------------------------------------------------------------------------ OpenAI's API
     @api.get("/v1/models", response_model=openai_api.ModelList, responses=openai_api.ERRORS)
     async def models(self) -> dict:
-        return openai_api.model_list([self.handler] if "generate" in self.handler.capabilities else [], self.started)
+        return openai_api.model_list([h for h in self.handlers.values() if "generate" in h.capabilities], self.started)
 
     @api.post("/v1/completions", response_model=openai_api.Completion,
               responses={**openai_api.ERRORS, **openai_api.SSE})
     async def completions(self, body: openai_api.CompletionBody):
-        handler = self._handler_for("generate")
-        if body.model is not None and body.model != handler.name:
-            raise errors.NotFound(f"model {body.model!r} is not served here (served: {handler.name!r})")
-        completions = openai_api.Completions(self.engine, handler, body, self._timeout(None), current_request_id())
+        handler, engine = self._pick("generate", body.model)
+        completions = openai_api.Completions(engine, handler, body, self._timeout(None), current_request_id())
         if body.stream:
             return StreamingResponse(completions.stream(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -255,15 +309,15 @@ class SeqgenServer:
     # ------------------------------------------------------------------------------ /write
     @api.post("/write", response_model=WriteResponse, responses={**WRITE, **NDJSON})
     async def write(self, body: WriteBody):
-        handler = self._handler_for("write")
+        handler, engine = self._pick("write", body.model)
         seed = random_seed() if body.seed is None else body.seed
-        ticket = self.engine.submit(handler.write_job(body, seed), self._timeout(body.timeout_s))
+        ticket = engine.submit(handler.write_job(body, seed), self._timeout(body.timeout_s))
         if body.stream and body.best_of == 1:
-            return StreamingResponse(self._write_events(ticket, seed), media_type="application/x-ndjson",
+            return StreamingResponse(self._write_events(handler, engine, ticket, seed), media_type="application/x-ndjson",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         t0 = time.monotonic()
         outputs: dict[int, list] = {i: [] for i in range(body.best_of)}  # row -> its pen points
-        async for kind, payload in self.engine.events(ticket):
+        async for kind, payload in engine.events(ticket):
             if kind == "chunk":
                 for i, points in payload.items():
                     outputs[i] += points
@@ -278,16 +332,16 @@ class SeqgenServer:
         return {"svg": handler.svg(offsets), "strokes": offsets.round(3).tolist(), "points": len(offsets),
                 "seed": seed, "model": handler.summary(), "legibility": legibility}
 
-    async def _write_events(self, ticket, seed: int):
+    async def _write_events(self, handler, engine, ticket, seed: int):
         t0, points = time.monotonic(), 0
         try:
-            async for kind, payload in self.engine.events(ticket):
+            async for kind, payload in engine.events(ticket):
                 if kind == "chunk":
-                    new = self.handler.points(payload.get(0, []))
+                    new = handler.points(payload.get(0, []))
                     points += len(new)
                     yield _ndjson({"points": new.round(3).tolist()})
                 else:
                     yield _ndjson({"done": True, "points": points, "seed": seed,
-                                   "elapsed_s": round(time.monotonic() - t0, 4), "model": self.handler.summary()})
+                                   "elapsed_s": round(time.monotonic() - t0, 4), "model": handler.summary()})
         except Exception as e:  # noqa: BLE001 - the status line is gone: report in the stream
             yield _ndjson(error_payload(e)[1])

@@ -41,7 +41,7 @@ RUNTIME_ENV = REPO / "deploy" / "runtime_env.yaml"
 CRDS = Path(os.environ.get("SEQGEN_KUBERAY_CRDS", REPO.parent / "shared" / "specs" / "kuberay"))
 IMAGE = re.compile(r"^registry\.example\.com/seqgen:\d+\.\d+\.\d+-(cpu|gpu)$")
 # What seqgen.serve.app:app_builder accepts as args (kept at that import path by the serve package).
-SERVE_ARGS = {"checkpoint", "storage", "num_replicas", "num_cpus", "num_gpus", "max_ongoing_requests"}
+SERVE_ARGS = {"checkpoint", "checkpoints", "storage", "num_replicas", "num_cpus", "num_gpus", "max_ongoing_requests"}
 
 
 def _yaml(path: Path):

@@ -61,7 +61,7 @@ def tiny_checkpoint(ray_session, tmp_path_factory) -> str:
     return find_checkpoint(storage, "serve-tiny")
 
 
-def deploy(serve_started, checkpoint: str, name: str, route_prefix: str, **kw) -> str:
+def deploy(serve_started, checkpoint: str | list[str], name: str, route_prefix: str, **kw) -> str:
     """Run one seqgen app on the shared Serve instance; its base URL once it answers."""
     import requests
     from ray import serve
@@ -105,6 +105,16 @@ def hw_url(serve_url, serve_started):
     from seqgen.catalog import BUNDLED_HANDWRITING
 
     yield deploy(serve_started, str(BUNDLED_HANDWRITING), "seqgen-hw", "/hw", max_streams=32, max_queued=32)
+
+
+@pytest.fixture(scope="session")
+def multi_url(serve_url, serve_started, tiny_checkpoint):
+    """Three models behind one URL at /multi: the tiny text checkpoint (the default text model),
+    the bundled handwriting model, and the bundled Shakespeare text model."""
+    from seqgen.catalog import bundled
+
+    yield deploy(serve_started, [tiny_checkpoint, bundled("handwriting"), bundled("shakespeare")], "seqgen-multi",
+                 "/multi", max_streams=16, max_queued=16)
 
 
 KEY = "test-key-9f2c41d7"  # one of keyed_url's API keys (a constant: conftest may be imported twice)

@@ -70,6 +70,23 @@ def test_builder_refuses_unknown_arguments():
         app_builder({})
 
 
+def test_builder_takes_one_checkpoint_or_a_list():
+    """``checkpoint`` (existing configs) or ``checkpoints`` (a list, or a comma-separated string from
+    an environment variable): the deployment gets every checkpoint's URL, in order."""
+    from seqgen.serve.app import checkpoint_list
+
+    def urls(app):  # what the deployment's constructor receives
+        return app._bound_deployment.init_args[0]
+
+    shakespeare = str(ROOT / "seqgen" / "assets" / "shakespeare")
+    assert urls(app_builder({"checkpoint": BUNDLED, "num_cpus": "0"})) == [BUNDLED]
+    assert urls(app_builder({"checkpoints": ["bundled:shakespeare", BUNDLED]})) == [shakespeare, BUNDLED]
+    assert urls(app_builder({"checkpoints": f"{BUNDLED}, bundled:shakespeare"})) == [BUNDLED, shakespeare]
+    assert checkpoint_list(None) == checkpoint_list("") == [] and checkpoint_list(" a ,b,") == ["a", "b"]
+    with pytest.raises(ValueError, match="not both"):
+        app_builder({"checkpoint": BUNDLED, "checkpoints": [BUNDLED]})
+
+
 def test_the_cli_shows_the_config_defaults():
     """`seqgen serve`'s options default to ServeConfig's (one set of defaults)."""
     from seqgen import cli
@@ -103,7 +120,7 @@ def test_serve_yaml_is_a_valid_serve_config_consistent_with_the_engine():
     assert application["import_path"] == "seqgen.serve.app:app_builder"
     (deployment,) = application["deployments"]
     args = application["args"]
-    settings = ServeConfig.of(**{k: v for k, v in args.items() if k not in ("checkpoint", "storage")})
+    settings = ServeConfig.of(**{k: v for k, v in args.items() if k not in ("checkpoints", "storage")})
     expected = settings.deployment_options()
     assert deployment["max_ongoing_requests"] == expected["max_ongoing_requests"]
     assert deployment["max_queued_requests"] == expected["max_queued_requests"]

