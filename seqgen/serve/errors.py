@@ -149,8 +149,9 @@ WORK = {
                  "header's seconds"),
           "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
     504: _doc("the request's deadline passed"),
+    404: _doc("no such model for this route (the message names the ones served)"),
 }
-WRITE = {**WORK, 404: _doc("unknown style")}
+WRITE = {**WORK, 404: _doc("unknown style, or no such model for this route (the message names the ones served)")}
 
 
 class BodyLimit:
