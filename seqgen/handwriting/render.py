@@ -37,18 +37,17 @@ def _strokes(offsets: np.ndarray, y_up: bool) -> list[np.ndarray]:
 
 
 def layout(lines: Lines, y_up: bool = False, line_gap: float = 0.25) -> list[list[np.ndarray]]:
-    """Each line's strokes on one y-down page: left-aligned at x = 0, stacked from y = 0 downwards
-    with ``line_gap`` x (tallest line height) between lines."""
+    """Each line's strokes on one y-down page: left-aligned at x = 0, line i's top at i x pitch, with
+    pitch = (1 + ``line_gap``) x the tallest line's height (even spacing; an empty line is a blank row)."""
     per_line = [_strokes(o, y_up) for o in _as_lines(lines)]
     heights = [np.ptp(np.concatenate(s)[:, 1]) if s else 0.0 for s in per_line]
-    gap = line_gap * max(heights, default=0.0)
-    page, top = [], 0.0
-    for strokes, height in zip(per_line, heights):
+    pitch = (1 + line_gap) * max(heights, default=0.0)
+    page = []
+    for i, strokes in enumerate(per_line):
         if strokes:
             lo = np.concatenate(strokes).min(0)
-            strokes = [s - lo + (0.0, top) for s in strokes]
+            strokes = [s - lo + (0.0, i * pitch) for s in strokes]
         page.append(strokes)
-        top += height + gap
     return page
 
 
