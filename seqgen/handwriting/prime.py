@@ -79,15 +79,16 @@ def writing_size(lines) -> float:
 
 def writing_scale(strokes, text: str, meta: dict) -> float:
     """The factor that gives the drawing the training data's ink per character (``meta["ink_per_char"]``).
-    ValueError for a drawing without ink (no two pen-down points apart)."""
+
+    A drawing without ink (the pen never moves while down: only dots) is measured by its whole path,
+    pen-up moves included, and one whose points all coincide is taken as it is (scale 1): nothing in
+    it has a size, and it is still a (strange) prime the network can read."""
     if "ink_per_char" not in meta:
         raise ValueError("this checkpoint does not record its training data's writing size (meta 'ink_per_char'): "
                          "it cannot be primed with strokes of another size")
-    drawn = ink_per_char(strokes, text)
-    scale = meta["ink_per_char"] / drawn if drawn > 0 else np.inf
-    if not np.isfinite(scale):
-        raise ValueError("the prime strokes have no ink: the pen never moves while it is down")
-    return float(scale)
+    drawn = ink_per_char(strokes, text) or ink_per_char([np.concatenate(strokes)], text)
+    scale = meta["ink_per_char"] / drawn if drawn > 0 else 1.0
+    return float(scale) if np.isfinite(scale) else 1.0
 
 
 def check_prime_text(text: str, n_points: int) -> None:

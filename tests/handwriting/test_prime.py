@@ -71,10 +71,12 @@ def test_a_drawing_is_scaled_to_the_training_data_size_wherever_it_is_and_howeve
     np.testing.assert_allclose(again, offsets, atol=1e-3)
 
 
-def test_a_drawing_without_ink_or_a_checkpoint_without_a_size_is_refused():
+def test_a_drawing_without_ink_is_measured_by_its_path_and_a_checkpoint_without_a_size_is_refused():
+    dots = [np.array([[0.0, 0.0]]), np.array([[30.0, 40.0]]), np.array([[30.0, 40.0]])]  # only pen-up moves: 50
+    assert writing_scale(dots, "abcde", {"ink_per_char": 400.0}) == pytest.approx(400 / 10)
     still = np.array([[5.0, 5.0, 0], [5.0, 5.0, 0], [5.0, 5.0, 1]])
-    with pytest.raises(ValueError, match="no ink"):
-        prime_from_points(still, "abc", {"ink_per_char": 400.0})
+    offsets, _, scale = prime_from_points(still, "abc", {"ink_per_char": 400.0})
+    assert scale == 1.0 and not offsets[:, :2].any()
     with pytest.raises(ValueError, match="ink_per_char"):
         writing_scale(_drawing(), "abc", {})
     with pytest.raises(ValueError, match="within"):
