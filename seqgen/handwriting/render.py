@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
+from html import escape
 from typing import Sequence
 
 import numpy as np
@@ -59,33 +61,81 @@ def _extent(page: list[list[np.ndarray]]) -> tuple[float, float]:
     return max(hi[0], 1e-9), max(hi[1], 1e-9)
 
 
-def strokes_svg(lines: Lines, *, y_up: bool = False, line_gap: float = 0.25, stroke_width: float | None = None,
-                width: float | None = None, color: str = "black") -> str:
-    """An SVG document with one ``<path>`` per stroke, lines stacked vertically.
+@dataclass(frozen=True)
+class PageStyle:
+    """How a page looks: ``width`` of the picture in px (None: 1 data unit = 1 px), ``stroke_width``
+    in px at that width (None: 1/40 of a line's height), ``color`` (SVG), ``margin`` in px around the
+    writing, ``smooth``: each stroke drawn as a curve through its points (Catmull-Rom splines as cubic
+    Beziers) instead of straight segments between them."""
 
-    ``stroke_width`` defaults to 1/40 of the page height per line; ``width`` (px) scales the picture
-    (default: 1 data unit = 1 px).
+    width: float | None = None
+    stroke_width: float | None = None
+    color: str = "black"
+    margin: float | None = None
+    smooth: bool = True
+
+
+def _polyline(s: np.ndarray) -> str:
+    d = "M" + " L".join(f"{x:.2f},{y:.2f}" for x, y in s)
+    return d + (" l0,0" if len(s) == 1 else "")  # a dot: drawn by the round cap
+
+
+def _curve(s: np.ndarray) -> str:
+    """A Catmull-Rom spline through every point of a stroke (it passes through them all, with a
+    continuous tangent), as SVG cubic Beziers: the segment P_i -> P_{i+1} has the control points
+    P_i + (P_{i+1} - P_{i-1}) / 6 and P_{i+1} - (P_{i+2} - P_i) / 6 (the ends repeat)."""
+    if len(s) < 3:
+        return _polyline(s)
+    p = np.vstack([s[:1], s, s[-1:]])
+    c1 = p[1:-2] + (p[2:-1] - p[:-3]) / 6
+    c2 = p[2:-1] - (p[3:] - p[1:-2]) / 6
+    ends = p[2:-1]
+    return f"M{s[0, 0]:.2f},{s[0, 1]:.2f} " + " ".join(
+        f"C{a:.2f},{b:.2f} {c:.2f},{d:.2f} {e:.2f},{f:.2f}" for (a, b), (c, d), (e, f) in zip(c1, c2, ends))
+
+
+def strokes_svg(lines: Lines, *, y_up: bool = False, line_gap: float = 0.25, stroke_width: float | None = None,
+                width: float | None = None, color: str = "black", margin: float | None = None,
+                smooth: bool = True) -> str:
+    """An SVG document with one ``<path>`` per stroke, lines stacked vertically (`layout`).
+
+    ``width`` (px) scales the picture (default: 1 data unit = 1 px); ``stroke_width`` and ``margin``
+    are px at that width (defaults: 1/40 and 1/10 of a line's height); see `PageStyle`.
     """
     page = layout(lines, y_up, line_gap)
     W, H = _extent(page)
-    sw = stroke_width or H / max(len(page), 1) / 40
-    pad = 4 * sw
-    vb_w, vb_h = W + 2 * pad, H + 2 * pad
+    line_height = H / max(sum(1 for line in page if line), 1) if any(page) else H
+    sw_units = line_height / 40
+    pad_units = line_height / 10
+    if width is not None:  # px -> data units: the writing spans width - 2 margins
+        margin_px = pad_units * width / (W + 2 * pad_units) if margin is None else margin
+        per_px = W / max(width - 2 * margin_px, 1e-9)
+        pad_units = margin_px * per_px
+        sw_units = sw_units if stroke_width is None else stroke_width * per_px
+    else:
+        pad_units = pad_units if margin is None else margin
+        sw_units = sw_units if stroke_width is None else stroke_width
+    vb_w, vb_h = W + 2 * pad_units, H + 2 * pad_units
     px_w = width or vb_w
-    paths = []
-    for line in page:
-        for s in line:
-            d = "M" + " L".join(f"{x + pad:.2f},{y + pad:.2f}" for x, y in s)
-            if len(s) == 1:
-                d += " l0,0"  # a dot: drawn by the round cap
-            paths.append(f'<path d="{d}"/>')
+    draw = _curve if smooth else _polyline
+    paths = [f'<path d="{draw(s + pad_units)}"/>' for line in page for s in line]
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{px_w:.1f}" height="{px_w * vb_h / vb_w:.1f}" '
         f'viewBox="0 0 {vb_w:.2f} {vb_h:.2f}">\n'
-        f'<g fill="none" stroke="{color}" stroke-width="{sw:.3f}" stroke-linecap="round" stroke-linejoin="round">\n'
+        f'<g fill="none" stroke="{escape(color, quote=True)}" stroke-width="{sw_units:.3f}" stroke-linecap="round" '
+        f'stroke-linejoin="round">\n'
         + "\n".join(paths)
         + "\n</g>\n</svg>\n"
     )
+
+
+def svg_png(svg: str, background: str | None = "white") -> bytes:
+    """An SVG (e.g. `strokes_svg`) rasterised by resvg at its own width and height in px. resvg is
+    a complete, standalone SVG renderer (a Rust library shipped as a self-contained wheel, nothing
+    from the system), so the PNG shows exactly what the SVG does: the same curves, caps and colour."""
+    import resvg_py
+
+    return bytes(resvg_py.svg_to_bytes(svg_string=svg, background=background))
 
 
 def _png(fig: Figure, dpi: int) -> bytes:

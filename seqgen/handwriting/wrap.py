@@ -42,3 +42,14 @@ def wrap_line(line: str, width: int) -> list[str]:
 def wrap_text(text: str, width: int) -> list[str]:
     """Every line of the page, blank ones included (as "")."""
     return [piece for line in split_lines(text) for piece in wrap_line(line, width)]
+
+
+def page_lines(text: str, chars, unknown: str, width: int) -> tuple[list[str], list]:
+    """A text as typed -> (every line of its page, "" for blank ones; the `substitute.Change`s made):
+    characters fitted to the model's alphabet ``chars`` (None: it reads anything), then wrapped."""
+    from seqgen.handwriting.substitute import fit_to_alphabet
+
+    changes = []
+    if chars is not None:
+        text, changes = fit_to_alphabet(text, chars, unknown)
+    return [line if line.strip() else "" for line in wrap_text(text, width)], changes

@@ -162,6 +162,7 @@ class Page:
     prime: tuple[np.ndarray, str] | None  # (offsets in data units, text) of a style or the user's strokes
     changes: list  # `substitute.Change`s made to the text
     seed: int
+    look: dict  # how it is drawn (`WriteBody.look`)
 
     def rows_of(self, line: int) -> range:
         """The rows (seeds: page seed + row) of written line ``line``'s candidates."""
@@ -232,25 +233,23 @@ class HandwritingHandler(ModelHandler):
     def page(self, body: WriteBody, seed: int, max_rows: int) -> Page:
         """Check a request and cut it into lines (400s here, before any writing): the text fitted to the
         alphabet (``unknown``), wrapped, the hand resolved (style or prime), candidates per line."""
-        from seqgen.handwriting.substitute import UnknownCharacters, fit_to_alphabet
-        from seqgen.handwriting.wrap import wrap_text
+        from seqgen.handwriting.substitute import UnknownCharacters
+        from seqgen.handwriting.wrap import page_lines
 
         width = self.max_chars if body.wrap is None else body.wrap
         if width > self.max_chars:
             raise ValueError(f"wrap={width}: this model writes lines of at most {self.max_chars} characters")
-        text, changes = body.text, []
-        if self.alphabet.fallback is None:
-            try:
-                text, changes = fit_to_alphabet(body.text, self.alphabet.chars[1:], body.unknown)
-            except UnknownCharacters as e:
-                raise UnknownSymbols(e.chars, str(e)) from None
-        lines = wrap_text(text, width)
-        written = [i for i, line in enumerate(lines) if line.strip()]
+        chars = self.alphabet.chars[1:] if self.alphabet.fallback is None else None
+        try:
+            lines, changes = page_lines(body.text, chars, body.unknown, width)
+        except UnknownCharacters as e:
+            raise UnknownSymbols(e.chars, str(e)) from None
+        written = [i for i, line in enumerate(lines) if line]
         prime = self._hand(body)
         if body.best_of > 1 and written:
             self.recognizer()  # a server without one refuses at once, before any writing
         candidates = max(1, min(body.best_of, max_rows // max(len(written), 1)))
-        return Page(lines, written, body.biases(len(written)), candidates, prime, changes, seed)
+        return Page(lines, written, body.biases(len(written)), candidates, prime, changes, seed, body.look())
 
     def _hand(self, body: WriteBody) -> tuple[np.ndarray, str] | None:
         """The (offsets, text) to prime with: a shipped style, a dataset line, the user's strokes, or None."""
@@ -329,10 +328,10 @@ class HandwritingHandler(ModelHandler):
 
     @staticmethod
     def svg(page: Page, offsets: list[np.ndarray]) -> str:
-        """The page as SVG: written lines where they belong, blank lines as blank rows."""
+        """The page as SVG in the request's style: written lines where they belong, blank lines as blank rows."""
         from seqgen.handwriting.render import strokes_svg
 
         rows = [np.zeros((0, 3), np.float32)] * len(page.lines)
         for i, o in zip(page.written, offsets):
             rows[i] = o
-        return strokes_svg(rows)
+        return strokes_svg(rows, **page.look)

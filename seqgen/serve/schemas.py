@@ -112,6 +112,15 @@ class WriteBody(BaseModel):
     style: Int | str | None = Field(None, description="priming style: 0-12 (the shipped styles) or a line id of "
                                                       "the model's training dataset on the server's storage")
     prime: PrimeBody | None = Field(None, description="prime with your own handwriting instead of a style")
+    width: float | None = Field(None, ge=50, le=10_000, allow_inf_nan=False,
+                                description="the page's width in px (null: 1 data unit = 1 px)")
+    stroke_width: float | None = Field(None, gt=0, le=100, allow_inf_nan=False,
+                                       description="pen width in px at the page's width (null: 1/40 of a line's height)")
+    color: str = Field("#000000", pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$", description="ink colour, #rgb or #rrggbb")
+    margin: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False,
+                                 description="px around the writing (null: 1/10 of a line's height)")
+    smooth: bool = Field(True, description="draw strokes as curves through the pen's points (Catmull-Rom) rather "
+                                           "than straight segments")
     seed: Seed | None = _Seed
     stream: bool = Field(False, description="answer application/x-ndjson: {\"line\": i, \"points\": [[dx, dy, eos], "
                                             "...]} lines as the pens move, then {\"done\": true, ...}")
@@ -126,6 +135,11 @@ class WriteBody(BaseModel):
         if "style" in self.model_fields_set and "prime" in self.model_fields_set:
             raise ValueError("give a style or a prime, not both")
         return self
+
+    def look(self) -> dict:
+        """The page's style, as `render.strokes_svg` takes it."""
+        return {"width": self.width, "stroke_width": self.stroke_width, "color": self.color, "margin": self.margin,
+                "smooth": self.smooth}
 
     def biases(self, lines: int) -> list[float]:
         """One bias per line."""
