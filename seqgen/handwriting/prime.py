@@ -112,6 +112,14 @@ def prime_from_points(points, text: str, meta: dict) -> tuple[np.ndarray, str, f
     return offsets, text, scale
 
 
+def as_drawn(line: dict, meta: dict) -> dict:
+    """A stored line (offsets in data units, text) as it primes when someone draws it on a page: its
+    absolute points through `prime_from_points`, so at the training data's typical size (the
+    style-transfer measurement of docs/handwriting.md: does a drawn prime carry its writer's hand?)."""
+    points = strokes_to_points(offsets_to_strokes(line["offsets"]))
+    return {**line, "offsets": prime_from_points(points, line["text"], meta)[0]}
+
+
 def read_prime_file(path: str | Path) -> tuple[list, str]:
     """A prime saved as JSON ``{"text": ..., "strokes": [[x, y, pen_up], ...]}`` (the body of
     ``POST /write``'s ``prime``) -> (points, text). ValueError for anything else."""
