@@ -80,16 +80,21 @@ def _polyline(s: np.ndarray) -> str:
     return d + (" l0,0" if len(s) == 1 else "")  # a dot: drawn by the round cap
 
 
+def catmull_rom(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Control points (c1, c2), each (n - 1, 2), of the cubic Beziers of a Catmull-Rom spline through
+    the n points of a stroke (it passes through them all, with a continuous tangent): the segment
+    P_i -> P_{i+1} has c1 = P_i + (P_{i+1} - P_{i-1}) / 6 and c2 = P_{i+1} - (P_{i+2} - P_i) / 6
+    (the end points repeat)."""
+    p = np.vstack([s[:1], s, s[-1:]])
+    return p[1:-2] + (p[2:-1] - p[:-3]) / 6, p[2:-1] - (p[3:] - p[1:-2]) / 6
+
+
 def _curve(s: np.ndarray) -> str:
-    """A Catmull-Rom spline through every point of a stroke (it passes through them all, with a
-    continuous tangent), as SVG cubic Beziers: the segment P_i -> P_{i+1} has the control points
-    P_i + (P_{i+1} - P_{i-1}) / 6 and P_{i+1} - (P_{i+2} - P_i) / 6 (the ends repeat)."""
+    """A stroke as the SVG path of its Catmull-Rom spline (`catmull_rom`)."""
     if len(s) < 3:
         return _polyline(s)
-    p = np.vstack([s[:1], s, s[-1:]])
-    c1 = p[1:-2] + (p[2:-1] - p[:-3]) / 6
-    c2 = p[2:-1] - (p[3:] - p[1:-2]) / 6
-    ends = p[2:-1]
+    c1, c2 = catmull_rom(s)
+    ends = s[1:]
     return f"M{s[0, 0]:.2f},{s[0, 1]:.2f} " + " ".join(
         f"C{a:.2f},{b:.2f} {c:.2f},{d:.2f} {e:.2f},{f:.2f}" for (a, b), (c, d), (e, f) in zip(c1, c2, ends))
 
