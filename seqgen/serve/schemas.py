@@ -101,8 +101,8 @@ class WriteBody(BaseModel):
 
     text: str = Field(..., min_length=1, max_length=MAX_WRITE_CHARS,
                       description="text to write; line breaks start new lines, long lines are wrapped (wrap)")
-    wrap: Int | None = Field(None, ge=MIN_WRAP, le=MAX_WRITE_CHARS,
-                             description="line width in characters (null = the longest line the model can write); "
+    wrap: Annotated[int, Field(ge=MIN_WRAP, le=MAX_WRITE_CHARS), BeforeValidator(_integral)] | None = Field(
+        None, description="line width in characters (null = the longest line the model can write); "
                                          "words are kept whole, a word longer than a line is split")
     unknown: Literal["error", "drop", "substitute"] = Field(
         "error", description="characters the model cannot write: refuse the text (400 naming them), leave them "
@@ -112,13 +112,13 @@ class WriteBody(BaseModel):
     style: Int | str | None = Field(None, description="priming style: 0-12 (the shipped styles) or a line id of "
                                                       "the model's training dataset on the server's storage")
     prime: PrimeBody | None = Field(None, description="prime with your own handwriting instead of a style")
-    width: float | None = Field(None, ge=50, le=10_000, allow_inf_nan=False,
-                                description="the page's width in px (null: 1 data unit = 1 px)")
-    stroke_width: float | None = Field(None, gt=0, le=100, allow_inf_nan=False,
-                                       description="pen width in px at the page's width (null: 1/40 of a line's height)")
+    width: Annotated[float, Field(ge=50, le=10_000, allow_inf_nan=False)] | None = Field(
+        None, description="the page's width in px (null: 1 data unit = 1 px)")
+    stroke_width: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] | None = Field(
+        None, description="pen width in px at the page's width (null: 1/40 of a line's height)")
     color: str = Field("#000000", pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$", description="ink colour, #rgb or #rrggbb")
-    margin: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False,
-                                 description="px around the writing (null: 1/10 of a line's height)")
+    margin: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] | None = Field(
+        None, description="px around the writing (null: 1/10 of a line's height)")
     smooth: bool = Field(True, description="draw strokes as curves through the pen's points (Catmull-Rom) rather "
                                            "than straight segments")
     seed: Seed | None = _Seed
