@@ -23,19 +23,19 @@ from dataclasses import dataclass
 UNKNOWN = ("error", "drop", "substitute")
 LINE_BREAKS = "\r\n"
 
-TABLE: dict[str, list[str]] = {
-    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u00b4`", ["'"]),  # single quotes, prime, accents
-    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", ['"', "'"]),  # double quotes, guillemets
-    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", ["-"]),  # hyphens, dashes, minus
-    **dict.fromkeys("\t\u00a0\u2002\u2003\u2009\u202f", [" "]),  # tab and typographic spaces
-    "\u2026": ["...", "."],  # ellipsis
-    "&": ["and"], "@": ["at"], "+": ["plus"], "%": ["percent"], "=": ["equals"], "#": ["no."],
-    "$": ["S"], "\u20ac": ["EUR"], "\u00a3": ["L"],
-    "{": ["(", "["], "}": [")", "]"], "<": ["("], ">": [")"], "[": ["("], "]": [")"],
-    "/": ["-"], "\\": ["-"], "|": ["I", "l"], "_": ["-"], "*": ["'"], "~": ["-"], "^": ["'"],
-    "\u00df": ["ss"], "\u00e6": ["ae"], "\u00c6": ["AE", "Ae", "ae"], "\u0153": ["oe"], "\u0152": ["OE", "Oe", "oe"],
-    "\u00f8": ["o"], "\u00d8": ["O", "o"], "\u0142": ["l"], "\u0141": ["L", "l"], "\u0111": ["d"], "\u0110": ["D", "d"],
-    "\u00b0": ["o"], "\u00d7": ["x"], "\u2022": ["-", "."], "\u00b7": ["."],
+TABLE: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u00b4`", ("'",)),  # single quotes, prime, accents
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", ('"', "'")),  # double quotes, guillemets
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", ("-",)),  # hyphens, dashes, minus
+    **dict.fromkeys("\t\u00a0\u2002\u2003\u2009\u202f", (" ",)),  # tab and typographic spaces
+    "\u2026": ("...", "."),  # ellipsis
+    "&": ("and",), "@": ("at",), "+": ("plus",), "%": ("percent",), "=": ("equals",), "#": ("no.",),
+    "$": ("S",), "\u20ac": ("EUR",), "\u00a3": ("L",),
+    "{": ("(", "["), "}": (")", "]"), "<": ("(",), ">": (")",), "[": ("(",), "]": (")",),
+    "/": ("-",), "\\": ("-",), "|": ("I", "l"), "_": ("-",), "*": ("'",), "~": ("-",), "^": ("'",),
+    "\u00df": ("ss",), "\u00e6": ("ae",), "\u00c6": ("AE", "Ae", "ae"), "\u0153": ("oe",), "\u0152": ("OE", "Oe", "oe"),
+    "\u00f8": ("o",), "\u00d8": ("O", "o"), "\u0142": ("l",), "\u0141": ("L", "l"), "\u0111": ("d",), "\u0110": ("D", "d"),
+    "\u00b0": ("o",), "\u00d7": ("x",), "\u2022": ("-", "."), "\u00b7": (".",),
 }
 
 
@@ -58,7 +58,7 @@ def _base(c: str) -> str:
 
 def candidates(c: str) -> list[str]:
     """Replacements to try for ``c``, nearest first (steps 1-3 of the module docstring)."""
-    out = list(TABLE.get(c, []))
+    out = list(TABLE.get(c, ()))
     out += [c.swapcase()] if c.swapcase() != c else []
     base = _base(c)
     if base and base != c:

@@ -112,7 +112,7 @@ def test_a_real_iam_line_primes_with_exactly_the_datasets_inputs(shared_data):
     meta = {"offset_mean": manifest["offset_mean"], "offset_std": manifest["offset_std"], "ink_per_char": writing_size(lines)}
     points = read_prime_xml(form.lines[1])
     assert points[:, 2].sum() == sum(line["offsets"][:, 2])  # one pen lift per stroke
-    offsets, text, scale = prime_from_points(points, line["text"], meta)
+    offsets, _, scale = prime_from_points(points, line["text"], meta)
     np.testing.assert_allclose(offsets[:, :2], line["offsets"][:, :2] * np.float32(scale), rtol=1e-6, atol=1e-4)
     np.testing.assert_array_equal(offsets[:, 2], line["offsets"][:, 2])
     # the size of the line itself is the training size: the network reads exactly the dataset's inputs

@@ -72,10 +72,10 @@ def test_a_paragraph_streams_every_line_with_its_index(hw_url):
 
 def _drawn(line: dict, unit: float = 0.1, origin=(50.0, 80.0)) -> list[list[float]]:
     """A written line as a canvas would give it: absolute points in pixels, y down, pen_up on stroke ends."""
+    import numpy as np
+
     from seqgen.handwriting.iam import offsets_to_strokes
     from seqgen.handwriting.prime import strokes_to_points
-
-    import numpy as np
 
     strokes = offsets_to_strokes(np.array(line["strokes"]))
     return (strokes_to_points(strokes) * [unit, unit, 1] + [*origin, 0]).round(2).tolist()
@@ -93,8 +93,8 @@ def test_write_in_my_hand(hw_url):
     bigger = {**prime, "strokes": _drawn(mine["lines"][0], unit=3.0, origin=(-500.0, 7.0))}
     again = requests.post(f"{hw_url}/write", json={**body, "prime": bigger}, timeout=120).json()
     assert again["lines"][0]["points"] == page["lines"][0]["points"]
-    np_close = lambda a, b: max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)) < 0.5  # noqa: E731
-    assert np_close(again["lines"][0]["strokes"][:20], page["lines"][0]["strokes"][:20])
+    first, again_first = page["lines"][0]["strokes"][:20], again["lines"][0]["strokes"][:20]
+    assert max(abs(x - y) for ra, rb in zip(first, again_first) for x, y in zip(ra, rb)) < 0.5
 
 
 @pytest.mark.parametrize("prime, status, words", [
