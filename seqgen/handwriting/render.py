@@ -134,13 +134,22 @@ def strokes_svg(lines: Lines, *, y_up: bool = False, line_gap: float = 0.25, str
     )
 
 
-def svg_png(svg: str, background: str | None = "white") -> bytes:
-    """An SVG (e.g. `strokes_svg`) rasterised by resvg at its own width and height in px. resvg is
-    a complete, standalone SVG renderer (a Rust library shipped as a self-contained wheel, nothing
-    from the system), so the PNG shows exactly what the SVG does: the same curves, caps and colour."""
+MAX_PNG_PIXELS = 16_000_000  # a page of many lines at a large width is scaled down to this
+
+
+def svg_png(svg: str, background: str | None = "white", max_pixels: int = MAX_PNG_PIXELS) -> bytes:
+    """An SVG (e.g. `strokes_svg`) rasterised by resvg at its own width and height in px, scaled
+    down to at most ``max_pixels``. resvg is a complete, standalone SVG renderer (a Rust library
+    shipped as a self-contained wheel, nothing from the system), so the PNG shows exactly what the
+    SVG does: the same curves, caps and colour."""
+    import xml.etree.ElementTree as ET
+
     import resvg_py
 
-    return bytes(resvg_py.svg_to_bytes(svg_string=svg, background=background))
+    root = ET.fromstring(svg)
+    w, h = float(root.get("width")), float(root.get("height"))
+    width = max(1, int(min(w, math.sqrt(max_pixels * w / max(h, 1e-9)))))
+    return bytes(resvg_py.svg_to_bytes(svg_string=svg, background=background, width=width))
 
 
 def _png(fig: Figure, dpi: int) -> bytes:

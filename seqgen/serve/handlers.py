@@ -151,6 +151,9 @@ class TextStream:
         return [self.handler.decode(ids) for ids in self.ids]
 
 
+PNG_WIDTH = 1200  # px of a PNG page when the request gives no width
+
+
 @dataclass
 class Page:
     """A /write request made ready to write: its lines and how each is written."""
@@ -163,6 +166,7 @@ class Page:
     changes: list  # `substitute.Change`s made to the text
     seed: int
     look: dict  # how it is drawn (`WriteBody.look`)
+    png: bool = False  # also answer a PNG
 
     def rows_of(self, line: int) -> range:
         """The rows (seeds: page seed + row) of written line ``line``'s candidates."""
@@ -249,7 +253,8 @@ class HandwritingHandler(ModelHandler):
         if body.best_of > 1 and written:
             self.recognizer()  # a server without one refuses at once, before any writing
         candidates = max(1, min(body.best_of, max_rows // max(len(written), 1)))
-        return Page(lines, written, body.biases(len(written)), candidates, prime, changes, seed, body.look())
+        return Page(lines, written, body.biases(len(written)), candidates, prime, changes, seed, body.look(),
+                    body.png)
 
     def _hand(self, body: WriteBody) -> tuple[np.ndarray, str] | None:
         """The (offsets, text) to prime with: a shipped style, a dataset line, the user's strokes, or None."""
@@ -321,17 +326,31 @@ class HandwritingHandler(ModelHandler):
     def answer(self, page: Page, written: list[dict]) -> dict:
         """The JSON answer of a page (`WriteResponse`, without the model summary)."""
         first = written[0] if written else {"strokes": [], "legibility": None}
-        return {"svg": self.svg(page, [w["offsets"] for w in written]), "strokes": first["strokes"],
+        svg = self.svg(page, [w["offsets"] for w in written])
+        png = None
+        if page.png:
+            import base64
+
+            from seqgen.handwriting.render import strokes_svg, svg_png
+
+            look = {**page.look, "width": page.look["width"] or PNG_WIDTH}
+            rows = self._rows(page, [w["offsets"] for w in written])
+            png = base64.b64encode(svg_png(strokes_svg(rows, **look))).decode()
+        return {"svg": svg, "png": png, "strokes": first["strokes"],
                 "points": sum(w["points"] for w in written), "seed": page.seed,
                 "lines": [{k: v for k, v in w.items() if k != "offsets"} for w in written],
                 "changes": [c.as_dict() for c in page.changes], "legibility": first["legibility"]}
 
     @staticmethod
-    def svg(page: Page, offsets: list[np.ndarray]) -> str:
-        """The page as SVG in the request's style: written lines where they belong, blank lines as blank rows."""
-        from seqgen.handwriting.render import strokes_svg
-
+    def _rows(page: Page, offsets: list[np.ndarray]) -> list[np.ndarray]:
+        """Every line of the page: the written ones' offsets where they belong, blank lines empty."""
         rows = [np.zeros((0, 3), np.float32)] * len(page.lines)
         for i, o in zip(page.written, offsets):
             rows[i] = o
-        return strokes_svg(rows, **page.look)
+        return rows
+
+    def svg(self, page: Page, offsets: list[np.ndarray]) -> str:
+        """The page as SVG in the request's style."""
+        from seqgen.handwriting.render import strokes_svg
+
+        return strokes_svg(self._rows(page, offsets), **page.look)

@@ -119,6 +119,8 @@ class WriteBody(BaseModel):
     color: str = Field("#000000", pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$", description="ink colour, #rgb or #rrggbb")
     margin: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] | None = Field(
         None, description="px around the writing (null: 1/10 of a line's height)")
+    png: bool = Field(False, description="also answer the page as PNG (base64), rasterised from the SVG by resvg "
+                                         "(1,200 px wide unless width says otherwise)"),
     smooth: bool = Field(True, description="draw strokes as curves through the pen's points (Catmull-Rom) rather "
                                            "than straight segments")
     seed: Seed | None = _Seed
@@ -198,6 +200,7 @@ class WriteResponse(BaseModel):
     seed: int
     lines: list[WrittenLine] = Field(..., description="the page's written lines (blank lines are not written)")
     changes: list[TextChange] = Field(..., description="characters not written as typed (unknown)")
+    png: str | None = Field(None, description="with png: the page as a base64 PNG")
     model: ModelSummary
     legibility: Legibility | None = Field(None, description="with best_of > 1: the first line's chosen candidate")
 

@@ -270,7 +270,7 @@ class SeqgenServer:
                         yield _ndjson({"line": item["line"], "points": item["strokes"]})
                     written.append(item)
             answer = handler.answer(page, written)
-            yield _ndjson({"done": True, **{k: v for k, v in answer.items() if k not in ("svg", "strokes")},
+            yield _ndjson({"done": True, **{k: v for k, v in answer.items() if k not in ("svg", "png", "strokes")},
                            "elapsed_s": round(time.monotonic() - t0, 4), "model": handler.summary()})
         except Exception as e:  # noqa: BLE001 - the status line is gone: report in the stream
             yield _ndjson(error_payload(e)[1])

@@ -183,3 +183,23 @@ def test_a_prime_without_ink_is_still_answered(hw_url):
     prime = {"text": "0000", "strokes": [[0.0, 0.0, 0]] * 150}
     r = requests.post(f"{hw_url}/write", json={"text": "0", "unknown": "drop", "prime": prime, "seed": 0}, timeout=60)
     assert r.status_code == 200, r.text
+
+
+def test_the_page_in_its_style_and_as_png(hw_url):
+    import base64
+    import io
+
+    import matplotlib.image
+
+    body = {"text": "ink\nand paper", "seed": 1, "width": 500, "stroke_width": 3, "color": "#c01010", "margin": 8,
+            "png": True}
+    page = requests.post(f"{hw_url}/write", json=body, timeout=120).json()
+    svg = ET.fromstring(page["svg"])
+    assert float(svg.get("width")) == 500
+    g = svg.find("{http://www.w3.org/2000/svg}g")
+    assert g.get("stroke") == "#c01010" and all(" C" in p.get("d") or "C" in p.get("d") for p in g if len(p.get("d")) > 40)
+    img = matplotlib.image.imread(io.BytesIO(base64.b64decode(page["png"])))
+    assert img.shape[1] == 500
+    assert ((img[..., 0] > 0.6) & (img[..., 1] < 0.3)).sum() > 100  # red ink on white
+    straight = requests.post(f"{hw_url}/write", json={**body, "smooth": False, "png": False}, timeout=120).json()
+    assert straight["png"] is None and straight["lines"] == page["lines"] and " L" in straight["svg"]
