@@ -226,6 +226,8 @@ class HandwritingHandler(ModelHandler):
             prime_text = schemas.get("PrimeBody", {}).get("properties", {}).get("text")
             if prime_text is not None:
                 prime_text["pattern"] = f"^{self._text_class()}+$"
+        if "ink_per_char" not in self.loaded.meta:  # no training size to scale a drawing to: no prime
+            props.pop("prime", None)
         if "style" in props:
             styles = shipped_styles()
             branches = [{"type": "integer", "minimum": styles[0], "maximum": styles[-1]}, {"type": "null"}]
