@@ -203,3 +203,19 @@ def test_the_page_in_its_style_and_as_png(hw_url):
     assert ((img[..., 0] > 0.6) & (img[..., 1] < 0.3)).sum() > 100  # red ink on white
     straight = requests.post(f"{hw_url}/write", json={**body, "smooth": False, "png": False}, timeout=120).json()
     assert straight["png"] is None and straight["lines"] == page["lines"] and " L" in straight["svg"]
+
+
+def test_a_page_longer_than_the_batch_is_written_in_turns(hw_url):
+    """40 lines and a 32-row engine: two jobs one after the other, every line as it is alone."""
+    words = [f"w{i}" for i in range(40)]
+    before = requests.get(f"{hw_url}/stats", timeout=30).json()
+    page = requests.post(f"{hw_url}/write", json={"text": "\n".join(words), "seed": 9, "bias": 2.0}, timeout=300).json()
+    after = requests.get(f"{hw_url}/stats", timeout=30).json()
+    assert [line["text"] for line in page["lines"]] == words and [line["line"] for line in page["lines"]] == list(range(40))
+    assert after["requests"]["admitted"] - before["requests"].get("admitted", 0) == 2
+    for i in (0, 31, 32, 39):  # either side of the cut
+        alone = requests.post(f"{hw_url}/write", json={"text": words[i], "seed": 9 + i, "bias": 2.0}, timeout=60).json()
+        mine = page["lines"][i]["strokes"]
+        assert len(alone["strokes"]) == len(mine), i
+        worst = max(abs(a - b) for ra, rb in zip(alone["strokes"], mine) for a, b in zip(ra, rb))
+        assert worst < 0.01, (i, worst)  # MKL's sgemm on this CPU: a row's last bits can change with 32 rows
