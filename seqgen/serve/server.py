@@ -227,20 +227,23 @@ class SeqgenServer:
         page = handler.page(body, seed, max_rows)
         jobs = handler.jobs(page, max_rows)
         deadline = time.monotonic() + self._timeout(body.timeout_s)
+        # the first job joins the engine before answering, so a full queue is a 503 status, not a stream error
+        first = self.engine.submit(jobs[0][1], self._timeout(body.timeout_s)) if jobs else None
         if body.stream:
-            return StreamingResponse(self._write_events(page, jobs, deadline), media_type="application/x-ndjson",
+            return StreamingResponse(self._write_events(page, jobs, deadline, first), media_type="application/x-ndjson",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         written = []
-        async for _, lines in self._write_jobs(page, jobs, deadline):
+        async for _, lines in self._write_jobs(page, jobs, deadline, first):
             written += lines
-        return {**handler.answer(page, written), "model": handler.summary()}
+        return {**await asyncio.to_thread(handler.answer, page, written), "model": handler.summary()}  # off the loop
 
-    async def _write_jobs(self, page, jobs, deadline: float, on_points=None):
-        """Run the page's jobs one after another; yields (job number, its written lines) as each ends.
-        ``on_points(line, offsets)`` sees every row's new points as they come (one candidate a line)."""
+    async def _write_jobs(self, page, jobs, deadline: float, first, on_points=None):
+        """Run the page's jobs one after another (the first already submitted: ``first``); yields (job
+        number, its written lines) as each ends. ``on_points(line, offsets)`` sees every row's new
+        points as they come (one candidate a line)."""
         handler = self.handler
         for number, (lines, job) in enumerate(jobs):
-            ticket = self.engine.submit(job, max(deadline - time.monotonic(), 0.001))
+            ticket = first if number == 0 else self.engine.submit(job, max(deadline - time.monotonic(), 0.001))
             outputs: dict[int, list] = {i: [] for i in range(len(job.rows))}  # row -> its pen points
             async for kind, payload in self.engine.events(ticket):
                 if kind == "chunk":
@@ -254,14 +257,14 @@ class SeqgenServer:
                     for j, line in enumerate(lines)]
             yield number, done
 
-    async def _write_events(self, page, jobs, deadline: float):
+    async def _write_events(self, page, jobs, deadline: float, first):
         """NDJSON: {"line": i, "points": [...]} as the pens move (one candidate a line; with best_of > 1
         each chosen line once chosen), then {"done": true, ...} with the page's answer but its svg."""
         t0, handler, written = time.monotonic(), self.handler, []
         live = page.candidates == 1
         on_points = (lambda line, offsets: {"line": line, "points": offsets.round(3).tolist()}) if live else None
         try:
-            async for _, items in self._write_jobs(page, jobs, deadline, on_points):
+            async for _, items in self._write_jobs(page, jobs, deadline, first, on_points):
                 for item in items:
                     if "offsets" not in item:  # points as they are drawn
                         yield _ndjson(item)
@@ -269,7 +272,7 @@ class SeqgenServer:
                     if not live:
                         yield _ndjson({"line": item["line"], "points": item["strokes"]})
                     written.append(item)
-            answer = handler.answer(page, written)
+            answer = await asyncio.to_thread(handler.answer, page, written)
             yield _ndjson({"done": True, **{k: v for k, v in answer.items() if k not in ("svg", "png", "strokes")},
                            "elapsed_s": round(time.monotonic() - t0, 4), "model": handler.summary()})
         except Exception as e:  # noqa: BLE001 - the status line is gone: report in the stream
