@@ -55,7 +55,8 @@ def evaluate(
     model, loaded = load_model(checkpoint, storage)
     st = Storage.from_url(storage)
     if legibility:
-        refuse("--legibility", {"--dataset": dataset, "--dynamic-lr": dynamic_lr or None, "--max-lines": max_lines},
+        refuse("--legibility", {"--dataset": dataset, "--dynamic-lr": dynamic_lr or None, "--max-lines": max_lines,
+                                "--drawn": drawn or None},
                "it writes its own texts (--texts)")
         _legibility(model, loaded, st, recognizer, texts, bias, samples, best_of, seed, as_json)
         return
