@@ -79,6 +79,13 @@ class Job:
     first: Tensor  # (...) the first free-running input (the prompt's last symbol / pen point)
     rows: list[Row]
     targets: Tensor | None = None  # (T,) scoring: prompt[t] predicts targets[t]; then no rows
+    # rows whose contexts differ (the lines of a handwriting page) read the prompt each under its
+    # own context (a primed line's window spans c' = prime text + its own text), as one batch
+    per_row_prime: bool = False
+
+    def prime_rows(self) -> list[Row]:
+        """The rows the prompt is fed for: each row, or (sharing one context) the first for all."""
+        return self.rows if self.per_row_prime else self.rows[:1]
 
 
 class Generator(Protocol):
@@ -157,12 +164,15 @@ def step(gen: Generator, x: Tensor, state: State, context: Any):
 
 
 def prime(gen: Generator, job: Job) -> tuple[State, Tensor | None]:
-    """(state of one row after the whole prompt, its outputs (T, ...) or None)."""
-    state = gen.initial_state(1)
+    """(state after the whole prompt: one row, or one per row with ``per_row_prime``; the first
+    row's outputs (T, ...) or None)."""
+    rows = job.prime_rows()
+    state = gen.initial_state(max(len(rows), 1))
     if len(job.prompt) == 0:
         return state, None
-    context = gen.context(job.rows[:1]) if job.rows else None
-    outputs, state = prefill(gen, job.prompt[None], state, context)
+    context = gen.context(rows) if rows else None
+    inputs = job.prompt[None].expand(max(len(rows), 1), *job.prompt.shape)
+    outputs, state = prefill(gen, inputs, state, context)
     return state, outputs[0]
 
 
@@ -189,7 +199,8 @@ class Decoder:
         self._batched = None
 
     def join_job(self, job: Job, state: State) -> None:
-        """Add a primed job's rows: they all start from its one-row ``state``."""
+        """Add a primed job's rows: they all start from its one-row ``state`` (or each from its own
+        row of it, ``per_row_prime``)."""
         n = len(job.rows)
         self.join(job.rows, repeat_state(state, n), job.first.expand(n, *job.first.shape).clone())
 

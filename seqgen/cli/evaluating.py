@@ -42,6 +42,8 @@ def evaluate(
     style_transfer: bool = typer.Option(False, "--style-transfer", help="Synthesis network: does a prime carry its "
                                         "writer's hand? Per form of the split, line B's nats/point alone, after the "
                                         "same writer's line A, and after another writer's line."),
+    drawn: bool = typer.Option(False, "--drawn", help="--style-transfer: the primes as a drawing of them reaches "
+                               "the network (scaled to the training data's size, as /write's prime)."),
     as_json: bool = JsonOpt,
     storage: Optional[str] = StorageOpt,
 ):
@@ -53,7 +55,8 @@ def evaluate(
     model, loaded = load_model(checkpoint, storage)
     st = Storage.from_url(storage)
     if legibility:
-        refuse("--legibility", {"--dataset": dataset, "--dynamic-lr": dynamic_lr or None, "--max-lines": max_lines},
+        refuse("--legibility", {"--dataset": dataset, "--dynamic-lr": dynamic_lr or None, "--max-lines": max_lines,
+                                "--drawn": drawn or None},
                "it writes its own texts (--texts)")
         _legibility(model, loaded, st, recognizer, texts, bias, samples, best_of, seed, as_json)
         return
@@ -62,8 +65,9 @@ def evaluate(
     manifest = evaluation_dataset(st, loaded, dataset, split)
     if style_transfer:
         refuse("--style-transfer", {"--dynamic-lr": dynamic_lr or None}, "it scores statically")
-        _style_transfer(model, loaded, st, manifest, split, max_lines, seed, as_json)
+        _style_transfer(model, loaded, st, manifest, split, max_lines, seed, as_json, drawn)
         return
+    refuse("evaluate without --style-transfer", {"--drawn": drawn or None}, "it is an option of --style-transfer")
     modes = {"static": 0.0, **({"dynamic": dynamic_lr} if dynamic_lr > 0 else {})}
     if loaded.config.model.kind == "handwriting_recognition":
         refuse("a recognizer", {"--dynamic-lr": dynamic_lr or None}, "it is not a generative model")
@@ -175,7 +179,7 @@ def _legibility(synth, loaded, st: Storage, recognizer: str | None, texts_file: 
 
 
 def _style_transfer(model, loaded, st: Storage, manifest: dict, split: str, max_lines: int | None, seed: int,
-                    as_json: bool) -> None:
+                    as_json: bool, drawn: bool = False) -> None:
     from seqgen.cli.tables import table
     from seqgen.handwriting.dataset import load_lines
     from seqgen.handwriting.evaluate import style_transfer
@@ -184,7 +188,8 @@ def _style_transfer(model, loaded, st: Storage, manifest: dict, split: str, max_
                  "(only it writes a text after a prime)")
     lines = load_lines(st, manifest, split)
     report = {"synthesis": loaded.url, "dataset": manifest["name"], "split": split,
-              **style_transfer(model, loaded.meta, lines[:max_lines] if max_lines else lines, seed)}
+              "primes": "as drawn" if drawn else "as stored",
+              **style_transfer(model, loaded.meta, lines[:max_lines] if max_lines else lines, seed, drawn)}
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

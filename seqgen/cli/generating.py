@@ -108,39 +108,91 @@ def score(
 
 
 def write(
-    texts: List[str] = typer.Argument(..., help="Text(s) to write; several are stacked as lines."),
+    texts: List[str] = typer.Argument(..., help="Text to write; line breaks (and further arguments) start new lines, "
+                                            "long lines are wrapped."),
     checkpoint: Optional[str] = typer.Option(None, help="Synthesis checkpoint (default: the bundled model)."),
     bias: float = typer.Option(DEFAULT_BIAS, help="Probability bias b (eqs. 61-62): 0 = unbiased, larger = neater."),
     style: Optional[str] = typer.Option(None, help="Prime with a style: 0-12 (shared sjvasquez styles) or a dataset line id."),
+    prime_file: Optional[Path] = typer.Option(None, help='Prime with your own handwriting: a JSON file {"text": ..., '
+                                              '"strokes": [[x, y, pen_up], ...]} (absolute points, y down).'),
+    prime_xml: Optional[Path] = typer.Option(None, help="Prime with an IAM-OnDB lineStrokes XML file (with --prime-text)."),
+    prime_text: Optional[str] = typer.Option(None, help="What the --prime-xml line says."),
+    wrap: Optional[int] = typer.Option(None, help="Line width in characters (default: the longest line the model writes)."),
+    unknown: str = typer.Option("error", help="Characters the model cannot write: error, drop or substitute "
+                                "(nearest writable ones; every change is printed)."),
     seed: Optional[int] = typer.Option(None, help="Random seed: the same seed writes the same strokes."),
-    out: str = typer.Option("line.svg", help="Output picture: .svg or .png."),
-    phi: Optional[str] = typer.Option(None, help="Also save the phi(t, u) alignment heatmap (PNG) of the first text."),
-    best_of: int = typer.Option(1, help="Write each text K times (1-8, rows of one batch) and keep the candidate "
+    out: str = typer.Option("line.svg", help="Output picture: .svg or .png (rasterised from the SVG by resvg)."),
+    width: Optional[float] = typer.Option(None, help="Picture width in px (default: 1 data unit = 1 px for SVG, "
+                                          "1200 px for PNG)."),
+    stroke_width: Optional[float] = typer.Option(None, help="Pen width in px (default: 1/40 of a line's height)."),
+    color: str = typer.Option("black", help="Ink colour (SVG colour: a name or #rrggbb)."),
+    margin: Optional[float] = typer.Option(None, help="Margin in px (default: 1/10 of a line's height)."),
+    smooth: bool = typer.Option(True, help="Curves through the pen's points (--no-smooth: straight segments)."),
+    phi: Optional[str] = typer.Option(None, help="Also save the phi(t, u) alignment heatmap (PNG) of the first line."),
+    best_of: int = typer.Option(1, help="Write each line K times (1-8, rows of one batch) and keep the candidate "
                                 "the handwriting recognizer reads best."),
     recognizer: Optional[str] = typer.Option(None, help="With --best-of: the recognizer checkpoint (default: the bundled one)."),
     storage: Optional[str] = StorageOpt,
 ):
-    """Handwriting synthesis: write text with the attention-window network (Graves sec. 5)."""
+    """Handwriting synthesis: write text with the attention-window network (Graves sec. 5), a line or a page."""
+    import numpy as np
+
     from seqgen.catalog import bundled_handwriting
-    from seqgen.handwriting.render import phi_heatmap_png, strokes_png, strokes_svg
-    from seqgen.handwriting.sampling import synthesize
-    from seqgen.handwriting.styles import resolve_style
+    from seqgen.handwriting.models import meta_alphabet
+    from seqgen.handwriting.render import phi_heatmap_png, strokes_svg, svg_png
+    from seqgen.handwriting.sampling import POINTS_PER_CHAR, synthesize
+    from seqgen.handwriting.wrap import page_lines
 
     model, loaded = load_model(checkpoint or bundled_handwriting(), storage)
     require_kind(loaded, "handwriting_synthesis", "write needs a handwriting_synthesis checkpoint "
                                                   "(`seqgen sample` draws from prediction networks)")
-    prime = resolve_style(style, loaded.meta, Storage.from_url(storage)) if style is not None else None
+    prime = _prime(loaded, style, prime_file, prime_xml, prime_text, storage)
+    alphabet = meta_alphabet(loaded.meta)
+    max_chars = 1500 // POINTS_PER_CHAR  # synthesize's default max_points
+    if wrap is not None and not 1 <= wrap <= max_chars:
+        raise ValueError(f"--wrap must be between 1 and {max_chars} characters (the longest line this model writes)")
+    chars = alphabet.chars[1:] if alphabet.fallback is None else None
+    lines, changes = page_lines("\n".join(texts), chars, unknown, wrap or max_chars)
+    for c in changes:
+        typer.echo(f"character {c.at}: {c.char!r} -> {c.to!r}" if c.to else f"character {c.at}: {c.char!r} dropped")
+    written = [line for line in lines if line]
+    if not written:
+        raise ValueError("nothing to write: the text has no writable characters")
     if best_of == 1:
         refuse("write", {"--recognizer": recognizer}, "it picks among candidates: add --best-of K")
-        results = synthesize(model, loaded.meta, list(texts), bias=bias, seed=seed, prime=prime)
+        results = synthesize(model, loaded.meta, written, bias=bias, seed=seed, prime=prime)
     else:
-        results = _best_of(model, loaded, list(texts), bias, seed, prime, best_of, recognizer, storage)
-    lines = [r.offsets for r in results]
-    data = strokes_svg(lines).encode() if out.endswith(".svg") else strokes_png(lines)
-    Path(out).write_bytes(data)
+        results = _best_of(model, loaded, written, bias, seed, prime, best_of, recognizer, storage)
+    by_text = iter(results)
+    rows = [next(by_text).offsets if line else np.zeros((0, 3), np.float32) for line in lines]
+    png = not out.endswith(".svg")
+    svg = strokes_svg(rows, width=width or (1200 if png else None), stroke_width=stroke_width, color=color,
+                      margin=margin, smooth=smooth)
+    Path(out).write_bytes(svg_png(svg) if png else svg.encode())
     if phi:
         Path(phi).write_bytes(phi_heatmap_png(results[0].phi, results[0].text))
-    typer.echo(f"wrote {out} ({', '.join(f'{len(r.offsets)} points' for r in results)})")
+    typer.echo(f"wrote {out} ({len(results)} line{'s' * (len(results) > 1)}: "
+               f"{', '.join(f'{len(r.offsets)} points' for r in results)})")
+
+
+def _prime(loaded, style, prime_file, prime_xml, prime_text, storage):
+    """(offsets, text) to write in a hand: a style, your strokes (JSON) or an IAM-OnDB line (XML); or None."""
+    from seqgen.handwriting.prime import check_prime_text, prime_from_points, read_prime_file, read_prime_xml
+    from seqgen.handwriting.styles import resolve_style
+
+    given = {"--style": style, "--prime-file": prime_file, "--prime-xml": prime_xml}
+    if sum(v is not None for v in given.values()) > 1:
+        raise ValueError("give one hand to write in: --style, --prime-file or --prime-xml")
+    if (prime_xml is None) != (prime_text is None):
+        raise ValueError("--prime-xml and --prime-text go together (the line's strokes and what it says)")
+    if style is not None:
+        return resolve_style(style, loaded.meta, Storage.from_url(storage))
+    if prime_file is None and prime_xml is None:
+        return None
+    points, text = read_prime_file(prime_file) if prime_file is not None else (read_prime_xml(prime_xml), prime_text)
+    check_prime_text(text, len(points))
+    offsets, text, _ = prime_from_points(points, text, loaded.meta)
+    return offsets, text
 
 
 def _best_of(model, loaded, texts: list[str], bias: float, seed: Optional[int], prime, best_of: int,

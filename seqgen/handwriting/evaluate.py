@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from seqgen.handwriting.mdn import mixture_nll, split_mixture, sse_per_point
 from seqgen.handwriting.models import meta_alphabet
+from seqgen.handwriting.prime import as_drawn
 from seqgen.handwriting.sampling import normalise, primed
 from seqgen.handwriting.task import LineStats
 
@@ -120,10 +121,12 @@ def nats_per_point(model, meta: dict, lines: list[dict], count_from: list[int] |
     return out
 
 
-def style_transfer(model, meta: dict, lines: list[dict], seed: int = 0) -> dict:
+def style_transfer(model, meta: dict, lines: list[dict], seed: int = 0, drawn: bool = False) -> dict:
     """Does a prime carry its writer's hand? For every form (one writer) with two or more lines, line
     B (its second) scored alone, after the same writer's line A (its first), and after the first line
     of another writer's form (a seeded choice), counting only B's points (nats per point).
+    ``drawn``: the primes reach the network as a drawing of them would (`prime.as_drawn`: scaled to
+    the training data's typical size, as ``POST /write``'s ``prime`` does); line B stays as it is.
     """
     forms: dict[str, list[dict]] = {}
     for line in lines:
@@ -137,8 +140,9 @@ def style_transfer(model, meta: dict, lines: list[dict], seed: int = 0) -> dict:
     shift = rng.integers(1, len(names))  # another writer for every form: a seeded rotation
     others = [forms[names[(i + shift) % len(names)]][0] for i in range(len(names))]
     unprimed = nats_per_point(model, meta, [b for _, _, b in pairs])
-    own = [primed(a, b) for _, a, b in pairs]
-    other = [primed(o, b) for o, (_, _, b) in zip(others, pairs)]
+    hand = (lambda line: as_drawn(line, meta)) if drawn else (lambda line: line)  # noqa: E731
+    own = [primed(hand(a), b) for _, a, b in pairs]
+    other = [primed(hand(o), b) for o, (_, _, b) in zip(others, pairs)]
     own_nats = nats_per_point(model, meta, [j for j, _ in own], [k for _, k in own])
     other_nats = nats_per_point(model, meta, [j for j, _ in other], [k for _, k in other])
     n = len(pairs)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
+from html import escape
 from typing import Sequence
 
 import numpy as np
@@ -37,18 +39,17 @@ def _strokes(offsets: np.ndarray, y_up: bool) -> list[np.ndarray]:
 
 
 def layout(lines: Lines, y_up: bool = False, line_gap: float = 0.25) -> list[list[np.ndarray]]:
-    """Each line's strokes on one y-down page: left-aligned at x = 0, stacked from y = 0 downwards
-    with ``line_gap`` x (tallest line height) between lines."""
+    """Each line's strokes on one y-down page: left-aligned at x = 0, line i's top at i x pitch, with
+    pitch = (1 + ``line_gap``) x the tallest line's height (even spacing; an empty line is a blank row)."""
     per_line = [_strokes(o, y_up) for o in _as_lines(lines)]
     heights = [np.ptp(np.concatenate(s)[:, 1]) if s else 0.0 for s in per_line]
-    gap = line_gap * max(heights, default=0.0)
-    page, top = [], 0.0
-    for strokes, height in zip(per_line, heights):
+    pitch = (1 + line_gap) * max(heights, default=0.0)
+    page = []
+    for i, strokes in enumerate(per_line):
         if strokes:
             lo = np.concatenate(strokes).min(0)
-            strokes = [s - lo + (0.0, top) for s in strokes]
+            strokes = [s - lo + (0.0, i * pitch) for s in strokes]
         page.append(strokes)
-        top += height + gap
     return page
 
 
@@ -60,33 +61,95 @@ def _extent(page: list[list[np.ndarray]]) -> tuple[float, float]:
     return max(hi[0], 1e-9), max(hi[1], 1e-9)
 
 
-def strokes_svg(lines: Lines, *, y_up: bool = False, line_gap: float = 0.25, stroke_width: float | None = None,
-                width: float | None = None, color: str = "black") -> str:
-    """An SVG document with one ``<path>`` per stroke, lines stacked vertically.
+@dataclass(frozen=True)
+class PageStyle:
+    """How a page looks: ``width`` of the picture in px (None: 1 data unit = 1 px), ``stroke_width``
+    in px at that width (None: 1/40 of a line's height), ``color`` (SVG), ``margin`` in px around the
+    writing, ``smooth``: each stroke drawn as a curve through its points (Catmull-Rom splines as cubic
+    Beziers) instead of straight segments between them."""
 
-    ``stroke_width`` defaults to 1/40 of the page height per line; ``width`` (px) scales the picture
-    (default: 1 data unit = 1 px).
+    width: float | None = None
+    stroke_width: float | None = None
+    color: str = "black"
+    margin: float | None = None
+    smooth: bool = True
+
+
+def _polyline(s: np.ndarray) -> str:
+    d = "M" + " L".join(f"{x:.2f},{y:.2f}" for x, y in s)
+    return d + (" l0,0" if len(s) == 1 else "")  # a dot: drawn by the round cap
+
+
+def catmull_rom(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Control points (c1, c2), each (n - 1, 2), of the cubic Beziers of a Catmull-Rom spline through
+    the n points of a stroke (it passes through them all, with a continuous tangent): the segment
+    P_i -> P_{i+1} has c1 = P_i + (P_{i+1} - P_{i-1}) / 6 and c2 = P_{i+1} - (P_{i+2} - P_i) / 6
+    (the end points repeat)."""
+    p = np.vstack([s[:1], s, s[-1:]])
+    return p[1:-2] + (p[2:-1] - p[:-3]) / 6, p[2:-1] - (p[3:] - p[1:-2]) / 6
+
+
+def _curve(s: np.ndarray) -> str:
+    """A stroke as the SVG path of its Catmull-Rom spline (`catmull_rom`)."""
+    if len(s) < 3:
+        return _polyline(s)
+    c1, c2 = catmull_rom(s)
+    ends = s[1:]
+    return f"M{s[0, 0]:.2f},{s[0, 1]:.2f} " + " ".join(
+        f"C{a:.2f},{b:.2f} {c:.2f},{d:.2f} {e:.2f},{f:.2f}" for (a, b), (c, d), (e, f) in zip(c1, c2, ends))
+
+
+def strokes_svg(lines: Lines, *, y_up: bool = False, line_gap: float = 0.25, stroke_width: float | None = None,
+                width: float | None = None, color: str = "black", margin: float | None = None,
+                smooth: bool = True) -> str:
+    """An SVG document with one ``<path>`` per stroke, lines stacked vertically (`layout`).
+
+    ``width`` (px) scales the picture (default: 1 data unit = 1 px); ``stroke_width`` and ``margin``
+    are px at that width (defaults: 1/40 and 1/10 of a line's height); see `PageStyle`.
     """
     page = layout(lines, y_up, line_gap)
     W, H = _extent(page)
-    sw = stroke_width or H / max(len(page), 1) / 40
-    pad = 4 * sw
-    vb_w, vb_h = W + 2 * pad, H + 2 * pad
+    line_height = H / max(sum(1 for line in page if line), 1) if any(page) else H
+    sw_units = line_height / 40
+    pad_units = line_height / 10
+    if width is not None:  # px -> data units: the writing spans width - 2 margins
+        margin_px = pad_units * width / (W + 2 * pad_units) if margin is None else margin
+        per_px = W / max(width - 2 * margin_px, 1e-9)
+        pad_units = margin_px * per_px
+        sw_units = sw_units if stroke_width is None else stroke_width * per_px
+    else:
+        pad_units = pad_units if margin is None else margin
+        sw_units = sw_units if stroke_width is None else stroke_width
+    vb_w, vb_h = W + 2 * pad_units, H + 2 * pad_units
     px_w = width or vb_w
-    paths = []
-    for line in page:
-        for s in line:
-            d = "M" + " L".join(f"{x + pad:.2f},{y + pad:.2f}" for x, y in s)
-            if len(s) == 1:
-                d += " l0,0"  # a dot: drawn by the round cap
-            paths.append(f'<path d="{d}"/>')
+    draw = _curve if smooth else _polyline
+    paths = [f'<path d="{draw(s + pad_units)}"/>' for line in page for s in line]
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{px_w:.1f}" height="{px_w * vb_h / vb_w:.1f}" '
         f'viewBox="0 0 {vb_w:.2f} {vb_h:.2f}">\n'
-        f'<g fill="none" stroke="{color}" stroke-width="{sw:.3f}" stroke-linecap="round" stroke-linejoin="round">\n'
+        f'<g fill="none" stroke="{escape(color, quote=True)}" stroke-width="{sw_units:.3f}" stroke-linecap="round" '
+        f'stroke-linejoin="round">\n'
         + "\n".join(paths)
         + "\n</g>\n</svg>\n"
     )
+
+
+MAX_PNG_PIXELS = 16_000_000  # a page of many lines at a large width is scaled down to this
+
+
+def svg_png(svg: str, background: str | None = "white", max_pixels: int = MAX_PNG_PIXELS) -> bytes:
+    """An SVG (e.g. `strokes_svg`) rasterised by resvg at its own width and height in px, scaled
+    down to at most ``max_pixels``. resvg is a complete, standalone SVG renderer (a Rust library
+    shipped as a self-contained wheel, nothing from the system), so the PNG shows exactly what the
+    SVG does: the same curves, caps and colour."""
+    import xml.etree.ElementTree as ET
+
+    import resvg_py
+
+    root = ET.fromstring(svg)
+    w, h = float(root.get("width")), float(root.get("height"))
+    width = max(1, int(min(w, math.sqrt(max_pixels * w / max(h, 1e-9)))))
+    return bytes(resvg_py.svg_to_bytes(svg_string=svg, background=background, width=width))
 
 
 def _png(fig: Figure, dpi: int) -> bytes:

@@ -148,6 +148,19 @@ class HandwritingGenerator:
         rows = [Row(rng.as_seed(seed + i), limit, float(bias), context, keep_aux=keep_phi) for i in range(n)]
         return Job(prompt=prompt, first=x1, rows=rows)
 
+    def page_job(self, texts: list[str], biases: list[float], seed: int, prime: tuple[np.ndarray, str] | None = None,
+                 n: int = 1, max_points: int = 1500) -> Job:
+        """Several lines as the rows of ONE job (one batch): line i's ``n`` candidates are the rows of
+        `job` (text i, bias i, seeds ``seed + i * n + k``), each primed alike. With a prime every row
+        reads it under its own text c' = prime text + " " + line (`Job.per_row_prime`), exactly as
+        the line's own job would, so a line comes out as it does when written alone with its seed."""
+        if len(texts) != len(biases) or not texts:
+            raise ValueError("page_job needs one bias per line, and at least one line")
+        jobs = [self.job(t, b, seed + i * n, prime, n=n, max_points=max_points)
+                for i, (t, b) in enumerate(zip(texts, biases))]
+        return Job(prompt=jobs[0].prompt, first=jobs[0].first, rows=[r for j in jobs for r in j.rows],
+                   per_row_prime=len(jobs) > 1)
+
     def check_text(self, text: str, max_points: int | None = None, what: str = "text") -> None:
         """ValueError for an empty text, characters outside the alphabet (naming them), or a text
         longer than ``max_points // POINTS_PER_CHAR`` characters (it could not be written in full)."""

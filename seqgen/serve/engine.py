@@ -298,7 +298,7 @@ class Engine:
                 self.stats.counts["cancelled"] += 1
                 continue
             ticket.admitted = time.monotonic()
-            ticket.state = self.gen.initial_state(1)
+            ticket.state = self.gen.initial_state(max(len(ticket.job.prime_rows()), 1))
             ticket.sent = [0] * len(ticket.job.rows)
             ticket.rows_left = len(ticket.job.rows)
             for i, row in enumerate(ticket.job.rows):
@@ -372,15 +372,22 @@ class Engine:
         self._priming = still
 
     def _prime_group(self, length: int, tickets: list[Ticket]) -> None:
-        inputs = torch.stack([t.job.prompt[t.cursor : t.cursor + length] for t in tickets])
-        with_rows = all(t.job.rows for t in tickets)
-        context = self.gen.context([t.job.rows[0] for t in tickets]) if with_rows else None
+        # one batch row per prime row of every ticket (one, or each row of a per_row_prime job)
+        rows = [t.job.prime_rows() for t in tickets]
+        counts = [max(len(r), 1) for r in rows]
+        inputs = torch.cat([t.job.prompt[t.cursor : t.cursor + length][None].expand(k, length, *t.job.prompt.shape[1:])
+                            for t, k in zip(tickets, counts)])
+        with_rows = all(rows)
+        context = self.gen.context([r for rs in rows for r in rs]) if with_rows else None
         outputs, state = prefill(self.gen, inputs, cat_states([t.state for t in tickets]), context)
-        for i, ticket in enumerate(tickets):
-            ticket.state = state if len(tickets) == 1 else select_state(state, torch.tensor([i], device=inputs.device))
+        start = 0
+        for ticket, k in zip(tickets, counts):
+            mine = torch.arange(start, start + k, device=inputs.device)
+            ticket.state = state if len(tickets) == 1 else select_state(state, mine)
             if ticket.job.targets is not None:
-                ticket.log_prob += self.gen.log_prob(outputs[i], ticket.job.targets[ticket.cursor : ticket.cursor + length])
+                ticket.log_prob += self.gen.log_prob(outputs[start], ticket.job.targets[ticket.cursor : ticket.cursor + length])
             ticket.cursor += length
+            start += k
         self.stats.prefill_inputs += length * len(tickets)
 
     def _dispatch(self, finished: list) -> None:

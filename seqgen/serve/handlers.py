@@ -9,13 +9,14 @@ points, and states in the OpenAPI document what the model can read (`openapi_lim
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from seqgen.sampling import Job
 from seqgen.serve.errors import NotFound, UnknownSymbols
-from seqgen.serve.schemas import GenerateBody, ScoreBody, WriteBody, stop_strings
+from seqgen.serve.schemas import MAX_WRITE_CHARS, MIN_WRAP, GenerateBody, ScoreBody, WriteBody, stop_strings
 
 
 def char_class(chars) -> str:
@@ -172,8 +173,30 @@ class TextStream:
         return [self.handler.decode(ids) for ids in self.ids]
 
 
+PNG_WIDTH = 1200  # px of a PNG page when the request gives no width
+
+
+@dataclass
+class Page:
+    """A /write request made ready to write: its lines and how each is written."""
+
+    lines: list[str]  # every line of the page, blank ones "" (not written)
+    written: list[int]  # indices of the lines that are written, in order
+    biases: list[float]  # per written line
+    candidates: int  # rows per written line (best_of, fewer when the page has many lines)
+    prime: tuple[np.ndarray, str] | None  # (offsets in data units, text) of a style or the user's strokes
+    changes: list  # `substitute.Change`s made to the text
+    seed: int
+    look: dict  # how it is drawn (`WriteBody.look`)
+    png: bool = False  # also answer a PNG
+
+    def rows_of(self, line: int) -> range:
+        """The rows (seeds: page seed + row) of written line ``line``'s candidates."""
+        return range(line * self.candidates, (line + 1) * self.candidates)
+
+
 class HandwritingHandler(ModelHandler):
-    """Handwriting synthesis (Graves sec. 5): ``/write`` -> SVG + the strokes as JSON."""
+    """Handwriting synthesis (Graves sec. 5): ``/write`` -> an SVG page + the strokes as JSON."""
 
     capabilities = frozenset({"write"})
 
@@ -184,7 +207,7 @@ class HandwritingHandler(ModelHandler):
         self.gen = HandwritingGenerator(model, loaded.meta)
         self.alphabet = self.gen.alphabet
         self.max_points = 1500
-        self.max_chars = self.max_points // POINTS_PER_CHAR
+        self.max_chars = self.max_points // POINTS_PER_CHAR  # the longest line
         self.line_ids = self._dataset_line_ids()
         self._recognizer = None  # (model, LoadedCheckpoint) of the legibility meter, loaded on first best_of
 
@@ -203,16 +226,30 @@ class HandwritingHandler(ModelHandler):
         from seqgen.handwriting.styles import shipped_styles
 
         return {**super().info(), "alphabet": "".join(self.alphabet.chars[1:]), "max_chars": self.max_chars,
-                "styles": shipped_styles(), "dataset_styles": len(self.line_ids)}
+                "max_text_chars": MAX_WRITE_CHARS, "styles": shipped_styles(), "dataset_styles": len(self.line_ids),
+                "primes_with_strokes": "ink_per_char" in self.loaded.meta}
+
+    def _text_class(self, extra: str = "") -> str:
+        return char_class(self.alphabet.chars[1:])[:-1] + extra + "]"
 
     def openapi_limits(self, schemas: dict) -> None:
         from seqgen.handwriting.styles import shipped_styles
 
-        props = schemas.get("WriteBody", {}).get("properties", {})
-        if "text" in props:
-            props["text"]["maxLength"] = self.max_chars
-            if self.alphabet.fallback is None:
-                props["text"]["pattern"] = f"^{char_class(self.alphabet.chars[1:])}+$"
+        body = schemas.get("WriteBody", {})
+        props = body.get("properties", {})
+        if "wrap" in props:  # the longest line the model can write
+            props["wrap"] = {**props["wrap"], "anyOf": [{"type": "integer", "minimum": MIN_WRAP,
+                                                         "maximum": self.max_chars}, {"type": "null"}]}
+        if self.alphabet.fallback is None:
+            # unknown = "error" (or absent): only the alphabet and line breaks; "drop" / "substitute": anything
+            body["anyOf"] = [{"properties": {"unknown": {"const": "error"},
+                                             "text": {"pattern": f"^{self._text_class(chr(92) + 'r' + chr(92) + 'n')}*$"}}},
+                             {"required": ["unknown"], "properties": {"unknown": {"enum": ["drop", "substitute"]}}}]
+            prime_text = schemas.get("PrimeBody", {}).get("properties", {}).get("text")
+            if prime_text is not None:
+                prime_text["pattern"] = f"^{self._text_class()}+$"
+        if "ink_per_char" not in self.loaded.meta:  # no training size to scale a drawing to: no prime
+            props.pop("prime", None)
         if "style" in props:
             styles = shipped_styles()
             branches = [{"type": "integer", "minimum": styles[0], "maximum": styles[-1]}, {"type": "null"}]
@@ -220,21 +257,59 @@ class HandwritingHandler(ModelHandler):
                 branches.insert(1, {"type": "string", "enum": self.line_ids})
             props["style"] = {"anyOf": branches, "description": props["style"].get("description", "")}
 
-    def write_job(self, body: WriteBody, seed: int) -> Job:
+    # ------------------------------------------------------------------ a request -> a page to write
+    def page(self, body: WriteBody, seed: int, max_rows: int) -> Page:
+        """Check a request and cut it into lines (400s here, before any writing): the text fitted to the
+        alphabet (``unknown``), wrapped, the hand resolved (style or prime), candidates per line."""
+        from seqgen.handwriting.substitute import UnknownCharacters
+        from seqgen.handwriting.wrap import page_lines
+
+        width = self.max_chars if body.wrap is None else body.wrap
+        if width > self.max_chars:
+            raise ValueError(f"wrap={width}: this model writes lines of at most {self.max_chars} characters")
+        chars = self.alphabet.chars[1:] if self.alphabet.fallback is None else None
+        try:
+            lines, changes = page_lines(body.text, chars, body.unknown, width)
+        except UnknownCharacters as e:
+            raise UnknownSymbols(e.chars, str(e)) from None
+        written = [i for i, line in enumerate(lines) if line]
+        prime = self._hand(body)
+        if body.best_of > 1 and written:
+            self.recognizer()  # a server without one refuses at once, before any writing
+        candidates = max(1, min(body.best_of, max_rows // max(len(written), 1)))
+        return Page(lines, written, body.biases(len(written)), candidates, prime, changes, seed, body.look(),
+                    body.png)
+
+    def _hand(self, body: WriteBody) -> tuple[np.ndarray, str] | None:
+        """The (offsets, text) to prime with: a shipped style, a dataset line, the user's strokes, or None."""
         from seqgen.handwriting.styles import UnknownStyle, resolve_style
 
-        if self.alphabet.fallback is None and (bad := self.alphabet.unknown_chars(body.text)):
-            raise UnknownSymbols(sorted(bad), f"text has characters the model cannot write: {sorted(bad)}")
-        prime = None
-        if body.style is not None:
-            try:
-                prime = resolve_style(str(body.style), self.loaded.meta, self.storage)
-            except UnknownStyle as e:
-                raise NotFound(str(e)) from None
-        if body.best_of > 1:
-            self.recognizer()  # a server without one refuses at once, before any writing
-        # best_of candidates are the rows of one job: one batch, one priming, seeds seed + i
-        return self.gen.job(body.text, body.bias, seed, prime, max_points=self.max_points, n=body.best_of)
+        if body.prime is not None:
+            from seqgen.handwriting.prime import prime_from_points
+
+            if self.alphabet.fallback is None and (bad := self.alphabet.unknown_chars(body.prime.text)):
+                raise UnknownSymbols(sorted(bad), f"the prime's text has characters the model cannot write: {sorted(bad)}")
+            offsets, text, _ = prime_from_points(body.prime.strokes, body.prime.text, self.loaded.meta)
+            return offsets, text
+        if body.style is None:
+            return None
+        try:
+            return resolve_style(str(body.style), self.loaded.meta, self.storage)
+        except UnknownStyle as e:
+            raise NotFound(str(e)) from None
+
+    def jobs(self, page: Page, max_rows: int) -> list[tuple[list[int], Job]]:
+        """The page's engine jobs: as many written lines as fit in ``max_rows`` rows per job, all of a
+        job's lines as rows of ONE batch; returns (the written-line numbers, job) in page order."""
+        per_job = max(1, max_rows // page.candidates)
+        out = []
+        for first in range(0, len(page.written), per_job):
+            numbers = list(range(first, min(first + per_job, len(page.written))))
+            texts = [page.lines[page.written[i]] for i in numbers]
+            job = self.gen.page_job(texts, [page.biases[i] for i in numbers], page.seed + first * page.candidates,
+                                    page.prime, n=page.candidates, max_points=self.max_points)
+            out.append((numbers, job))
+        return out
 
     def recognizer(self):
         """The handwriting recognizer that picks among best_of candidates (the bundled one)."""
@@ -258,15 +333,48 @@ class HandwritingHandler(ModelHandler):
         j, _ = pick(cers, self.model, self.loaded.meta, candidates, texts)
         return j, {"reading": readings[j], "cer": cers[j], "candidate": j, "candidates": len(candidates)}
 
+    def written_line(self, page: Page, line: int, candidates: list[np.ndarray]) -> dict:
+        """Written line ``line`` of the page from its candidates' offsets: the chosen one, as answered."""
+        text = page.lines[page.written[line]]
+        chosen, legibility = self.choose(text, candidates)
+        offsets = candidates[chosen]
+        return {"line": page.written[line], "text": text, "strokes": offsets.round(3).tolist(), "points": len(offsets),
+                "seed": page.seed + page.rows_of(line)[chosen], "legibility": legibility, "offsets": offsets}
+
     def points(self, outputs: list) -> np.ndarray:
         """Network samples (normalised tensors (3,)) -> (T, 3) offsets in data units."""
         from seqgen.handwriting.sampling import denormalise
 
         return denormalise(torch.stack(outputs), self.loaded.meta) if outputs else np.zeros((0, 3), np.float32)
 
+    def answer(self, page: Page, written: list[dict]) -> dict:
+        """The JSON answer of a page (`WriteResponse`, without the model summary)."""
+        first = written[0] if written else {"strokes": [], "legibility": None}
+        svg = self.svg(page, [w["offsets"] for w in written])
+        png = None
+        if page.png:
+            import base64
+
+            from seqgen.handwriting.render import strokes_svg, svg_png
+
+            look = {**page.look, "width": page.look["width"] or PNG_WIDTH}
+            rows = self._rows(page, [w["offsets"] for w in written])
+            png = base64.b64encode(svg_png(strokes_svg(rows, **look))).decode()
+        return {"svg": svg, "png": png, "strokes": first["strokes"],
+                "points": sum(w["points"] for w in written), "seed": page.seed,
+                "lines": [{k: v for k, v in w.items() if k != "offsets"} for w in written],
+                "changes": [c.as_dict() for c in page.changes], "legibility": first["legibility"]}
+
     @staticmethod
-    def svg(offsets: np.ndarray) -> str:
+    def _rows(page: Page, offsets: list[np.ndarray]) -> list[np.ndarray]:
+        """Every line of the page: the written ones' offsets where they belong, blank lines empty."""
+        rows = [np.zeros((0, 3), np.float32)] * len(page.lines)
+        for i, o in zip(page.written, offsets):
+            rows[i] = o
+        return rows
+
+    def svg(self, page: Page, offsets: list[np.ndarray]) -> str:
+        """The page as SVG in the request's style."""
         from seqgen.handwriting.render import strokes_svg
 
-        return strokes_svg([offsets])
-
+        return strokes_svg(self._rows(page, offsets), **page.look)

@@ -13,7 +13,8 @@ Routes (those no served model can answer are absent from the OpenAPI document an
     POST /generate    {prompt, length|max_tokens, temperature, top_k, top_p, stop, seed, n, stream,
                        timeout_s}                                                       text models
     POST /score       {text, timeout_s} -> log-probability, bits per token, perplexity    text models
-    POST /write       {text, bias, style, seed, stream, timeout_s} -> SVG + strokes       handwriting
+    POST /write       {text, wrap, unknown, bias, style | prime, seed, stream, best_of, timeout_s}
+                      -> an SVG page + every line's strokes                            handwriting
     GET  /healthz     liveness; answered on the event loop, never behind generation
     GET  /info        the models (the first one's fields at the top level too), engine, limits
     GET  /stats       this replica's engine counters per model (also exported as Ray Serve metrics)
@@ -51,8 +52,8 @@ from seqgen.serve.errors import WORK, WRITE, BodyLimit, SafeJSONResponse, error_
 from seqgen.serve.handlers import TextStream, finish_reasons
 from seqgen.serve.metrics import MetricsExporter, RequestMetrics
 from seqgen.serve.schemas import (
-    MAX_BODY_BYTES, MAX_LENGTH, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, GenerateBody, GenerateResponse, Health,
-    ScoreBody, ScoreResponse, WriteBody, WriteResponse,
+    MAX_BODY_BYTES, MAX_LENGTH, MAX_PAGE_ROWS, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, GenerateBody,
+    GenerateResponse, Health, ScoreBody, ScoreResponse, WriteBody, WriteResponse,
 )
 from seqgen.text_sampling import score_summary
 
@@ -309,39 +310,60 @@ class SeqgenServer:
     # ------------------------------------------------------------------------------ /write
     @api.post("/write", response_model=WriteResponse, responses={**WRITE, **NDJSON})
     async def write(self, body: WriteBody):
+        """A page: its lines are the rows of one engine job (several jobs, one after another, when
+        they do not fit in the engine's batch), each row writing one line (or one candidate of it)."""
         handler, engine = self._pick("write", body.model)
         seed = random_seed() if body.seed is None else body.seed
-        ticket = engine.submit(handler.write_job(body, seed), self._timeout(body.timeout_s))
-        if body.stream and body.best_of == 1:
-            return StreamingResponse(self._write_events(handler, engine, ticket, seed), media_type="application/x-ndjson",
+        max_rows = min(MAX_PAGE_ROWS, self.config.engine.max_streams)
+        page = handler.page(body, seed, max_rows)
+        jobs = handler.jobs(page, max_rows)
+        deadline = time.monotonic() + self._timeout(body.timeout_s)
+        # the first job joins the engine before answering, so a full queue is a 503 status, not a stream error
+        first = engine.submit(jobs[0][1], self._timeout(body.timeout_s)) if jobs else None
+        if body.stream:
+            return StreamingResponse(self._write_events(handler, engine, page, jobs, deadline, first), media_type="application/x-ndjson",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        t0 = time.monotonic()
-        outputs: dict[int, list] = {i: [] for i in range(body.best_of)}  # row -> its pen points
-        async for kind, payload in engine.events(ticket):
-            if kind == "chunk":
-                for i, points in payload.items():
-                    outputs[i] += points
-        candidates = [handler.points(outputs[i]) for i in range(body.best_of)]
-        chosen, legibility = await asyncio.to_thread(handler.choose, body.text, candidates)  # off the event loop
-        offsets = candidates[chosen]
-        if body.stream:  # best_of > 1: the chosen candidate streams once chosen, as one piece
-            lines = [_ndjson({"points": offsets.round(3).tolist()}),
-                     _ndjson({"done": True, "points": len(offsets), "seed": seed, "legibility": legibility,
-                              "elapsed_s": round(time.monotonic() - t0, 4), "model": handler.summary()})]
-            return StreamingResponse(iter(lines), media_type="application/x-ndjson")
-        return {"svg": handler.svg(offsets), "strokes": offsets.round(3).tolist(), "points": len(offsets),
-                "seed": seed, "model": handler.summary(), "legibility": legibility}
+        written = []
+        async for _, lines in self._write_jobs(handler, engine, page, jobs, deadline, first):
+            written += lines
+        return {**await asyncio.to_thread(handler.answer, page, written), "model": handler.summary()}  # off the loop
 
-    async def _write_events(self, handler, engine, ticket, seed: int):
-        t0, points = time.monotonic(), 0
-        try:
+    async def _write_jobs(self, handler, engine, page, jobs, deadline: float, first, on_points=None):
+        """Run the page's jobs one after another (the first already submitted: ``first``); yields (job
+        number, its written lines) as each ends. ``on_points(line, offsets)`` sees every row's new
+        points as they come (one candidate a line)."""
+        for number, (lines, job) in enumerate(jobs):
+            ticket = first if number == 0 else engine.submit(job, max(deadline - time.monotonic(), 0.001))
+            outputs: dict[int, list] = {i: [] for i in range(len(job.rows))}  # row -> its pen points
             async for kind, payload in engine.events(ticket):
                 if kind == "chunk":
-                    new = handler.points(payload.get(0, []))
-                    points += len(new)
-                    yield _ndjson({"points": new.round(3).tolist()})
-                else:
-                    yield _ndjson({"done": True, "points": points, "seed": seed,
-                                   "elapsed_s": round(time.monotonic() - t0, 4), "model": handler.summary()})
+                    for i, points in payload.items():
+                        outputs[i] += points
+                        if on_points is not None:
+                            yield number, [on_points(page.written[lines[i // page.candidates]], handler.points(points))]
+            k = page.candidates
+            rows = [handler.points(outputs[i]) for i in range(len(job.rows))]
+            done = [await asyncio.to_thread(handler.written_line, page, line, rows[j * k : (j + 1) * k])  # off the loop
+                    for j, line in enumerate(lines)]
+            yield number, done
+
+    async def _write_events(self, handler, engine, page, jobs, deadline: float, first):
+        """NDJSON: {"line": i, "points": [...]} as the pens move (one candidate a line; with best_of > 1
+        each chosen line once chosen), then {"done": true, ...} with the page's answer but its svg."""
+        t0, written = time.monotonic(), []
+        live = page.candidates == 1
+        on_points = (lambda line, offsets: {"line": line, "points": offsets.round(3).tolist()}) if live else None
+        try:
+            async for _, items in self._write_jobs(handler, engine, page, jobs, deadline, first, on_points):
+                for item in items:
+                    if "offsets" not in item:  # points as they are drawn
+                        yield _ndjson(item)
+                        continue
+                    if not live:
+                        yield _ndjson({"line": item["line"], "points": item["strokes"]})
+                    written.append(item)
+            answer = await asyncio.to_thread(handler.answer, page, written)
+            yield _ndjson({"done": True, **{k: v for k, v in answer.items() if k not in ("svg", "png", "strokes")},
+                           "elapsed_s": round(time.monotonic() - t0, 4), "model": handler.summary()})
         except Exception as e:  # noqa: BLE001 - the status line is gone: report in the stream
             yield _ndjson(error_payload(e)[1])

@@ -135,3 +135,24 @@ def test_phi_of_a_row_that_outlives_the_longest_text():
     assert len(results[1].offsets) > len(results[0].offsets)  # the case this test is about
     for r in results:
         assert r.phi.shape == (len(r.offsets), len(r.text))
+
+
+@pytest.mark.parametrize("primed", [False, True])
+def test_a_page_job_writes_each_line_as_its_own_job_would(primed):
+    """The lines of a page as rows of ONE job (per-row priming under each line's own c') come out
+    exactly as each line written alone with its seed, primed or not."""
+    from seqgen.handwriting.sampling import HandwritingGenerator
+    from seqgen.sampling import run
+
+    gen = HandwritingGenerator(model(kappa_step=0.3).float(), META)
+    prime = (np.random.default_rng(1).normal(0, 2, (40, 3)).astype(np.float32) * [1, 1, 0] + [0, 0, 0], "fade") \
+        if primed else None
+    texts, biases = ["abc", "bad face", "e"], [0.5, 1.0, 2.0]
+    (page,) = run(gen, [gen.page_job(texts, biases, seed=7, prime=prime, n=2)])
+    assert page.per_row_prime and len(page.rows) == 6
+    for i, (text, bias) in enumerate(zip(texts, biases)):
+        (alone,) = run(gen, [gen.job(text, bias, seed=7 + 2 * i, prime=prime, n=2)])
+        for k in range(2):
+            mine, theirs = page.rows[2 * i + k], alone.rows[k]
+            assert mine.drawn == theirs.drawn > 0
+            torch.testing.assert_close(torch.stack(mine.outputs), torch.stack(theirs.outputs), rtol=0, atol=0)

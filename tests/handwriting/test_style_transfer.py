@@ -82,13 +82,19 @@ def test_style_transfer_report(tiny, writers):
     code, out, err = evaluate(writers, synth, "--dataset", "forms", "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert set(report) == {"synthesis", "dataset", "split", "forms", "nats_per_point", "own_beats_unprimed",
+    assert set(report) == {"synthesis", "dataset", "split", "primes", "forms", "nats_per_point", "own_beats_unprimed",
                            "own_beats_other", "per_form"}
     assert report["forms"] == 3 and set(report["nats_per_point"]) == {"unprimed", "own_prime", "other_prime"}
     for row in report["per_form"]:
         assert row["line_a"].startswith(row["form"]) and not row["other"].startswith(row["form"])
     assert 0 <= report["own_beats_unprimed"] <= 3 and 0 <= report["own_beats_other"] <= 3
     assert json.loads(evaluate(writers, synth, "--dataset", "forms", "--json")[1]) == report  # seeded
+    code, out, err = evaluate(writers, synth, "--dataset", "forms", "--json", "--drawn")  # primes as drawn
+    assert code == 0, err
+    drawn = json.loads(out)
+    assert drawn["primes"] == "as drawn" and report["primes"] == "as stored"
+    assert drawn["nats_per_point"]["unprimed"] == report["nats_per_point"]["unprimed"]  # line B alone is B alone
+    assert drawn["nats_per_point"]["own_prime"] != report["nats_per_point"]["own_prime"]  # the primes were rescaled
 
 
 def test_style_transfer_exit_2_cases(tiny, writers):

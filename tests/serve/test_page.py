@@ -64,6 +64,71 @@ def test_page_writes_handwriting_as_the_strokes_stream(browser, hw_url, tmp_path
     assert not errors, errors
 
 
+def _a_written_line(url: str, text: str, box: dict) -> list[list[tuple[float, float]]]:
+    """A line the served model writes in shipped style 9, as strokes of screen points inside ``box``
+    (the drawing area), for the mouse to draw: someone's handwriting, not a zigzag."""
+    import numpy as np
+    import requests as http
+
+    from seqgen.handwriting.iam import offsets_to_strokes
+
+    answer = http.post(f"{url}/write", json={"text": text, "style": 9, "seed": 1, "bias": 2.0}, timeout=60).json()
+    strokes = offsets_to_strokes(np.array(answer["strokes"]))
+    pts = np.concatenate(strokes)
+    lo, hi = pts.min(0), pts.max(0)
+    scale = min(0.9 * box["width"] / (hi[0] - lo[0]), 0.8 * box["height"] / (hi[1] - lo[1]))
+    origin = np.array([box["x"] + 0.05 * box["width"], box["y"] + 0.1 * box["height"]])
+    return [[tuple(p) for p in (s - lo) * scale + origin] for s in strokes]
+
+
+def test_page_writes_a_page_in_a_hand_drawn_with_the_mouse(browser, hw_url, tmp_path):
+    """Draw a line on the page's drawing area with the mouse, say what it says, write three lines in
+    that hand: the request carries the drawn strokes, the page shows three lines, the prime is kept
+    in localStorage until cleared. The screenshot is docs/img/endpoint-page-primed.png (README)."""
+    page = browser.new_page(viewport={"width": 1000, "height": 1000})
+    errors, sent = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/write") else None)
+    page.goto(f"{hw_url}/")
+    page.wait_for_selector("#write-section.on")
+    page.click("#my-hand summary")
+    box = page.locator("#pad").bounding_box()
+    for stroke in _a_written_line(hw_url, "hello there", box):  # drawn with the mouse, point by point
+        page.mouse.move(*stroke[0])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(x, y)
+        page.mouse.up()
+    strokes = len(_a_written_line(hw_url, "hello there", box))
+    page.fill("#prime-text", "hello there")
+    page.fill("#write-text", "one line\ntwo lines here\nand Zebra three")
+    page.click("#prime-button")
+    page.wait_for_function("document.getElementById('write-status').textContent.includes('3 lines')", timeout=120_000)
+    body = sent[-1]
+    assert body["prime"]["text"] == "hello there" and len(body["prime"]["strokes"]) >= 150
+    assert sum(p[2] for p in body["prime"]["strokes"]) == strokes  # a pen lift per drawn stroke
+    assert body["unknown"] == "substitute" and "style" not in body
+    assert page.locator("#strokes g.line").count() == 3
+    assert all(page.locator("#strokes g.line").nth(i).locator("path").count() > 2 for i in range(3))
+    assert "Z" in page.text_content("#write-note")  # what was written instead
+    page.screenshot(path=str(tmp_path / "primed.png"), full_page=True)
+    if os.environ.get("SEQGEN_UPDATE_DOCS"):  # refresh the README's picture
+        shutil.copy(tmp_path / "primed.png", ROOT / "docs" / "img" / "endpoint-page-primed.png")
+    page.reload()  # the hand is kept for later pages ...
+    page.wait_for_selector("#write-section.on")
+    assert "hello there" in page.text_content("#prime-status")
+    page.fill("#write-text", "again")
+    page.click("#write-button")
+    page.wait_for_function("(s => s.textContent.includes(' line') || s.className.includes('error'))"
+                           "(document.getElementById('write-status'))", timeout=120_000)
+    assert "1 line" in page.text_content("#write-status"), page.text_content("#write-status")
+    assert sent[-1]["prime"]["text"] == "hello there"
+    page.click("#my-hand summary")
+    page.click("#prime-clear")  # ... until cleared
+    assert page.evaluate("localStorage.getItem('seqgen-prime')") is None
+    assert not errors, errors
+
+
 def test_page_writes_the_best_of_several_candidates(browser, hw_url):
     page = browser.new_page(viewport={"width": 1000, "height": 640})
     errors = []

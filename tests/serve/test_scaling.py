@@ -194,8 +194,13 @@ def test_openapi_document_is_per_model(serve_url, hw_url):
     responses = text["paths"]["/generate"]["post"]["responses"]
     assert {"200", "400", "413", "422", "500", "503", "504"} <= set(responses)
     assert "text/event-stream" in responses["200"]["content"]
-    write = hw["components"]["schemas"]["WriteBody"]["properties"]
-    assert write["text"]["maxLength"] == 60 and "Z" not in write["text"]["pattern"]
+    body = hw["components"]["schemas"]["WriteBody"]
+    write = body["properties"]
+    assert write["text"]["maxLength"] == 1000  # a page; its lines are at most the model's longest line
+    assert {"type": "integer", "minimum": 10, "maximum": 60} in write["wrap"]["anyOf"]
+    pattern = body["anyOf"][0]["properties"]["text"]["pattern"]  # unknown="error": only what the model writes
+    assert "Z" not in pattern and "a" in pattern and body["anyOf"][1]["required"] == ["unknown"]
+    assert "Z" not in hw["components"]["schemas"]["PrimeBody"]["properties"]["text"]["pattern"]
     assert write["style"]["anyOf"][0] == {"type": "integer", "minimum": 0, "maximum": 12}
 
 
