@@ -9,7 +9,6 @@ from collections import Counter
 import pytest
 import torch
 
-from seqgen.config import ModelConfig
 from seqgen.data.tokenizers import Vocabulary, split_symbols
 from seqgen.models.text import TextModel
 from seqgen.text_sampling import (
@@ -21,22 +20,17 @@ from seqgen.text_sampling import (
     score_text,
     start_token,
 )
-
-CORPUS = "the quick brown fox jumps over the lazy dog.\nTHE END, 42!\n"
+from tests.tiny_text import tiny_text_model, tiny_vocab
 
 
 @pytest.fixture(scope="module")
 def vocab() -> Vocabulary:
-    return Vocabulary.build("char", Counter(split_symbols("char", CORPUS.encode())))
+    return tiny_vocab()
 
 
 @pytest.fixture(scope="module")
 def model(vocab) -> TextModel:
-    torch.manual_seed(1234)
-    m = TextModel(ModelConfig(hidden_size=16, num_layers=2), len(vocab))
-    with torch.no_grad():  # sharpen the random model a little so samples are not uniform noise
-        m.head.weight.mul_(4.0)
-    return m.eval()
+    return tiny_text_model(vocab, seed=1234)
 
 
 def _by_hand_greedy(model, vocab, prompt: str, length: int) -> str:

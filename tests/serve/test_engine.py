@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import Counter
 
 import pytest
 import torch
 
 from seqgen.config import ModelConfig
-from seqgen.data.tokenizers import Vocabulary, split_symbols
+from seqgen.data.tokenizers import Vocabulary
 from seqgen.handwriting.iam import END, Alphabet
 from seqgen.handwriting.models import HandwritingModel
 from seqgen.handwriting.sampling import HandwritingGenerator, synthesize
@@ -24,22 +23,17 @@ from seqgen.serve.config import EngineConfig
 from seqgen.serve.engine import DeadlineExceeded, Engine, EngineDown, Overloaded, StreamFailed, admit
 from seqgen.serve.engine_process import EngineProcess
 from seqgen.text_sampling import TextGenerator, generate, score_text
-
-CORPUS = "the quick brown fox jumps over the lazy dog.\nTHE END, 42!\n"
+from tests.tiny_text import tiny_text_model, tiny_vocab
 
 
 @pytest.fixture(scope="module")
 def vocab() -> Vocabulary:
-    return Vocabulary.build("char", Counter(split_symbols("char", CORPUS.encode())))
+    return tiny_vocab()
 
 
 @pytest.fixture(scope="module")
 def model(vocab) -> TextModel:
-    torch.manual_seed(0)
-    m = TextModel(ModelConfig(hidden_size=16, num_layers=2), len(vocab))
-    with torch.no_grad():
-        m.head.weight.mul_(4.0)
-    return m.eval()
+    return tiny_text_model(vocab, seed=0)
 
 
 @pytest.fixture

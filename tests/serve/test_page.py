@@ -109,7 +109,8 @@ def test_page_writes_a_page_in_a_hand_drawn_with_the_mouse(browser, hw_url, tmp_
     assert sum(p[2] for p in body["prime"]["strokes"]) == strokes  # a pen lift per drawn stroke
     assert body["unknown"] == "substitute" and "style" not in body
     assert page.locator("#strokes g.line").count() == 3
-    assert all(page.locator("#strokes g.line").nth(i).locator("path").count() > 2 for i in range(3))
+    # every line drew ink (how many strokes a line takes is the sampler's, and the page sends no seed)
+    assert all(page.locator("#strokes g.line").nth(i).locator("path").count() >= 1 for i in range(3))
     assert "Z" in page.text_content("#write-note")  # what was written instead
     page.screenshot(path=str(tmp_path / "primed.png"), full_page=True)
     if os.environ.get("SEQGEN_UPDATE_DOCS"):  # refresh the README's picture
