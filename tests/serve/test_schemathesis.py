@@ -26,7 +26,10 @@ def schemathesis(url: str, examples: int) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("deployment", ["serve_url", "hw_url", "multi_url"])
+# The text deployment's own document (one model: its vocabulary's pattern stated) and the
+# several-models one, which holds the bundled handwriting model too: its /write states that model's
+# limits exactly as hw_url's document does, so a third run over hw_url would repeat the second.
+@pytest.mark.parametrize("deployment", ["serve_url", "multi_url"])
 def test_schemathesis_finds_no_failures(deployment, request):
     url = request.getfixturevalue(deployment)
     result = schemathesis(url, examples=25)
