@@ -18,7 +18,6 @@ import uuid
 MAX_REQUEST_ID_CHARS = 128
 HEADER = b"x-request-id"
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._-]{1,%d}" % MAX_REQUEST_ID_CHARS)
-PROXY_CALLBACK = "seqgen.serve.request_ids:proxy_middlewares"
 
 
 def well_formed(value: str | None) -> bool:
