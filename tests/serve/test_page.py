@@ -4,6 +4,7 @@ handwriting page becomes docs/img/endpoint-page.png (the README shows it) with S
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -45,18 +46,23 @@ def test_page_writes_handwriting_as_the_strokes_stream(browser, hw_url, tmp_path
     page.fill("#write-text", "seqgen writes")
     page.eval_on_selector("#bias", "e => { e.value = '1.5'; e.dispatchEvent(new Event('input')); }")
     assert page.text_content("#bias-value") == "1.5"
-    page.click("#write-button")
-    page.wait_for_function("document.querySelectorAll('#strokes path').length > 5", timeout=60_000)
+    with page.expect_response(lambda r: r.url.endswith("/write")) as response:
+        page.click("#write-button")
     page.wait_for_function("document.getElementById('write-status').textContent.includes('points in')",
                            timeout=60_000)
     status = page.text_content("#write-status")
     points = int(status.split()[0])
     assert points > 50 and "seed" in status
-    assert page.locator("#strokes path").count() > 5
+    # one path per stroke the stream drew (the page sends no seed, so how many is the sampler's)
+    streamed = [json.loads(line) for line in response.value.text().splitlines() if line.strip()]
+    pen = [p for m in streamed if not m.get("done") for p in m["points"]]
+    assert len(pen) == points
+    strokes = sum(p[2] > 0.5 for p in pen) + (pen[-1][2] <= 0.5)
+    assert page.locator("#strokes path").count() == strokes >= 1
     with page.expect_download() as download:
         page.click("#download")
     svg = Path(download.value.path()).read_text()
-    assert svg.startswith("<svg") and svg.count("<path") > 5
+    assert svg.startswith("<svg") and svg.count("<path") == strokes
     page.screenshot(path=str(tmp_path / "page.png"))
     assert (tmp_path / "page.png").stat().st_size > 10_000
     if os.environ.get("SEQGEN_UPDATE_DOCS"):  # refresh the README's picture
