@@ -141,7 +141,7 @@ class WriteBody(BaseModel):
     margin: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] | None = Field(
         None, description="px around the writing (null: 1/10 of a line's height)")
     png: bool = Field(False, description="also answer the page as PNG (base64), rasterised from the SVG by resvg "
-                                         "(1,200 px wide unless width says otherwise)"),
+                                         "(1,200 px wide unless width says otherwise)")
     smooth: bool = Field(True, description="draw strokes as curves through the pen's points (Catmull-Rom) rather "
                                            "than straight segments")
     seed: Seed | None = _Seed

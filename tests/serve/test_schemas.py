@@ -18,6 +18,18 @@ def test_limits_are_json_schema_keywords(body):
         assert pydantic_only not in text, (body.__name__, text)
 
 
+@pytest.mark.parametrize("body", [GenerateBody, ScoreBody, WriteBody])
+def test_every_default_is_a_value_of_its_field(body):
+    """A stray comma once made a default the tuple ``(Field(...),)``: truthy, so every /write
+    rasterised a PNG nobody asked for. Pydantic warns when a default cannot be put in the schema."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        body.model_json_schema()
+    assert WriteBody(text="a").png is False
+
+
 def test_seed_edges():
     seed = GenerateBody.model_json_schema()["properties"]["seed"]["anyOf"][0]
     assert seed == {"type": "integer", "minimum": 0, "maximum": MAX_SEED}
