@@ -59,15 +59,54 @@ def test_page_writes_handwriting_as_the_strokes_stream(browser, hw_url, tmp_path
     assert len(pen) == points
     strokes = sum(p[2] > 0.5 for p in pen) + (pen[-1][2] <= 0.5)
     assert page.locator("#strokes path").count() == strokes >= 1
-    with page.expect_download() as download:
-        page.click("#download")
-    svg = Path(download.value.path()).read_text()
-    assert svg.startswith("<svg") and svg.count("<path") == strokes
     page.screenshot(path=str(tmp_path / "page.png"))
     assert (tmp_path / "page.png").stat().st_size > 10_000
     if os.environ.get("SEQGEN_UPDATE_DOCS"):  # refresh the README's picture
         shutil.copy(tmp_path / "page.png", ROOT / "docs" / "img" / "endpoint-page.png")
+    # the look changes the drawing in place: curves by default, straight segments when unticked
+    paths = "[...document.querySelectorAll('#strokes path')].map((p) => p.getAttribute('d'))"
+    assert any(" C" in d for d in page.evaluate(paths))
+    page.uncheck("#smooth")
+    assert not any(" C" in d for d in page.evaluate(paths))
+    page.eval_on_selector("#color", "e => { e.value = '#cc0000'; e.dispatchEvent(new Event('input')); }")
+    with page.expect_download() as download:
+        page.click("#download")
+    svg = Path(download.value.path()).read_text()
+    assert svg.startswith("<svg") and svg.count("<path") == strokes and 'stroke="#cc0000"' in svg
+    assert 'width="1200"' in svg and " C" not in svg
+    with page.expect_download() as download:
+        page.click("#download-png")
+    assert download.value.suggested_filename == "handwriting.png"
+    img = _rgb(download.value.path())
+    assert img.shape[1] == 1200
+    red = (img[..., 0] > 0.6) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)
+    assert red.sum() > 500 and (img.min(-1) > 0.95).mean() > 0.5  # red ink on a white page
     assert not errors, errors
+
+
+def _rgb(path) -> "np.ndarray":
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)[..., :3]
+
+
+def test_the_pages_strokes_are_drawn_as_the_server_draws_them(browser, hw_url):
+    """The page draws live strokes in JavaScript; its paths are the server's (`render._curve`,
+    `render._polyline`) for the same points, smooth or straight, a dot and two points included."""
+    import numpy as np
+
+    from seqgen.handwriting.render import _curve, _polyline
+
+    page = browser.new_page()
+    page.goto(f"{hw_url}/")
+    page.wait_for_selector("#write-section.on")
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 40):
+        s = np.cumsum(rng.normal(0, 5, (n, 2)), axis=0)
+        for smooth, draw in ((True, _curve), (False, _polyline)):
+            drawn = page.evaluate("([s, smooth]) => strokePath(s, smooth)", [s.tolist(), smooth])
+            ours = draw(s)
+            assert drawn.replace("-0.00", "0.00") == ours.replace("-0.00", "0.00"), (n, smooth)
 
 
 def _a_written_line(url: str, text: str, box: dict) -> list[list[tuple[float, float]]]:
@@ -188,6 +227,7 @@ def test_page_has_a_section_per_kind_and_picks_the_text_model(browser, multi_url
     page.wait_for_selector("#write-section.on")
     page.wait_for_selector("#text-section.on")
     assert "hw-cont" in page.text_content("#write-section h2")
+    assert page.locator("#hw-model-label").is_hidden()  # one handwriting model: nothing to pick
     assert "serve-tiny" in page.text_content("#text-section h2")
     assert page.locator("#style option").count() == 14  # the handwriting model's styles
     assert page.locator("#text-model option").all_text_contents() == ["serve-tiny", "shakespeare-bundled"]
@@ -202,4 +242,10 @@ def test_page_has_a_section_per_kind_and_picks_the_text_model(browser, multi_url
     model, loaded = load_model(bundled("shakespeare"))
     greedy = generate(model, Vocabulary.from_json(loaded.meta["vocab"]), "ROMEO:", length=80, temperature=0.0)[0]
     assert page.text_content("#output") == greedy  # written by the model picked
+    with page.expect_request(lambda r: r.url.endswith("/write")) as sent:
+        page.fill("#write-text", "hi")
+        page.click("#write-button")
+    assert sent.value.post_data_json["model"] == "hw-cont"  # the handwriting model named, not the default
+    page.wait_for_function("document.getElementById('write-status').textContent.includes('points in')",
+                           timeout=60_000)
     assert not errors, errors
