@@ -84,7 +84,7 @@ def test_page_writes_handwriting_as_the_strokes_stream(browser, hw_url, tmp_path
     assert not errors, errors
 
 
-def _rgb(path) -> "np.ndarray":
+def _rgb(path):
     import matplotlib.image
 
     return matplotlib.image.imread(path)[..., :3]
