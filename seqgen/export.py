@@ -115,7 +115,7 @@ def describe(meta: dict, kind: str, inputs: list[str], outputs: list[str], examp
     n_state = sum(n.startswith("state_") for n in inputs)
     info = {"format": 1, "kind": kind, "inputs": inputs, "outputs": outputs,
             "state_shapes": [["B", *t.shape[1:]] for t in example[len(example) - n_state:]]}
-    for key in ("vocab", "alphabet", "offset_mean", "offset_std", "points_per_char", "ink_per_char"):
+    for key in ("vocab", "alphabet", "offset_mean", "offset_std", "points_per_char", "ink_per_char", "pen_step"):
         if meta.get(key) is not None:
             info[key] = meta[key]
     return info

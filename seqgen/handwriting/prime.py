@@ -5,6 +5,8 @@ exactly as the training data was made.
       --split after every pen_up = 1-->  strokes [(n_i, 2)]                    (`points_to_strokes`)
       --`iam.strokes_to_offsets`, the IAM preprocessing itself (offsets, outlier steps, gaps)-->
       --(dx, dy) x (training data's ink per character / the drawing's)-->    (`writing_scale`)
+      (before the offsets: points added along a curve or left out to the training data's density,
+       `match_density`)
       offsets (T, 3) in data units, which `HandwritingGenerator.job(prime=...)` normalises with the
       dataset's mean / std like every training line.
 
@@ -18,6 +20,15 @@ which letters have ascenders. The thresholds of `strokes_to_offsets` are in unit
 median step, so scaling the drawing before them or its offsets after them is the same; scaling
 after keeps the conversion of an IAM-OnDB line bit-for-bit that of the dataset (a step exactly
 k median steps long cannot round to k + 1 interpolated steps).
+
+The density: a mouse reports a point per screen frame, a tablet several times as often, and the
+network has only seen IAM-OnDB's rate. A prime drawn at a third of the training data's points
+(every third point of a validation line) made its writer's next line 0.12 nats per point less
+likely; the same points with points added back along the Catmull-Rom curve through them cost
+nothing (docs/handwriting.md, "How densely a drawing is sampled"). So a drawing whose median pen
+step (at the training size) is off the training lines' (``meta["pen_step"]``) by more than
+`DENSITY_TOLERANCE` is resampled: each step split into k along that curve, or every k-th point
+kept; an IAM-OnDB line is within the tolerance and goes through untouched.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ MAX_PRIME_POINTS = 2000  # an IAM-OnDB line has ~700 (sec. 4.2), the longest in 
 MIN_PRIME_CHARS = 4  # with MAX_PRIME_POINTS: at most 500 points per character
 MAX_PRIME_CHARS = 50
 MAX_COORDINATE = 1e6  # |x|, |y|: far beyond a screen or a whiteboard, and far from float overflow
+DENSITY_TOLERANCE = 1.5  # the validation lines' own median steps are 0.96x the training data's
 
 
 def points_to_strokes(points) -> list[np.ndarray]:
@@ -77,6 +89,55 @@ def writing_size(lines) -> float:
     return float(np.median(sizes))
 
 
+def pen_steps(strokes) -> np.ndarray:
+    """The lengths of the pen-down steps of ``strokes`` [(n_i, 2)]."""
+    return np.concatenate([np.hypot(*np.diff(s, axis=0).T) for s in strokes if len(s) > 1] or [np.zeros(0)])
+
+
+def pen_step(lines) -> float:
+    """The training data's sampling density: the median pen-down step over ``lines`` (as `writing_size`)."""
+    steps = pen_steps([s for line in lines for s in offsets_to_strokes(line["offsets"])])
+    if not len(steps):
+        raise ValueError("no line with ink to measure the pen step from")
+    return float(np.median(steps))
+
+
+def _along_curve(s: np.ndarray, k: int) -> np.ndarray:
+    """Stroke ``s`` (n, 2) with every step split into ``k`` along the Catmull-Rom spline through its
+    points (`render.catmull_rom`, the curve the SVG draws): (n - 1) k + 1 points, ``s`` among them."""
+    if len(s) < 2:
+        return s
+    if len(s) == 2:
+        c1, c2 = s[:1] + (s[1:] - s[:1]) / 3, s[:1] + 2 * (s[1:] - s[:1]) / 3  # a straight segment
+    else:
+        from seqgen.handwriting.render import catmull_rom
+
+        c1, c2 = catmull_rom(s)
+    t = (np.arange(k) / k)[:, None, None]  # the cubic Bezier of each step at t = 0, 1/k, ...
+    a, d = s[:-1][None], s[1:][None]
+    pts = (1 - t) ** 3 * a + 3 * (1 - t) ** 2 * t * c1[None] + 3 * (1 - t) * t**2 * c2[None] + t**3 * d
+    return np.vstack([pts.transpose(1, 0, 2).reshape(-1, 2), s[-1:]])
+
+
+def match_density(strokes, scale: float, meta: dict) -> list[np.ndarray]:
+    """``strokes`` resampled to the training data's pen step (``meta["pen_step"]``) when their own
+    median step, times ``scale`` (`writing_scale`), is off it by more than `DENSITY_TOLERANCE`: each
+    step split into k along the curve through the points (never past `MAX_PRIME_POINTS`), or every
+    k-th point kept (and each stroke's last). As they are otherwise, or without ``pen_step``."""
+    steps = pen_steps(strokes) * scale
+    if "pen_step" not in meta or not len(steps) or not np.median(steps) > 0:
+        return strokes
+    ratio = float(np.median(steps)) / meta["pen_step"]
+    if ratio >= DENSITY_TOLERANCE:
+        n, gaps = sum(len(s) for s in strokes), sum(max(len(s) - 1, 0) for s in strokes)
+        k = min(round(ratio), (MAX_PRIME_POINTS - (n - gaps)) // max(gaps, 1))
+        return [_along_curve(s, k) for s in strokes] if k >= 2 else strokes
+    if ratio <= 1 / DENSITY_TOLERANCE:
+        k = round(1 / ratio)
+        return [s[sorted({*range(0, len(s), k), len(s) - 1})] for s in strokes]
+    return strokes
+
+
 def writing_scale(strokes, text: str, meta: dict) -> float:
     """The factor that gives the drawing the training data's ink per character (``meta["ink_per_char"]``).
 
@@ -107,7 +168,7 @@ def prime_from_points(points, text: str, meta: dict) -> tuple[np.ndarray, str, f
     if np.abs(np.concatenate(strokes)).max() > MAX_COORDINATE:
         raise ValueError(f"prime coordinates must be within +-{MAX_COORDINATE:g}")
     scale = writing_scale(strokes, text, meta)
-    offsets = strokes_to_offsets(strokes)
+    offsets = strokes_to_offsets(match_density(strokes, scale, meta))
     offsets[:, :2] *= np.float32(scale)
     return offsets, text, scale
 

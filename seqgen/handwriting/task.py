@@ -47,7 +47,7 @@ from seqgen.data.text import load_manifest
 from seqgen.evaluate import all_reduce_stats
 from seqgen.handwriting.dataset import load_lines
 from seqgen.handwriting.iam import Alphabet
-from seqgen.handwriting.prime import writing_size
+from seqgen.handwriting.prime import pen_step, writing_size
 from seqgen.handwriting.mdn import clip_output_gradient, mixture_nll, split_mixture, sse_per_point
 from seqgen.handwriting.sampling import primed
 from seqgen.storage import Storage
@@ -137,6 +137,7 @@ class HandwritingTask:
             self.meta["points_per_char"] = float(self.lengths.sum() / sum(len(c) for _, c in self.train))
             # the size a user's own strokes are scaled to before they prime the network (handwriting.prime)
             self.meta["ink_per_char"] = writing_size(lines)
+            self.meta["pen_step"] = pen_step(lines)  # and the density they are resampled to
         self.num_train_examples = len(self.train) * world  # the training set's size in lines (per-line loss)
         self.valid = None
         if "valid" in self.manifest["splits"]:

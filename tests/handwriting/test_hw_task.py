@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqgen.handwriting.prime import writing_size
+from seqgen.handwriting.prime import pen_step, writing_size
 from seqgen import config
 from seqgen.handwriting.dataset import load_lines, preprocess_handwriting
 from seqgen.handwriting.iam import Alphabet
@@ -56,7 +56,8 @@ def test_meta_and_normalised_lines(storage):
     assert task.meta == {"kind": "handwriting_synthesis", "dataset": "hw", "alphabet": m["alphabet"],
                          "offset_mean": m["offset_mean"], "offset_std": m["offset_std"],
                          "points_per_char": pytest.approx(points_per_char),
-                         "ink_per_char": pytest.approx(writing_size(lines))}  # the size own strokes are scaled to
+                         "ink_per_char": pytest.approx(writing_size(lines)),  # the size own strokes are scaled to
+                         "pen_step": pytest.approx(pen_step(lines))}  # and the density they are resampled to
     assert HandwritingTask(make_cfg("prediction"), storage).meta["alphabet"] is None
     assert task.num_train_examples == len(task.train) == m["splits"]["train"]["lines"] == 12
     raw = load_lines(storage, m, "train")[0]

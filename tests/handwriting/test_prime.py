@@ -16,9 +16,10 @@ import torch
 from seqgen.handwriting.dataset import load_lines, preprocess_handwriting
 from seqgen.handwriting.iam import discover_forms, offsets_to_strokes, strokes_to_offsets
 from seqgen.handwriting.prime import (
-    ink_per_char, points_to_strokes, prime_from_points, read_prime_file, read_prime_xml, strokes_to_points,
-    writing_scale, writing_size,
+    MAX_PRIME_POINTS, ink_per_char, match_density, pen_step, pen_steps, points_to_strokes, prime_from_points,
+    read_prime_file, read_prime_xml, strokes_to_points, writing_scale, writing_size,
 )
+from seqgen.handwriting.render import catmull_rom
 from seqgen.handwriting.sampling import normalise
 from seqgen.storage import Storage
 
@@ -83,6 +84,52 @@ def test_a_drawing_without_ink_is_measured_by_its_path_and_a_checkpoint_without_
         prime_from_points([[0, 0, 0], [2e6, 0, 1]], "abc", {"ink_per_char": 400.0})
 
 
+def _wave(n: int) -> np.ndarray:
+    """A smooth stroke of n points, one unit apart along x."""
+    x = np.arange(n, dtype=np.float64)
+    return np.column_stack([x, 10 * np.sin(x / 6)])
+
+
+def test_a_sparse_drawing_gets_points_along_its_curve():
+    sparse = [_wave(60)[::3], _wave(2), _wave(1)]  # steps ~3 long; a two-point stroke and a dot
+    meta = {"pen_step": float(np.median(pen_steps(sparse))) / 3}
+    resampled = match_density(sparse, 1.0, meta)
+    assert [len(s) for s in resampled] == [(20 - 1) * 3 + 1, 4, 1]
+    np.testing.assert_allclose(resampled[0][::3], sparse[0])  # the drawn points stay, in order
+    c1, c2 = catmull_rom(sparse[0])  # the new ones lie on the curve the SVG draws through them
+    t = 1 / 3
+    on_curve = (1 - t) ** 3 * sparse[0][:-1] + 3 * (1 - t) ** 2 * t * c1 + 3 * (1 - t) * t**2 * c2 + t**3 * sparse[0][1:]
+    np.testing.assert_allclose(resampled[0][1::3], on_curve)
+    np.testing.assert_allclose(resampled[1], [[0, 0], [1 / 3, 10 * np.sin(1 / 6) / 3], [2 / 3, 20 * np.sin(1 / 6) / 3],
+                                              [1, 10 * np.sin(1 / 6)]], atol=1e-12)  # two points: the segment
+    assert np.median(pen_steps(resampled)) == pytest.approx(meta["pen_step"], rel=0.05)
+    # far closer to the pen's real path than straight segments (inside the stroke: its end segments
+    # repeat their end points): the wave's skipped points
+    truth = _wave(58)[1::3][1:-1]
+    straight = (sparse[0][:-1] + (sparse[0][1:] - sparse[0][:-1]) / 3)[1:-1]
+    assert np.abs(resampled[0][1::3][1:-1] - truth).mean() < np.abs(straight - truth).mean() / 5
+
+
+def test_a_dense_drawing_keeps_every_kth_point_and_a_close_one_is_left_alone():
+    dense = [_wave(31), _wave(5)]
+    step = float(np.median(pen_steps(dense)))
+    thinned = match_density(dense, 1.0, {"pen_step": 3 * step})
+    np.testing.assert_array_equal(thinned[0], dense[0][::3])  # 0, 3, ..., 30: the last is kept too
+    np.testing.assert_array_equal(thinned[1], dense[1][[0, 3, 4]])
+    for meta in ({"pen_step": 1.3 * step}, {"pen_step": step / 1.3}, {}):  # within 1.5x, or no density known
+        assert match_density(dense, 1.0, meta) is dense
+    assert match_density(dense, 3.0, {"pen_step": 3 * step}) is dense  # measured at the training size (scale)
+
+
+def test_resampling_never_makes_a_prime_longer_than_its_limit():
+    long = [_wave(900)[::2] * 2]  # 450 points, steps of ~4
+    meta = {"pen_step": 4.0 / 6}  # 6x too sparse: 6 x 449 + 1 points would pass the limit
+    resampled = match_density(long, 1.0, meta)
+    assert len(resampled[0]) == 449 * 4 + 1 <= MAX_PRIME_POINTS
+    full = [_wave(1500)]  # no room for even one point a step
+    assert match_density(full, 1.0, {"pen_step": 1 / 3}) is full
+
+
 def test_prime_files(tmp_path):
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"text": "hello", "strokes": [[0, 0, 0], [1, 1, 1]]}))
@@ -109,7 +156,8 @@ def test_a_real_iam_line_primes_with_exactly_the_datasets_inputs(shared_data):
     finally:
         fsspec.filesystem("memory").rm(storage.url_of(""), recursive=True)
     line = lines[1]
-    meta = {"offset_mean": manifest["offset_mean"], "offset_std": manifest["offset_std"], "ink_per_char": writing_size(lines)}
+    meta = {"offset_mean": manifest["offset_mean"], "offset_std": manifest["offset_std"], "ink_per_char": writing_size(lines),
+            "pen_step": pen_step(lines)}  # an IAM line is sampled as the training data: not resampled
     points = read_prime_xml(form.lines[1])
     assert points[:, 2].sum() == sum(line["offsets"][:, 2])  # one pen lift per stroke
     offsets, _, scale = prime_from_points(points, line["text"], meta)
