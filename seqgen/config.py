@@ -65,7 +65,8 @@ class TrainConfig:
     patience: int = 0  # early stopping after N evaluations without improvement; 0 = off
     keep_checkpoints: int = 2  # best checkpoints kept (the latest is always kept)
     seed: int = 0
-    init_from: str = ""  # checkpoint URL to initialise weights from (sec. 3.1 retraining)
+    init_from: str = ""  # checkpoint URL to initialise weights from (sec. 3.1 retraining); with a
+    # model.hidden_size a multiple of its own, a wider network starting as it (seqgen.models.widen)
     num_workers: int = 0  # Ray Train workers; 0 = run in the driver process (local mode)
     cpus_per_worker: int = 2
     use_gpu: str = "auto"  # auto (= when the Ray cluster has GPUs) | true | false

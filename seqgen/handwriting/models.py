@@ -71,6 +71,11 @@ class HandwritingModel(nn.Module):
                 self.window.bias[2 * self.K :].fill_(-math.log(points_per_char))
         self.head = nn.Linear(self.rnn.output_size, output_size(self.M))  # eq. 17
 
+    def unit_readers(self) -> dict[str, int]:
+        """The weights outside the stack that read its units (`seqgen.models.widen`): the output
+        layer (every layer's, with skip connections) and the window (layer 1's)."""
+        return {"head.weight": self.rnn.output_layers, **({"window.weight": 1} if self.window is not None else {})}
+
     @property
     def synthesis(self) -> bool:
         return self.C > 0

@@ -27,6 +27,7 @@ class DeepRecurrent(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int, *,
                  skip: bool = True, dropout: float = 0.0, extra_size: int = 0, **layer_kw):
         super().__init__()
+        self.input_size = input_size
         self.skip = skip
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList()
@@ -38,6 +39,7 @@ class DeepRecurrent(nn.Module):
             below = layer.output_size
         outs = [layer.output_size for layer in self.layers]
         self.output_size = sum(outs) if skip else outs[-1]
+        self.output_layers = num_layers if skip else 1  # how many layers' outputs the output holds
 
     def initial_state(self, batch: int, device=None, dtype=None) -> tuple:
         return tuple(layer.initial_state(batch, device, dtype) for layer in self.layers)

@@ -33,6 +33,10 @@ class TextModel(nn.Module):
         )
         self.head = nn.Linear(self.rnn.output_size, vocab_size)  # eq. 3: b_y + sum_n W_{hn,y} h^n_t
 
+    def unit_readers(self) -> dict[str, int]:
+        """The weights outside the stack that read its units (`seqgen.models.widen`)."""
+        return {"head.weight": self.rnn.output_layers}
+
     def initial_state(self, batch: int, device=None) -> tuple:
         return self.rnn.initial_state(batch, device or self.head.weight.device, self.head.weight.dtype)
 

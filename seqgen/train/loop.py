@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_map
 from seqgen import kinds
 from seqgen.config import ExperimentConfig, load_json
 from seqgen.lease import check_holder, run_lease
+from seqgen.models.widen import initial_weights
 from seqgen.progress import Progress
 from seqgen.storage import Storage, join
 from seqgen import checkpoint as ckpt
@@ -96,8 +97,8 @@ def train_loop(cfg: ExperimentConfig, storage: Storage, report: Report, rank: in
         _set_rng_state(loaded.trainer_state["worker"], device)  # this worker's own streams
         progress = loaded.progress
         progress.pop("stopped", None)  # a run resumed with a new budget is running again
-    elif cfg.train.init_from:  # retraining with more regularisation (sec. 3.1)
-        model.load_state_dict(ckpt.load(cfg.train.init_from).model_state)
+    elif cfg.train.init_from:  # retraining with more regularisation (sec. 3.1), or a wider network
+        model.load_state_dict(initial_weights(model, ckpt.load(cfg.train.init_from), cfg.train.seed))
     if not resume:  # per-worker dropout / weight-noise streams (a resumed run restores its RNG)
         torch.manual_seed(cfg.train.seed + 1000 * rank)
     # the step each attempt began at, saved with every checkpoint: [0] for a run never interrupted;

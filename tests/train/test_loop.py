@@ -81,6 +81,14 @@ def test_init_from_checkpoint_starts_from_its_weights(ray_session):
                            "reg.kind=weight_noise"), st)
     a, b = ckpt.load(source.latest_checkpoint).model_state, ckpt.load(retrained.latest_checkpoint).model_state
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # a network twice as wide starts as the source (seqgen.models.widen): the same next-symbol distribution
+    wider = train(_cfg("run_name=wider", "train.max_steps=1", "train.eval_every=1", "optim.lr=0",
+                       "optim.grad_norm_clip=0", "model.hidden_size=32", f"train.init_from={source.latest_checkpoint}"), st)
+    (narrow, _), (wide, _) = load_model(source.latest_checkpoint), load_model(wider.latest_checkpoint)
+    assert wide.rnn.layers[0].hidden_size == 32
+    tokens = torch.randint(0, narrow.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(wide(tokens, wide.initial_state(2))[0], narrow(tokens, narrow.initial_state(2))[0],
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_early_stopping(ray_session):
