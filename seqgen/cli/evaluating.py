@@ -199,3 +199,7 @@ def _style_transfer(model, loaded, st: Storage, manifest: dict, split: str, max_
           [["unprimed", f"{nats['unprimed']:.3f}", f"{report['own_beats_unprimed']}/{n}"],
            ["primed with the same writer's line A", f"{nats['own_prime']:.3f}", ""],
            ["primed with another writer's line", f"{nats['other_prime']:.3f}", f"{report['own_beats_other']}/{n}"]])
+    tenths = report["by_tenth_of_b"]
+    table("where along line B: mean nats per point in each tenth of B", ["", *map(str, range(1, 11))],
+          [[name, *(f"{x:.2f}" for x in tenths[key])] for name, key in
+           (("unprimed", "unprimed"), ("own prime", "own_prime"), ("other's prime", "other_prime"))])

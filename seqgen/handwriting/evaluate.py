@@ -108,17 +108,30 @@ def evaluate_lines(model, lines: list[dict], meta: dict, batch_size: int = 16, d
 
 
 @torch.no_grad()
+@torch.no_grad()
+def point_nats(model, meta: dict, lines: list[dict], count_from: list[int] | None = None,
+               batch_size: int = 16) -> list[np.ndarray]:
+    """Each line's eq. 26 loss at every counted point (nats; lower is likelier), in order."""
+    alphabet = meta_alphabet(meta) if model.synthesis else None
+    like, out = model.head.weight, []
+    for i in range(0, len(lines), batch_size):
+        group = lines[i : i + batch_size]
+        _, params, target, mask = _score(model, group, meta, alphabet, like,
+                                         None if count_from is None else count_from[i : i + batch_size])
+        per_point = mixture_nll(params, target, mask).cpu().numpy()
+        out += [row[m] for row, m in zip(per_point, mask.cpu().numpy())]
+    return out
+
+
 def nats_per_point(model, meta: dict, lines: list[dict], count_from: list[int] | None = None,
                    batch_size: int = 16) -> np.ndarray:
     """Each line's eq. 26 loss per counted point (nats; lower is likelier), in order."""
-    alphabet = meta_alphabet(meta) if model.synthesis else None
-    like, out = model.head.weight, np.zeros(len(lines))
-    for i in range(0, len(lines), batch_size):
-        group = lines[i : i + batch_size]
-        nll, _, _, mask = _score(model, group, meta, alphabet, like,
-                                 None if count_from is None else count_from[i : i + batch_size])
-        out[i : i + len(group)] = (nll / mask.sum(1).clamp(min=1)).cpu().numpy()
-    return out
+    return np.array([p.mean() if len(p) else 0.0 for p in point_nats(model, meta, lines, count_from, batch_size)])
+
+
+def _by_tenth(points: list[np.ndarray]) -> list[float]:
+    """Mean nats in each tenth of the lines (by position along each line), averaged over the lines."""
+    return np.mean([[c.mean() for c in np.array_split(p, 10)] for p in points], axis=0).tolist()
 
 
 def style_transfer(model, meta: dict, lines: list[dict], seed: int = 0, drawn: bool = False) -> dict:
@@ -139,17 +152,20 @@ def style_transfer(model, meta: dict, lines: list[dict], seed: int = 0, drawn: b
     rng = np.random.default_rng(seed)
     shift = rng.integers(1, len(names))  # another writer for every form: a seeded rotation
     others = [forms[names[(i + shift) % len(names)]][0] for i in range(len(names))]
-    unprimed = nats_per_point(model, meta, [b for _, _, b in pairs])
     hand = (lambda line: as_drawn(line, meta)) if drawn else (lambda line: line)  # noqa: E731
     own = [primed(hand(a), b) for _, a, b in pairs]
     other = [primed(hand(o), b) for o, (_, _, b) in zip(others, pairs)]
-    own_nats = nats_per_point(model, meta, [j for j, _ in own], [k for _, k in own])
-    other_nats = nats_per_point(model, meta, [j for j, _ in other], [k for _, k in other])
+    points = {"unprimed": point_nats(model, meta, [b for _, _, b in pairs]),
+              "own_prime": point_nats(model, meta, [j for j, _ in own], [k for _, k in own]),
+              "other_prime": point_nats(model, meta, [j for j, _ in other], [k for _, k in other])}
+    unprimed, own_nats, other_nats = (np.array([p.mean() for p in points[k]]) for k in points)
     n = len(pairs)
     return {
         "forms": n,
         "nats_per_point": {"unprimed": float(unprimed.mean()), "own_prime": float(own_nats.mean()),
                            "other_prime": float(other_nats.mean())},
+        # where along B a prime costs or helps: its first tenth follows the prime's last stroke
+        "by_tenth_of_b": {k: _by_tenth(v) for k, v in points.items()},
         "own_beats_unprimed": int((own_nats < unprimed).sum()),
         "own_beats_other": int((own_nats < other_nats).sum()),
         "per_form": [{"form": f, "line_a": a["line_id"], "line_b": b["line_id"], "other": o["line_id"],

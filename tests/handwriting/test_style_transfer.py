@@ -77,16 +77,26 @@ def evaluate(st, *args):
     return result.exit_code, result.stdout, result.stderr.strip()
 
 
+def test_by_tenth_averages_each_tenth_of_every_line():
+    from seqgen.handwriting.evaluate import _by_tenth
+
+    line = np.arange(20.0)  # tenths (0, 1), (2, 3), ...: means 0.5, 2.5, ..., 18.5
+    assert _by_tenth([line]) == pytest.approx([0.5 + 2 * i for i in range(10)])
+    short = np.arange(11.0) * 10  # 11 points: the first tenth holds two (0, 10), the others one each
+    assert _by_tenth([line, short]) == pytest.approx([(0.5 + 5) / 2] + [(0.5 + 2 * i + 10 * (i + 1)) / 2 for i in range(1, 10)])
+
+
 def test_style_transfer_report(tiny, writers):
     _, synth, _, _ = tiny
     code, out, err = evaluate(writers, synth, "--dataset", "forms", "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert set(report) == {"synthesis", "dataset", "split", "primes", "forms", "nats_per_point", "own_beats_unprimed",
-                           "own_beats_other", "per_form"}
+    assert set(report) == {"synthesis", "dataset", "split", "primes", "forms", "nats_per_point", "by_tenth_of_b",
+                           "own_beats_unprimed", "own_beats_other", "per_form"}
     assert report["forms"] == 3 and set(report["nats_per_point"]) == {"unprimed", "own_prime", "other_prime"}
     for row in report["per_form"]:
         assert row["line_a"].startswith(row["form"]) and not row["other"].startswith(row["form"])
+    assert {k: len(v) for k, v in report["by_tenth_of_b"].items()} == {"unprimed": 10, "own_prime": 10, "other_prime": 10}
     assert 0 <= report["own_beats_unprimed"] <= 3 and 0 <= report["own_beats_other"] <= 3
     assert json.loads(evaluate(writers, synth, "--dataset", "forms", "--json")[1]) == report  # seeded
     code, out, err = evaluate(writers, synth, "--dataset", "forms", "--json", "--drawn")  # primes as drawn
