@@ -1,7 +1,7 @@
 """The sampling endpoint under load: iteration-level (continuous) batching vs its limits and baselines.
 
 Models: a 2 x 256 LSTM over the Tiny Shakespeare characters (random weights: speed does not depend
-on them) and the bundled handwriting synthesis model (2 x 128 + soft window). Served on 127.0.0.1
+on them) and the bundled handwriting synthesis model (a soft-window LSTM). Served on 127.0.0.1
 by ``seqgen.serve.app.build_app`` (one replica, 1 CPU); clients are asyncio + httpx in this
 process. The baselines seqgen does not serve with (request-level batching, the engine in a replica
 thread, direct ingress) are in ``serve_modes.py`` beside this file. Measured, in one run:

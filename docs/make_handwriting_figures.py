@@ -1,9 +1,10 @@
 """Regenerate docs/img/ and the bundled model from a synthesis run.
 
-    python docs/make_handwriting_figures.py RUN_DIR_OR_CHECKPOINT [--bundle]
+    python docs/make_handwriting_figures.py RUN_DIR_OR_CHECKPOINT [--bundle [--fp16]]
 
 --bundle also writes the checkpoint's inference files (no optimiser state) to
-seqgen/assets/handwriting/, the model `seqgen write` uses by default.
+seqgen/assets/handwriting/ as the run "handwriting-bundled", the model `seqgen write` uses by
+default; --fp16 stores its weights as float16 (docs/bundle_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("checkpoint")
     p.add_argument("--bundle", action="store_true")
+    p.add_argument("--fp16", action="store_true")
     a = p.parse_args()
     url = find_checkpoint(Storage.from_url("/"), a.checkpoint)
     model, loaded = load_model(url)
@@ -44,7 +46,8 @@ def main() -> None:
         rows = synthesize(model, loaded.meta, [TEXT], bias=1.0, seed=0, prime=prime)
         (DOCS / f"write-style-{style}.png").write_bytes(strokes_png([prime[0], rows[0].offsets]))
     if a.bundle:
-        print(f"bundled {url} -> {ASSET} ({bundle(url, ASSET) / 1e6:.1f} MB)")
+        size = bundle(url, ASSET, a.fp16, "handwriting-bundled")
+        print(f"bundled {url} -> {ASSET} ({size / 1e6:.1f} MB)")
     print(f"figures in {DOCS}; validation: {loaded.progress['evals'][-1]}")
 
 

@@ -101,7 +101,7 @@ def small_url(serve_url, serve_started, tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def hw_url(serve_url, serve_started):
-    """The bundled handwriting synthesis model (real, 2 x 128) at /hw."""
+    """The bundled handwriting synthesis model (real, 2 x 256) at /hw."""
     from seqgen.catalog import BUNDLED_HANDWRITING
 
     yield deploy(serve_started, str(BUNDLED_HANDWRITING), "seqgen-hw", "/hw", max_streams=32, max_queued=32)

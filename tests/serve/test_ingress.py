@@ -140,7 +140,7 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
         assert len(events) >= 2
         # a fresh install serves both bundled models: the text one answers /generate and OpenAI's route
         info = requests.get(f"{base}/info", timeout=30).json()
-        assert [m["run_name"] for m in info["models"]] == ["hw-cont", "shakespeare-bundled"]
+        assert [m["run_name"] for m in info["models"]] == ["handwriting-bundled", "shakespeare-bundled"]
         g = requests.post(f"{base}/generate", json={"prompt": "ROMEO:", "length": 30, "seed": 1}, timeout=60)
         assert g.status_code == 200 and len(g.json()["samples"][0]) == 30, g.text
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)

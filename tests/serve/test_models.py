@@ -13,7 +13,7 @@ import requests
 pytestmark = pytest.mark.ray
 
 TIMEOUT = 60
-TINY, HAND, BARD = "serve-tiny", "hw-cont", "shakespeare-bundled"
+TINY, HAND, BARD = "serve-tiny", "handwriting-bundled", "shakespeare-bundled"
 
 
 def post(url: str, route: str, body: dict) -> requests.Response:
