@@ -124,15 +124,20 @@ def test_read_line_matches_step_outputs():
 
 
 def test_phi_of_a_row_that_outlives_the_longest_text():
-    """The bundled model at bias 0.5, seed 1 writes "handwriting synthesis" longer than "a quick
-    brown fox jumps": once the longer text's row has left, the batch's padded context (and phi with it)
-    narrows, and each row's phi must still cover exactly its own text."""
+    """The bundled model at bias 0.5 writes "handwriting synthesis" longer than "a quick brown fox
+    jumps" for some seed (the first of 0-19 that does is used: the case depends on the bundled
+    weights, not on luck): once the longer text's row has left, the batch's padded context (and phi
+    with it) narrows, and each row's phi must still cover exactly its own text."""
     from seqgen.catalog import BUNDLED_HANDWRITING, load_model
 
     m, loaded = load_model(str(BUNDLED_HANDWRITING))
     texts = ["a quick brown fox jumps", "handwriting synthesis"]
-    results = synthesize(m, loaded.meta, texts, bias=0.5, seed=1)
-    assert len(results[1].offsets) > len(results[0].offsets)  # the case this test is about
+    for seed in range(20):
+        results = synthesize(m, loaded.meta, texts, bias=0.5, seed=seed)
+        if len(results[1].offsets) > len(results[0].offsets):  # the case this test is about
+            break
+    else:
+        pytest.fail("no seed of 0-19 writes the shorter text longer: choose other texts for this bundle")
     for r in results:
         assert r.phi.shape == (len(r.offsets), len(r.text))
 
