@@ -3,7 +3,9 @@ one S3-compatible server (moto's server mode on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -150,12 +152,100 @@ def pytest_collection_modifyitems(config, items):
             names.add("slow")
         for marker in sorted(names - had):
             item.add_marker(marker)
+        group = _xdist_group(item, names, used)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts the same way
+        # Longest first: the scheduler hands out the groups first (largest first), then the other
+        # tests in this order; the quick tests last fill the gaps instead of a long test ending
+        # the run alone.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     # A renamed or removed test must not leave the quick tier silently slower: in a run of the
     # whole suite every key of SLOW and MARKERS must name collected tests.
     if [str(a) for a in config.args] == config.getini("testpaths"):
-        stale = sorted((SLOW | set(MARKERS)) - used)
+        stale = sorted((SLOW | set(MARKERS) | set(GROUPS)) - used)
         if stale:
             raise pytest.UsageError(f"tests/conftest.py names tests that do not exist: {stale}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel runs: pyproject's addopts run the suite on pytest-xdist workers (`-n 2 --dist loadgroup`).
+# Every worker is a pytest session of its own, with its own session fixtures (its own local Ray,
+# S3 server, ...). A group runs whole on one worker, in collection order; every other test goes to
+# whichever worker is free. Groups:
+#   serve:   every test on the session's Serve (tests/serve/conftest.py): one Serve and one tiny
+#            training, not one per worker, and the worker shuts Serve down after the group's last
+#            test (pytest_runtest_teardown there);
+#   cluster: every test that starts `ray start` nodes of its own: one such cluster at a time, and
+#            each module's cluster (a module fixture) started once.
+GROUP_FIXTURES = {"serve_started": "serve"}
+GROUP_MARKERS = {"cluster": "cluster"}
+# Tests that use such a thing without the fixture (asked for by name while the test runs); keys as in SLOW.
+GROUPS = {"tests/serve/test_schemathesis.py": "serve"}
+
+
+def _xdist_group(item, markers: set[str], used: set[str]) -> str | None:
+    for key in _keys(item):
+        if key in GROUPS:
+            used.add(key)
+            return GROUPS[key]
+    for fixture, group in GROUP_FIXTURES.items():
+        if fixture in getattr(item, "fixturenames", ()):
+            return group
+    return next((group for marker, group in GROUP_MARKERS.items() if marker in markers), None)
+
+
+# xdist's own loadgroup passes a test's group to its scheduler by appending "@group" to the test's
+# node id, which pytest >= 9.2 (structured node ids) no longer lets it do: the groups are silently
+# ignored (pytest-xdist issue 1386). So the groups travel another way: every worker writes
+# {node id: group} to a file of the run (given to it in workerinput), and --dist loadgroup uses a
+# scheduler of ours that reads it: xdist's loadscope scheduling with our groups as its scopes.
+_GROUPS_FILE = "seqgen_groups_dir"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """The controller, for each worker it starts: where the worker writes the groups."""
+    config = node.config
+    if not hasattr(config, "_seqgen_groups_dir"):
+        import tempfile
+
+        config._seqgen_groups_dir = tempfile.mkdtemp(prefix="seqgen-xdist-groups-")
+        config.add_cleanup(lambda: shutil.rmtree(config._seqgen_groups_dir, ignore_errors=True))
+    node.workerinput[_GROUPS_FILE] = config._seqgen_groups_dir
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after every other hook
+def pytest_write_xdist_groups(config, items):  # has changed, sorted or deselected the items
+    directory = getattr(config, "workerinput", {}).get(_GROUPS_FILE)
+    if directory is not None:
+        groups = {item.nodeid: m.args[0] for item in items for m in item.iter_markers("xdist_group")}
+        path = Path(directory) / f"{config.workerinput['workerid']}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(groups))
+        path.with_suffix(".tmp").replace(path)  # whole or not at all
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """xdist's loadscope scheduling (a scope runs whole on one worker, the largest first), a
+        test's scope being its group, else the test alone."""
+
+        groups: dict | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # first called once every worker has collected (and written)
+                files = sorted(Path(config._seqgen_groups_dir).glob("*.json"))
+                if not files:
+                    raise RuntimeError("no xdist worker wrote its test groups (tests/conftest.py)")
+                self.groups = json.loads(files[0].read_text())
+            return f"group:{self.groups[nodeid]}" if nodeid in self.groups else nodeid
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)

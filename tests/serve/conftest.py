@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
-
 import pytest
 
 from tests.processes import free_port
@@ -138,9 +136,11 @@ def metrics_url(ray_session) -> str:
 
 
 def pytest_runtest_teardown(item, nextitem):
-    """After the last test of tests/serve, in whatever order the tests run, stop Serve: its replicas
-    would hold memory (and the session's Ray would keep them) through the rest of the session.
-    (The last of the directory, not of the serve fixtures' users: some tests ask for them by name.)"""
+    """After the last test on the session's Serve, in whatever order the tests run, stop Serve: its
+    replicas would hold memory (and the session's Ray would keep them) through the rest of the
+    session. Those tests are the xdist group "serve" (tests/conftest.py: the users of these fixtures,
+    and the tests that ask for them by name); a group runs whole on one worker, in collection
+    order, so its last item is the last to run there (also without xdist)."""
     if item is _last_serve_test(item.session):
         import ray
 
@@ -150,12 +150,15 @@ def pytest_runtest_teardown(item, nextitem):
             serve.shutdown()
 
 
-SERVE_TESTS = Path(__file__).resolve().parent
 _LAST_SERVE_TEST = pytest.StashKey()
+
+
+def _on_serve(item) -> bool:
+    return any(m.args[:1] == ("serve",) or m.kwargs.get("name") == "serve" for m in item.iter_markers("xdist_group"))
 
 
 def _last_serve_test(session):
     if _LAST_SERVE_TEST not in session.stash:  # the items as they run: selected, in their order
-        here = [i for i in session.items if SERVE_TESTS in Path(str(i.path)).resolve().parents]
+        here = [i for i in session.items if _on_serve(i)]
         session.stash[_LAST_SERVE_TEST] = here[-1] if here else None
     return session.stash[_LAST_SERVE_TEST]
