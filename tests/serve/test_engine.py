@@ -252,7 +252,8 @@ def test_request_level_batching_holds_a_short_request_back(gen, make_engine):
             order.append(name)
 
         long = asyncio.create_task(one("long", 1500))
-        await asyncio.sleep(0.05)
+        while engine.snapshot()["running_rows"] == 0:  # the long one runs (not a guess at how soon)
+            await asyncio.sleep(0.001)
         await one("short", 20)
         await long
         return order
