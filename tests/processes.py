@@ -4,6 +4,7 @@ proxy): free loopback ports, polling, and stopping a process group without touch
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -11,11 +12,41 @@ import time
 import urllib.request
 
 
+# free_port's ports: below the kernel's ephemeral range (32768-60999 by default), from which every
+# bind to port 0 and every outgoing connection on the machine takes one (Ray's own servers, HTTP
+# clients), so that none of those can take a port between free_port() and the server binding it;
+# above `ray start`'s worker ports (10002-19999) and below Serve's direct-ingress ones (30000+).
+PORTS = range(20000, 30000)
+_handed_out: set[int] = set()
+_random = random.SystemRandom()  # not the random module: a test may seed that
+
+
+def _port_range() -> range:
+    """This process's share of PORTS: each pytest-xdist worker its own, so that two workers never
+    pick the same port."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw")) if worker.removeprefix("gw").isdigit() else 0
+    size = len(PORTS) // max(count, 1)
+    return range(PORTS.start + index % max(count, 1) * size, PORTS.start + (index % max(count, 1) + 1) * size)
+
+
 def free_port() -> int:
-    """A loopback TCP port nobody holds right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nobody holds right now and nobody else is about to be handed: a random
+    one of this process's share of PORTS that binds, never the same twice in a session."""
+    ports = _port_range()
+    for _ in range(200):
+        port = _random.choice(ports)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {ports}")
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.5):
