@@ -16,7 +16,7 @@ import pytest
 
 from seqgen.serve import ingress
 from seqgen.serve.request_ids import well_formed
-from tests.processes import free_port, stop_group, wait_for_url
+from tests.processes import free_port, stop_group, wait_for_url, wait_until
 
 SWITCHES = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY")
 
@@ -124,8 +124,10 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
     try:
         wait_for_url(f"{base}/healthz", proc, 180, "seqgen serve (HAProxy by default)",
                      why_exited=lambda: (tmp_path / "serve.log").read_text()[-2000:])
-        front = _listener(port)
-        assert front is not None and "haproxy" in front.name(), front
+        # polled: HAProxy reloads its configuration as replicas come up, handing the listening socket
+        # to a new process, and a scan of /proc during the hand-over finds no owner
+        front = wait_until(lambda: _listener(port), 30, f"the process listening on port {port}")
+        assert "haproxy" in front.name(), front
         # behind it, the replica's own HTTP server: on loopback too, like everything local
         replica = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN
                    and 30000 <= c.laddr.port < 31000 and _session_of(_process(c.pid)) == proc.pid]
