@@ -11,7 +11,6 @@ import subprocess
 import time
 import urllib.request
 
-
 # free_port's ports: below the kernel's ephemeral range (32768-60999 by default), from which every
 # bind to port 0 and every outgoing connection on the machine takes one (Ray's own servers, HTTP
 # clients), so that none of those can take a port between free_port() and the server binding it;

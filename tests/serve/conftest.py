@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+
 import pytest
 
 from tests.processes import free_port
@@ -42,10 +43,10 @@ def serve_started(ray_session):
 def tiny_checkpoint(ray_session, tmp_path_factory) -> str:
     """A real checkpoint: Tiny Shakespeare, 2 x 32 LSTM, 5 steps of training in-process."""
     from seqgen import config
+    from seqgen.catalog import find_checkpoint
     from seqgen.data.presets import text_preset
     from seqgen.data.text import preprocess_text
     from seqgen.storage import Storage
-    from seqgen.catalog import find_checkpoint
     from seqgen.train.run import train
 
     storage = Storage.from_url(str(tmp_path_factory.mktemp("serve-storage")))
