@@ -16,13 +16,16 @@ import requests
 pytestmark = pytest.mark.ray
 
 
-def schemathesis(url: str, examples: int) -> subprocess.CompletedProcess:
+def schemathesis(url: str, examples: int, workers: int = 4) -> subprocess.CompletedProcess:
+    """One schemathesis run; ``workers`` requests at a time (the endpoint batches them: a run of one
+    at a time spends most of its time waiting on single /write lines)."""
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     if exe is None:
         pytest.fail("schemathesis is not installed: pip install -e '.[dev]'")
     return subprocess.run(
         [exe, "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(examples), "--seed", "1",
-         "--request-timeout", "120", "--max-response-time", "120", "--wait-for-schema", "30", "--no-color"],
+         "--request-timeout", "120", "--max-response-time", "120", "--wait-for-schema", "30", "--no-color",
+         "--workers", str(workers)],
         capture_output=True, text=True, timeout=600,
     )
 

@@ -7,15 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
+from seqgen import checkpoint as ckpt
 from seqgen import config
 from seqgen.catalog import load_model
-from seqgen import checkpoint as ckpt
 from seqgen.train.run import train
+from tests.processes import wait_until
 from tests.tiny_storage import shakespeare_storage
 
 pytestmark = pytest.mark.ray
@@ -45,32 +45,55 @@ def test_tiny_run_writes_complete_checkpoints(ray_session):
     assert not model.training
 
 
+# The killed run: `seqgen train` whose checkpoint writer hangs at step 12 after the worker file is
+# written and before the manifest (a file tells the test it is there), so the kill lands mid-write
+# at a known point; polling for a checkpoint and killing a run that takes well under a second
+# would depend on how fast the kill lands.
+HANG_AT_CHECKPOINT_12 = """
+import os, sys, time
+import seqgen.checkpoint as ckpt
+save = ckpt.save
+def save_or_hang(url, *args, **kwargs):
+    if url.rstrip("/").endswith(ckpt.checkpoint_name(12)):
+        open(os.environ["HUNG_FLAG"], "w").close()
+        time.sleep(600)
+    return save(url, *args, **kwargs)
+ckpt.save = save_or_hang
+from seqgen.cli import app
+app(prog_name="seqgen")
+"""
+
+
 def test_exact_resume_after_kill(ray_session, tmp_path):
-    """Kill a real training process mid-run; re-running it must reproduce the uninterrupted
-    run's per-step losses exactly: no step lost or repeated."""
+    """Kill a real training process while it writes a checkpoint; re-running it must reproduce the
+    uninterrupted run's per-step losses exactly: no step lost or repeated."""
     st = shakespeare_storage(str(tmp_path))
     steps = ["train.max_steps=40", "train.eval_every=4", "train.eval_tokens=500", "model.dropout=0.2",
              "reg.kind=weight_noise", "reg.std=0.01"]  # RNG-dependent: resume must restore RNG too
     reference = train(_cfg("run_name=ref", *steps), st)
     expected = ckpt.load(reference.latest_checkpoint).progress["losses"]
 
-    cmd = [sys.executable, "-m", "seqgen.cli", "train", "--storage", str(tmp_path), "run_name=killed", *TINY, *steps]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    hung = tmp_path / "hung"
+    cmd = [sys.executable, "-c", HANG_AT_CHECKPOINT_12, "train", "--storage", str(tmp_path), "run_name=killed",
+           *TINY, *steps]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HUNG_FLAG": str(hung)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: hung.exists() or proc.poll() is not None, 300, "the run to reach checkpoint 12", 0.1)
+        assert proc.poll() is None, f"the training process exited with {proc.returncode} before checkpoint 12"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     run_dir = os.path.join(tmp_path, "runs", "killed")
-    deadline = time.time() + 120
-    while time.time() < deadline and not os.path.exists(os.path.join(run_dir, "checkpoint_00000008", "manifest.json")):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = ckpt.list_checkpoints(run_dir)
-    assert done and done[-1].rsplit("_", 1)[-1] != "00000040", "the process finished before it was killed"
+    half = os.listdir(os.path.join(run_dir, ckpt.checkpoint_name(12)))
+    assert ckpt.worker_file(0) in half and ckpt.MANIFEST not in half  # half written...
+    assert ckpt.list_checkpoints(run_dir)[-1].endswith(ckpt.checkpoint_name(8))  # ... so not a checkpoint
 
     resumed = train(_cfg("run_name=killed", *steps), st)
     progress = ckpt.load(resumed.latest_checkpoint).progress
     assert progress["losses"] == expected
     # resumed from the last complete checkpoint, not restarted (that would give the same losses)
-    assert progress["starts"] == [0, int(done[-1].rsplit("_", 1)[-1])]
+    assert progress["starts"] == [0, 8]
 
 
 def test_init_from_checkpoint_starts_from_its_weights(ray_session):
