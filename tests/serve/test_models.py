@@ -1,5 +1,5 @@
 """Several models behind one URL (a real Serve deployment on 127.0.0.1 serving the tiny text
-checkpoint, the bundled handwriting model and the bundled Shakespeare model side by side): each
+checkpoint, a tiny handwriting network and the bundled Shakespeare model side by side): each
 request picks its model with ``model`` (default: the first of the route's kind), /info and
 /v1/models list them, an unknown or unsuitable model is a 404 naming the served ones, in the
 project's error shape and, on /v1, OpenAI's."""
@@ -13,7 +13,7 @@ import requests
 pytestmark = pytest.mark.ray
 
 TIMEOUT = 60
-TINY, HAND, BARD = "serve-tiny", "handwriting-bundled", "shakespeare-bundled"
+TINY, HAND, BARD = "serve-tiny", "handwriting-tiny", "shakespeare-bundled"
 
 
 def post(url: str, route: str, body: dict) -> requests.Response:

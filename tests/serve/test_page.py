@@ -226,7 +226,7 @@ def test_page_has_a_section_per_kind_and_picks_the_text_model(browser, multi_url
     page.goto(f"{multi_url}/")
     page.wait_for_selector("#write-section.on")
     page.wait_for_selector("#text-section.on")
-    assert "handwriting-bundled" in page.text_content("#write-section h2")
+    assert "handwriting-tiny" in page.text_content("#write-section h2")
     assert page.locator("#hw-model-label").is_hidden()  # one handwriting model: nothing to pick
     assert "serve-tiny" in page.text_content("#text-section h2")
     assert page.locator("#style option").count() == 14  # the handwriting model's styles
@@ -245,7 +245,7 @@ def test_page_has_a_section_per_kind_and_picks_the_text_model(browser, multi_url
     with page.expect_request(lambda r: r.url.endswith("/write")) as sent:
         page.fill("#write-text", "hi")
         page.click("#write-button")
-    assert sent.value.post_data_json["model"] == "handwriting-bundled"  # the handwriting model named, not the default
+    assert sent.value.post_data_json["model"] == "handwriting-tiny"  # the handwriting model named, not the default
     page.wait_for_function("document.getElementById('write-status').textContent.includes('points in')",
                            timeout=60_000)
     assert not errors, errors

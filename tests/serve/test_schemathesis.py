@@ -16,24 +16,21 @@ import requests
 pytestmark = pytest.mark.ray
 
 
-def schemathesis(url: str, examples: int, workers: int = 4) -> subprocess.CompletedProcess:
-    """One schemathesis run; ``workers`` requests at a time (the endpoint batches them: a run of one
-    at a time spends most of its time waiting on single /write lines)."""
+def schemathesis(url: str, examples: int) -> subprocess.CompletedProcess:
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     if exe is None:
         pytest.fail("schemathesis is not installed: pip install -e '.[dev]'")
     return subprocess.run(
         [exe, "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(examples), "--seed", "1",
-         "--request-timeout", "120", "--max-response-time", "120", "--wait-for-schema", "30", "--no-color",
-         "--workers", str(workers)],
+         "--request-timeout", "120", "--max-response-time", "120", "--wait-for-schema", "30", "--no-color"],
         capture_output=True, text=True, timeout=600,
     )
 
 
 # One run, over the several-models document: it holds every operation of the text deployment's
-# document with the same schemas (test_the_text_documents_operations_are_the_several_models_ones)
-# and the bundled handwriting model's /write with exactly hw_url's limits, so a run over serve_url
-# (~55 s) or hw_url (~70 s) would repeat part of this one.
+# document with the same schemas, and a /write with exactly the bundled handwriting model's (hw_url)
+# schemas (the two tests below), so a run over serve_url (~55 s) or hw_url (~70 s) would repeat
+# part of this one.
 def test_schemathesis_finds_no_failures(multi_url):
     result = schemathesis(multi_url, examples=25)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
@@ -87,3 +84,16 @@ def test_the_text_documents_operations_are_the_several_models_ones(serve_url, mu
                 names.setdefault(doc, set()).add(tuple(m.get("enum", ())))
     assert names == {"text": {("serve-tiny",), ()}, "multi": {("serve-tiny", "shakespeare-bundled"), ()}}, names
     assert set(multi["paths"]) == set(text["paths"]) | {"/write"}
+
+
+def test_the_bundled_handwriting_models_write_is_the_several_models_one(hw_url, multi_url):
+    """What lets the run over multi_url (a tiny handwriting network) stand for one over hw_url (the
+    bundled model): /write and every schema it refers to are the same but for the served names."""
+    hw = requests.get(f"{hw_url}/openapi.json", timeout=60).json()
+    multi = requests.get(f"{multi_url}/openapi.json", timeout=60).json()
+    assert _without_model_names(multi["paths"]["/write"]) == _without_model_names(hw["paths"]["/write"])
+    schemas, several = hw["components"]["schemas"], multi["components"]["schemas"]
+    referenced = _referenced(hw["paths"]["/write"], schemas)
+    assert "WriteBody" in referenced
+    for name in referenced:
+        assert _without_model_names(several.get(name)) == _without_model_names(schemas[name]), name
