@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -98,3 +99,31 @@ def select(mode: str) -> None:
 def _ray_initialized() -> bool:
     ray = sys.modules.get("ray")
     return bool(ray is not None and ray.is_initialized())
+
+
+def haproxy_config(node_id: str) -> str:
+    """The configuration file Serve's HAProxy manager writes for the node ``node_id``: under the
+    directory of ``$RAY_SERVE_HAPROXY_CONFIG_FILE_LOC`` (Ray's default /tmp/haproxy-serve/haproxy.cfg),
+    in a subdirectory named after the node (ray/serve/_private/haproxy.py, ``_per_node``)."""
+    location = os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "/tmp/haproxy-serve/haproxy.cfg")
+    return os.path.join(os.path.dirname(location), node_id, os.path.basename(location))
+
+
+def stop_leftover_haproxy(node_id: str) -> list[int]:
+    """Kill the HAProxy processes still running with ``node_id``'s configuration after Serve shut
+    down; their pids. Serve 2.60 stops HAProxy's current process, but a graceful reload that is
+    under way when it stops (replicas going away at shutdown reload HAProxy) starts a new process
+    afterwards, which nobody stops: it would hold the port after ``seqgen serve`` has exited.
+    Only processes whose command line names this node's configuration file are touched (Ray's own
+    test of "our" HAProxy), never another Serve's."""
+    config = haproxy_config(node_id).encode()
+    killed = []
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if config in f.read().split(b"\0"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+        except (OSError, ProcessLookupError):  # gone meanwhile, or not ours to read
+            continue
+    return killed

@@ -18,10 +18,12 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
     listens on ``host:port`` (Serve's proxy or HAProxy) was chosen before Ray started
     (`seqgen.serve.ingress`).
     """
+    import ray
     from ray import serve
 
     from seqgen.runtime import ensure_ray
     from seqgen.serve.app import build_app
+    from seqgen.serve.ingress import stop_leftover_haproxy
 
     ensure_ray()
     serve.start(http_options={"host": host, "port": port})
@@ -37,5 +39,7 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
         except KeyboardInterrupt:
             pass
         finally:
+            node_id = ray.get_runtime_context().get_node_id()
             serve.shutdown()
+            stop_leftover_haproxy(node_id)
     return url

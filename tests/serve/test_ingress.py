@@ -169,3 +169,24 @@ def _session_of(process) -> int | None:
         return os.getsid(process.pid) if process is not None else None
     except (ProcessLookupError, PermissionError):
         return None
+
+
+def test_a_leftover_haproxy_of_this_node_is_stopped_and_no_other(tmp_path, monkeypatch):
+    """After Serve shut down, `seqgen serve` kills the HAProxy processes still running with its
+    node's configuration file (a reload under way at shutdown leaves one behind) and nothing else:
+    stand-ins whose command lines name this node's file and another node's."""
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", str(tmp_path / "haproxy.cfg"))
+    ours, theirs = "a" * 56, "b" * 56
+    assert ingress.haproxy_config(ours) == str(tmp_path / ours / "haproxy.cfg")
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-f", ingress.haproxy_config(node)])
+             for node in (ours, theirs)]
+    try:
+        wait_until(lambda: all(ingress.haproxy_config(node).encode() in open(f"/proc/{p.pid}/cmdline", "rb").read()
+                               for p, node in zip(procs, (ours, theirs))), 30, "the stand-ins to start")
+        assert ingress.stop_leftover_haproxy(ours) == [procs[0].pid]
+        assert procs[0].wait(timeout=30) == -signal.SIGKILL
+        assert procs[1].poll() is None  # another node's HAProxy is left alone
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
