@@ -26,20 +26,27 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
     from seqgen.serve.ingress import stop_leftover_haproxy
 
     ensure_ray()
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(checkpoint_urls, config, storage=storage, api_keys=api_keys), name=name,
-              route_prefix=route_prefix, blocking=False)
+    node_id = ray.get_runtime_context().get_node_id()
     url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
-    if blocking:
+    app = build_app(checkpoint_urls, config, storage=storage, api_keys=api_keys)
+    if not blocking:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+        return url
+    try:  # from here on Ctrl-C, even during start-up, shuts down what was started
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
         served = checkpoint_urls if isinstance(checkpoint_urls, str) else ", ".join(checkpoint_urls)
         print(f"serving {served} at {url} (Ctrl-C to stop)", flush=True)
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
         try:
-            while True:
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            node_id = ray.get_runtime_context().get_node_id()
             serve.shutdown()
+        finally:
+            # A Ctrl-C in a terminal reaches every process of the group, Ray's own too: Serve's
+            # HAProxy manager may die before it stops HAProxy (which runs in a session of its own).
             stop_leftover_haproxy(node_id)
     return url
