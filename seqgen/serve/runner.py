@@ -43,10 +43,14 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
     except KeyboardInterrupt:
         pass
     finally:
+        # A Ctrl-C in a terminal reaches every process of the group, Ray's own too: Serve's HAProxy
+        # manager may die before it stops HAProxy (which runs in a session of its own), and
+        # serve.shutdown() then waits 30 s for a controller that is gone. So HAProxy is stopped at
+        # once (the port is free when Ctrl-C returns), and again after Serve's shutdown, for a
+        # reload that was under way.
+        stop_leftover_haproxy(node_id)
         try:
             serve.shutdown()
         finally:
-            # A Ctrl-C in a terminal reaches every process of the group, Ray's own too: Serve's
-            # HAProxy manager may die before it stops HAProxy (which runs in a session of its own).
             stop_leftover_haproxy(node_id)
     return url
