@@ -36,17 +36,18 @@ def apply_local_env() -> None:
                                                           not constants.IS_WINDOWS_OR_OSX)
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to ``address`` (or ``$RAY_ADDRESS``, e.g. inside ``ray job submit``), else start a
-    local Ray bound to 127.0.0.1. Idempotent."""
+    local Ray bound to 127.0.0.1. Idempotent. True when this call started a local Ray (which then
+    lives as long as this process, or until ``ray.shutdown()``)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
-        return
+        return False
     apply_local_env()  # after `import ray` is fine: it brings an imported Ray in line
     ray.init(
         num_cpus=num_cpus,
@@ -55,6 +56,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         configure_logging=False,
         runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV}},
     )
+    return True
 
 
 def map_tasks(fn: Callable, args: Iterable[tuple], use_ray: bool = True, max_in_flight: int = 0) -> Iterator:

@@ -13,11 +13,12 @@ CHILD = """
 import os
 os.environ.pop("RAY_ADDRESS", None)
 import seqgen.runtime, ray
-seqgen.runtime.ensure_ray(num_cpus=1)
-print(sorted({n["NodeManagerAddress"] for n in ray.nodes()}))
+started, again = seqgen.runtime.ensure_ray(num_cpus=1), seqgen.runtime.ensure_ray()
+print(started, again, sorted({n["NodeManagerAddress"] for n in ray.nodes()}))
 """
 
 
 def test_local_ray_binds_loopback():
+    """... and ensure_ray says it started that Ray (`seqgen serve` then stops it on Ctrl-C), once."""
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=180)
-    assert out.stdout.strip().splitlines()[-1] == "['127.0.0.1']", out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True False ['127.0.0.1']", out.stderr[-2000:]

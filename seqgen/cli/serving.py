@@ -59,7 +59,6 @@ def serve(
     """Serve /generate, /score, /v1/completions (text), /write (handwriting), and a page at /, with
     Ray Serve (blocks until Ctrl-C)."""
     from seqgen.catalog import find_checkpoint
-    from seqgen.runtime import ensure_ray
     from seqgen.serve import ingress as ingresses
     from seqgen.serve.api_keys import ApiKeys
 
@@ -78,10 +77,9 @@ def serve(
         if why:
             typer.echo(why, err=True)
         ingresses.select(mode)  # before the local Ray starts: every Ray process reads it at import
-    ensure_ray(address)
     from seqgen.serve.runner import run
 
-    run(urls, config, host=host, port=port, storage=st.url, api_keys=keys)
+    run(urls, config, host=host, port=port, storage=st.url, api_keys=keys, address=address)
 
 
 def _loopback(host: str) -> bool:

@@ -10,11 +10,12 @@ from seqgen.serve.config import ServeConfig
 
 def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *, host: str = "127.0.0.1", port: int = 8000,
         storage: str | None = None, blocking: bool = True, name: str = "seqgen", route_prefix: str = "/",
-        api_keys: ApiKeys = ApiKeys()) -> str:
+        api_keys: ApiKeys = ApiKeys(), address: str | None = None) -> str:
     """Start Serve (HTTP on ``host:port``, loopback by default) with these checkpoints' app
-    (`seqgen.serve.app.build_app`).
+    (`seqgen.serve.app.build_app`), on the Ray at ``address`` (`seqgen.runtime.ensure_ray`).
 
-    Returns the base URL; with ``blocking`` waits until Ctrl-C, then shuts Serve down. What
+    Returns the base URL; with ``blocking`` waits until Ctrl-C, then shuts Serve down (with the
+    local Ray this call started, if it started one). What
     listens on ``host:port`` (Serve's proxy or HAProxy) was chosen before Ray started
     (`seqgen.serve.ingress`).
     """
@@ -25,7 +26,7 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
     from seqgen.serve.app import build_app
     from seqgen.serve.ingress import stop_leftover_haproxy
 
-    ensure_ray()
+    local_ray = ensure_ray(address)
     node_id = ray.get_runtime_context().get_node_id()
     url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
     app = build_app(checkpoint_urls, config, storage=storage, api_keys=api_keys)
@@ -46,11 +47,12 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
         # A Ctrl-C in a terminal reaches every process of the group, Ray's own too: Serve's HAProxy
         # manager may die before it stops HAProxy (which runs in a session of its own), and
         # serve.shutdown() then waits 30 s for a controller that is gone. So HAProxy is stopped at
-        # once (the port is free when Ctrl-C returns), and again after Serve's shutdown, for a
-        # reload that was under way.
+        # once (the port is free when Ctrl-C returns), and again after the shutdown, for a reload
+        # that was under way. Serve on a local Ray of ours goes down with that Ray, in a second;
+        # on a cluster (whose processes the Ctrl-C did not reach) Serve is shut down.
         stop_leftover_haproxy(node_id)
         try:
-            serve.shutdown()
+            ray.shutdown() if local_ray else serve.shutdown()
         finally:
             stop_leftover_haproxy(node_id)
     return url
