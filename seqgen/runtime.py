@@ -59,6 +59,25 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def stop_local_ray(timeout_s: float = 10.0) -> None:
+    """Shut down the local Ray this process started (`ensure_ray`) and wait until every process it
+    started is gone, SIGKILL after ``timeout_s``: ``ray.shutdown()`` returns while Ray's workers are
+    still exiting, and until they have, one could still start a process of its own (Serve's
+    HAProxy manager reloading HAProxy)."""
+    import psutil
+    import ray
+
+    started = psutil.Process().children(recursive=True)
+    ray.shutdown()
+    _, alive = psutil.wait_procs(started, timeout=timeout_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
 def map_tasks(fn: Callable, args: Iterable[tuple], use_ray: bool = True, max_in_flight: int = 0) -> Iterator:
     """``fn(*a)`` for every ``a`` in ``args``, results in order.
 

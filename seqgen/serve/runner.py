@@ -22,7 +22,7 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
     import ray
     from ray import serve
 
-    from seqgen.runtime import ensure_ray
+    from seqgen.runtime import ensure_ray, stop_local_ray
     from seqgen.serve.app import build_app
     from seqgen.serve.ingress import stop_leftover_haproxy
 
@@ -48,11 +48,12 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
         # manager may die before it stops HAProxy (which runs in a session of its own), and
         # serve.shutdown() then waits 30 s for a controller that is gone. So HAProxy is stopped at
         # once (the port is free when Ctrl-C returns), and again after the shutdown, for a reload
-        # that was under way. Serve on a local Ray of ours goes down with that Ray, in a second;
-        # on a cluster (whose processes the Ctrl-C did not reach) Serve is shut down.
+        # that was under way. Serve on a local Ray of ours goes down with that Ray, in seconds (the
+        # sweep after it once every process of that Ray is gone); on a cluster (whose processes
+        # the Ctrl-C did not reach) Serve is shut down.
         stop_leftover_haproxy(node_id)
         try:
-            ray.shutdown() if local_ray else serve.shutdown()
+            stop_local_ray() if local_ray else serve.shutdown()
         finally:
             stop_leftover_haproxy(node_id)
     return url
