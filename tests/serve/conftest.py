@@ -109,8 +109,11 @@ def hw_url(serve_url, serve_started):
 @pytest.fixture(scope="session")
 def tiny_handwriting(tmp_path_factory) -> str:
     """An untrained 1 x 8 synthesis network with the bundled model's alphabet and statistics, run
-    "handwriting-tiny": the same /write document as the bundle (its limits come from the alphabet),
-    written ~2.4x faster, which is what the schemathesis run over /multi spends its time on."""
+    "handwriting-tiny": the same /write document as the bundle (its limits come from the alphabet).
+    Its window moves two characters a point, so it ends a line after about half as many points as
+    the line has characters (an untrained window at the data's pace never reaches the end: every
+    line would run to the length limit, ~6 s for a 1,000-character page, and the schemathesis run
+    over /multi writes several)."""
     import json
 
     from seqgen.catalog import BUNDLED_HANDWRITING
@@ -119,7 +122,7 @@ def tiny_handwriting(tmp_path_factory) -> str:
 
     meta = json.loads((BUNDLED_HANDWRITING / "meta.json").read_text())
     storage = Storage.from_url(str(tmp_path_factory.mktemp("tiny-handwriting")))
-    return save_checkpoint(storage, "handwriting-tiny", "handwriting_synthesis", meta)
+    return save_checkpoint(storage, "handwriting-tiny", "handwriting_synthesis", meta, chars_per_point=2.0)
 
 
 @pytest.fixture(scope="session")
