@@ -120,6 +120,11 @@ def stop_leftover_haproxy(node_id: str) -> list[int]:
     killed = []
     for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
         try:
+            # the name first: reading a process's command line waits for its memory map's lock,
+            # which a busy machine's other processes (one exiting, one being scanned) may hold
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                if f.read().strip() != b"haproxy":
+                    continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if config in f.read().split(b"\0"):
                     os.kill(int(pid), signal.SIGKILL)

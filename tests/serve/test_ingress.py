@@ -160,6 +160,8 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
         stop_group(proc, signal.SIGINT, timeout=60)
         log.close()
         shutil.rmtree(files, ignore_errors=True)
+    # it ended by itself (a SIGKILL after the timeout would say -9), and took everything with it
+    assert proc.returncode == 0, (proc.returncode, (tmp_path / "serve.log").read_text()[-3000:])
     _, alive = psutil.wait_procs(started, timeout=20)
     assert not alive, [p.name() for p in alive]
 
@@ -174,18 +176,22 @@ def _session_of(process) -> int | None:
 def test_a_leftover_haproxy_of_this_node_is_stopped_and_no_other(tmp_path, monkeypatch):
     """After Serve shut down, `seqgen serve` kills the HAProxy processes still running with its
     node's configuration file (a reload under way at shutdown leaves one behind) and nothing else:
-    stand-ins whose command lines name this node's file and another node's."""
+    stand-ins named haproxy whose command lines name this node's file and another node's, and a
+    process of another name that names this node's file (say, an editor)."""
     monkeypatch.setenv("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", str(tmp_path / "haproxy.cfg"))
     ours, theirs = "a" * 56, "b" * 56
     assert ingress.haproxy_config(ours) == str(tmp_path / ours / "haproxy.cfg")
-    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-f", ingress.haproxy_config(node)])
-             for node in (ours, theirs)]
+    haproxy = tmp_path / "haproxy"  # a process's name is the name it was started by
+    haproxy.symlink_to(sys.executable)
+    sleep = ["-c", "import time; time.sleep(120)", "-f"]
+    procs = [subprocess.Popen([str(exe), *sleep, ingress.haproxy_config(node)])
+             for exe, node in ((haproxy, ours), (haproxy, theirs), (sys.executable, ours))]
     try:
         wait_until(lambda: all(ingress.haproxy_config(node).encode() in open(f"/proc/{p.pid}/cmdline", "rb").read()
-                               for p, node in zip(procs, (ours, theirs))), 30, "the stand-ins to start")
+                               for p, node in zip(procs, (ours, theirs, ours))), 30, "the stand-ins to start")
         assert ingress.stop_leftover_haproxy(ours) == [procs[0].pid]
         assert procs[0].wait(timeout=30) == -signal.SIGKILL
-        assert procs[1].poll() is None  # another node's HAProxy is left alone
+        assert procs[1].poll() is None and procs[2].poll() is None  # another node's HAProxy, another program
     finally:
         for p in procs:
             p.kill()

