@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import sys
+import threading
 import time
 
 from seqgen.serve.api_keys import ApiKeys
 from seqgen.serve.config import ServeConfig
+
+#: how long `run` may take to shut its own local Ray down after Ctrl-C before it cuts it short
+SHUTDOWN_DEADLINE_S = 30.0
 
 
 def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *, host: str = "127.0.0.1", port: int = 8000,
@@ -51,9 +58,40 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
         # that was under way. Serve on a local Ray of ours goes down with that Ray, in seconds (the
         # sweep after it once every process of that Ray is gone); on a cluster (whose processes
         # the Ctrl-C did not reach) Serve is shut down.
+        deadline = cut_short_after(SHUTDOWN_DEADLINE_S, node_id) if local_ray else None
         stop_leftover_haproxy(node_id)
         try:
             stop_local_ray() if local_ray else serve.shutdown()
         finally:
             stop_leftover_haproxy(node_id)
+            if deadline is not None:
+                deadline.cancel()
     return url
+
+
+def cut_short_after(seconds: float, node_id: str) -> threading.Timer:
+    """A started timer that, unless cancelled within ``seconds``, ends this process the hard way:
+    every thread's stack on stderr (where the orderly shutdown is stuck), SIGKILL to every process
+    this one started and to this node's HAProxy, exit status 1. Under heavy load the shutdown of a
+    local Ray has been seen to hang past a minute without a sign of where; a user's Ctrl-C must
+    still end `seqgen serve` and free its port."""
+    import psutil
+
+    from seqgen.serve.ingress import stop_leftover_haproxy
+
+    def cut_short():
+        print(f"seqgen serve: the shutdown did not finish within {seconds:g} s; stopping its processes. "
+              "It was stuck here:", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        for process in psutil.Process().children(recursive=True):
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        stop_leftover_haproxy(node_id)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, cut_short)
+    timer.daemon = True
+    timer.start()
+    return timer

@@ -105,6 +105,10 @@ def loopback_env(bin_dir: Path = BIN) -> dict:
     return env
 
 
+class NodeExited(RuntimeError):
+    """A node's `ray start` exited before the cluster counted the node alive."""
+
+
 class Cluster:
     """Nodes started by a test (a context manager: leaving it stops them all); ``dashboard`` is
     the head's Jobs API / State API URL, ``gcs`` the address worker nodes join."""
@@ -154,18 +158,29 @@ class Cluster:
         self.wait_for("head")
 
     def start_node(self, name: str, num_cpus: int = 1, *extra: str, bin_dir: Path = BIN,
-                   env: dict | None = None, wait: bool = True) -> None:
+                   env: dict | None = None, wait: bool = True, attempts: int = 1) -> None:
         """Worker node ``name`` (resource {name: 1}), its Python from ``bin_dir``, ``env`` added to
-        its environment; with ``wait``, return once the cluster counts it alive."""
+        its environment; with ``wait``, return once the cluster counts it alive, starting it up to
+        ``attempts`` times if it exits first (`ray start` gives up when the GCS does not confirm the
+        new raylet within 30 s, which a head busy with a node's death can miss; an autoscaler
+        would start another node)."""
         args = [f"--num-cpus={num_cpus}", f"--resources={json.dumps({name: 1})}", *extra]
         if self.scripts:
             cmd = [str(START_WORKER), self.gcs]
         else:
             cmd = [str(bin_dir / "python"), "-c", _RAY_START_ON_LOOPBACK, "start", f"--address={self.gcs}",
                    "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-        self._spawn(name, [*cmd, *args], {**self.node_env(bin_dir), **(env or {})})
-        if wait:
-            self.wait_for(name)
+        for attempt in range(1, attempts + 1):
+            self._spawn(name, [*cmd, *args], {**self.node_env(bin_dir), **(env or {})})
+            if not wait:
+                return
+            try:
+                self.wait_for(name)
+                return
+            except NodeExited:
+                if attempt == attempts:
+                    raise
+                self.nodes.pop(name).wait(timeout=30)
 
     def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
         # Every node its own --temp-dir, as on separate machines: nodes sharing one would share its
@@ -190,7 +205,7 @@ class Cluster:
         def alive():
             for node, proc in self.nodes.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"node {node} exited with {proc.returncode}:\n{proc.log.read_text()[-3000:]}")
+                    raise NodeExited(f"node {node} exited with {proc.returncode}:\n{proc.log.read_text()[-3000:]}")
             try:
                 return self.alive_nodes().get(name)
             except Exception:  # noqa: BLE001 - the dashboard is not up yet

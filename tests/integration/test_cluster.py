@@ -100,7 +100,7 @@ def test_training_survives_a_node_kill(cluster, root):
         with fsspec.open(f"{first[-1]}/progress.json", "rb") as f:
             at_kill = json.load(f)  # what the restarted worker group has to continue from
         killed_at = at_kill["step"]
-        cluster.start_node("node_c")  # the replacement the autoscaler would bring
+        cluster.start_node("node_c", attempts=2)  # the replacement the autoscaler would bring
         logs = cluster.wait_job(job, "train job", timeout=400)
         t_end = time.time()
         print(f"train job: {t_end - t0:.1f} s (kill at {t_kill - t0:.1f} s, after checkpoint {killed_at})")
