@@ -22,8 +22,8 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
     (`seqgen.serve.app.build_app`), on the Ray at ``address`` (`seqgen.runtime.ensure_ray`).
 
     Returns the base URL; with ``blocking`` waits until Ctrl-C, then shuts Serve down (with the
-    local Ray this call started, if it started one). What
-    listens on ``host:port`` (Serve's proxy or HAProxy) was chosen before Ray started
+    local Ray this call started, if it started one; `cut_short_after` bounds how long that takes).
+    What listens on ``host:port`` (Serve's proxy or HAProxy) was chosen before Ray started
     (`seqgen.serve.ingress`).
     """
     import ray

@@ -121,7 +121,8 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{files}/server-state"}
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "seqgen", "serve", "--port", str(port), "--cpus", "0.5"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_url(f"{base}/healthz", proc, 180, "seqgen serve (HAProxy by default)",
@@ -158,6 +159,7 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
         assert replaced != "not ok" and "," not in replaced and well_formed(replaced)
         # what must be gone afterwards: the CLI's session (its Ray) and HAProxy (which Ray runs in a session of its own)
         started = [p for p in psutil.process_iter(["pid"]) if _session_of(p) == proc.pid] + [front]
+        signals = _signal_state(proc.pid)
     finally:
         stop_group(proc, signal.SIGINT, timeout=60)
         log.close()
@@ -166,11 +168,25 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
     # a shutdown cut short at its deadline (runner.cut_short_after) is an end too, its stack shown
     log_text = (tmp_path / "serve.log").read_text()
     assert proc.returncode == 0 or (proc.returncode == 1 and "did not finish within" in log_text), \
-        (proc.returncode, log_text[-3000:])
+        (proc.returncode, signals, log_text[-3000:])
     if proc.returncode:
         warnings.warn(f"seqgen serve's shutdown was cut short at its deadline:\n{log_text[-6000:]}")
     _, alive = psutil.wait_procs(started, timeout=20)
     assert not alive, [p.name() for p in alive]
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child, before `seqgen serve` starts: SIGINT at its default and unblocked, as a shell
+    starts a command, whatever the state this test worker's process was left in (an ignored or
+    blocked signal is inherited across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _signal_state(pid: int) -> str:
+    """The blocked, ignored and caught signal masks of process ``pid`` (for a failure message)."""
+    with open(f"/proc/{pid}/status") as f:
+        return " ".join(line.strip() for line in f if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
 
 
 def _session_of(process) -> int | None:
