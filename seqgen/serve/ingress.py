@@ -120,8 +120,8 @@ def stop_leftover_haproxy(node_id: str) -> list[int]:
     killed = []
     for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
         try:
-            # the name first: reading a process's command line waits for its memory map's lock,
-            # which a busy machine's other processes (one exiting, one being scanned) may hold
+            # the name first: only HAProxy's command lines are read (reading one waits for that
+            # process's memory-map lock, which a busy process may hold)
             with open(f"/proc/{pid}/comm", "rb") as f:
                 if f.read().strip() != b"haproxy":
                     continue

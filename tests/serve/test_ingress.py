@@ -11,9 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import warnings
 
-import psutil
 import pytest
 
 from seqgen.serve import ingress
@@ -164,13 +162,8 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
         stop_group(proc, signal.SIGINT, timeout=60)
         log.close()
         shutil.rmtree(files, ignore_errors=True)
-    # it ended by itself (a SIGKILL after the timeout would say -9), and took everything with it;
-    # a shutdown cut short at its deadline (runner.cut_short_after) is an end too, its stack shown
-    log_text = (tmp_path / "serve.log").read_text()
-    assert proc.returncode == 0 or (proc.returncode == 1 and "did not finish within" in log_text), \
-        (proc.returncode, signals, log_text[-3000:])
-    if proc.returncode:
-        warnings.warn(f"seqgen serve's shutdown was cut short at its deadline:\n{log_text[-6000:]}")
+    # it ended by itself (a SIGKILL after the timeout would say -9), and took everything with it
+    assert proc.returncode == 0, (proc.returncode, signals, (tmp_path / "serve.log").read_text()[-3000:])
     _, alive = psutil.wait_procs(started, timeout=20)
     assert not alive, [p.name() for p in alive]
 
@@ -194,27 +187,6 @@ def _session_of(process) -> int | None:
         return os.getsid(process.pid) if process is not None else None
     except (ProcessLookupError, PermissionError):
         return None
-
-
-CUT_SHORT = """
-import subprocess, sys, time
-from seqgen.serve.runner import cut_short_after
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-print(child.pid, flush=True)
-cut_short_after(0.5, "a" * 56)
-time.sleep(120)  # a shutdown that hangs
-"""
-
-
-def test_a_shutdown_that_hangs_is_cut_short_at_its_deadline():
-    """Past the deadline: where it hung on stderr, the processes it started killed, exit 1."""
-    out = subprocess.run([sys.executable, "-c", CUT_SHORT], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1, out.stderr[-2000:]
-    assert "did not finish within 0.5 s" in out.stderr
-    assert 'File "<string>", line 7' in out.stderr  # the main thread's stack: the hanging line
-    child = int(out.stdout.split()[0])
-    assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
-                      10, "the started process to be killed")
 
 
 def test_a_leftover_haproxy_of_this_node_is_stopped_and_no_other(tmp_path, monkeypatch):
