@@ -64,8 +64,8 @@ def stop_local_ray(timeout_s: float = 10.0) -> None:
     started is gone, SIGKILL after ``timeout_s``: ``ray.shutdown()`` returns while Ray's workers are
     still exiting, and until they have, one could still start a process of its own (Serve's
     HAProxy manager reloading HAProxy)."""
-    import psutil
     import ray
+    import psutil  # noqa: I001 - after ray, which puts the psutil it vendors on sys.path (not a seqgen dependency)
 
     started = psutil.Process().children(recursive=True)
     ray.shutdown()

@@ -23,11 +23,11 @@ _random = random.SystemRandom()  # not the random module: a test may seed that
 def _port_range() -> range:
     """This process's share of PORTS: each pytest-xdist worker its own, so that two workers never
     pick the same port."""
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = int(worker.removeprefix("gw")) if worker.removeprefix("gw").isdigit() else 0
-    size = len(PORTS) // max(count, 1)
-    return range(PORTS.start + index % max(count, 1) * size, PORTS.start + (index % max(count, 1) + 1) * size)
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    share = (int(worker) if worker.isdigit() else 0) % count
+    size = len(PORTS) // count
+    return range(PORTS.start + share * size, PORTS.start + (share + 1) * size)
 
 
 def free_port() -> int:

@@ -30,13 +30,16 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
     node_id = ray.get_runtime_context().get_node_id()
     url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
     app = build_app(checkpoint_urls, config, storage=storage, api_keys=api_keys)
-    if not blocking:
+
+    def start() -> None:
         serve.start(http_options={"host": host, "port": port})
         serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+
+    if not blocking:
+        start()
         return url
     try:  # from here on Ctrl-C, even during start-up, shuts down what was started
-        serve.start(http_options={"host": host, "port": port})
-        serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+        start()
         served = checkpoint_urls if isinstance(checkpoint_urls, str) else ", ".join(checkpoint_urls)
         print(f"serving {served} at {url} (Ctrl-C to stop)", flush=True)
         while True:
@@ -55,4 +58,3 @@ def run(checkpoint_urls: str | list[str], config: ServeConfig = ServeConfig(), *
         finally:
             stop_leftover_haproxy(node_id)
     return url
-
