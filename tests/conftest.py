@@ -107,6 +107,7 @@ SLOW = {
     "tests/serve/test_engine.py::test_an_engine_process_that_cannot_start_says_why",
     "tests/test_dependencies.py::test_low_module_imports_nothing_above_it",
     "tests/test_docs_commands.py::test_documented_scripts_show_help",
+    "tests/test_cli_errors.py::test_training_a_run_that_is_being_trained_is_one_line",
     # waiting on purpose: requests that take seconds to show their order
     "tests/serve/test_engine.py::test_short_request_joining_a_long_one_finishes_first",
     "tests/serve/test_engine.py::test_request_level_batching_holds_a_short_request_back",

@@ -213,10 +213,10 @@ def test_usage_errors_are_one_line_too(root, args, fragments):
     assert_one_line(*run(st, *args), *fragments)
 
 
-@pytest.mark.ray
 def test_training_a_run_that_is_being_trained_is_one_line(tmp_path):
     """A second `seqgen train` of a run whose lease a live writer holds (`seqgen.lease`): the
-    lease's message on one line and exit code 2, from `seqgen` started as a user starts it."""
+    lease's message on one line and exit code 2, from `seqgen` started as a user starts it (which
+    answers before it would start a local Ray: below)."""
     from seqgen.lease import run_lease
 
     st = Storage.from_url(str(tmp_path / "store"))
@@ -229,3 +229,19 @@ def test_training_a_run_that_is_being_trained_is_one_line(tmp_path):
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: run 'busy' is being written by"), out.stderr[-3000:]
     assert "lease" in errors[0] and "wait for it to finish" in errors[0]
+
+
+def test_a_busy_run_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    """`train` takes the run's lease first: a run being trained elsewhere is refused without
+    starting or joining a Ray."""
+    import seqgen.train.run
+    from seqgen.config import load
+    from seqgen.lease import LeaseHeld, run_lease
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started for a run whose lease is held")
+
+    monkeypatch.setattr(seqgen.train.run, "ensure_ray", no_ray)
+    st = Storage.from_url(str(tmp_path / "store"))
+    with run_lease(st, "busy"), pytest.raises(LeaseHeld, match="run 'busy' is being written by"):
+        seqgen.train.run.train(load(None, ["run_name=busy"]), st)

@@ -42,6 +42,7 @@ def serve(
     max_streams: int = _setting("max_streams"),
     max_queued: int = _setting("max_queued"),
     timeout: float = _setting("timeout_s", "--timeout"),
+    max_length: int = _setting("max_length"),
     cpus: float = _setting("num_cpus", "--cpus"),
     gpus: float = _setting("num_gpus", "--gpus"),
     api_key_file: Optional[str] = typer.Option(None, help="File of API keys, one per line: every route but /healthz "
@@ -63,7 +64,7 @@ def serve(
     from seqgen.serve.api_keys import ApiKeys
 
     config = ServeConfig.of(num_replicas=replicas, autoscale=autoscale, max_streams=max_streams,
-                            max_queued=max_queued, timeout_s=timeout, num_cpus=cpus, num_gpus=gpus,
+                            max_queued=max_queued, timeout_s=timeout, max_length=max_length, num_cpus=cpus, num_gpus=gpus,
                             log_format=log_format)
     keys = ApiKeys.load(api_key_file)
     if not keys.required and not _loopback(host):

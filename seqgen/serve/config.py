@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_TIMEOUT_S = 600.0  # the longest deadline a request may ask for
+MAX_LENGTH = 5000  # the most symbols a request may ask for per sample (a deployment may allow fewer)
 HEADROOM = 8  # ongoing requests beyond the engine's capacity: /healthz, /info, requests being refused
 
 
@@ -41,6 +42,8 @@ class ServeConfig(EngineConfig):
     a request, its replicas and their resources."""
 
     timeout_s: float = Field(60.0, gt=0, le=MAX_TIMEOUT_S, description="default deadline of a request (504 past it)")
+    max_length: int = Field(MAX_LENGTH, ge=1, le=MAX_LENGTH, description="the most symbols a request may ask for "
+                                                                       "per sample (length, max_tokens)")
     num_replicas: int = Field(1, ge=1, description="replicas (ignored with autoscale)")
     autoscale: tuple[int, int] | dict | None = Field(None, description="MIN:MAX replicas scaled by Serve on ongoing "
                                                                         "requests, or a whole Serve autoscaling_config")

@@ -17,10 +17,9 @@ from seqgen.handwriting.legibility import MAX_BEST_OF
 from seqgen.handwriting import DEFAULT_BIAS
 from seqgen.handwriting.prime import MAX_COORDINATE, MAX_PRIME_CHARS, MAX_PRIME_POINTS, MIN_PRIME_CHARS, MIN_PRIME_POINTS
 from seqgen.rng import MAX_RANDOM_SEED
-from seqgen.serve.config import MAX_TIMEOUT_S
+from seqgen.serve.config import MAX_LENGTH, MAX_TIMEOUT_S
 from seqgen.text_sampling import TEMPERATURE_FLOOR
 
-MAX_LENGTH = 5000  # symbols generated per sample
 MAX_SAMPLES = 16  # samples per request (n)
 MAX_PROMPT_CHARS = 10_000
 MAX_SCORE_CHARS = 20_000

@@ -52,7 +52,7 @@ from seqgen.serve.errors import WORK, WRITE, BodyLimit, SafeJSONResponse, error_
 from seqgen.serve.handlers import TextStream, finish_reasons
 from seqgen.serve.metrics import MetricsExporter, RequestMetrics
 from seqgen.serve.schemas import (
-    MAX_BODY_BYTES, MAX_LENGTH, MAX_PAGE_ROWS, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, GenerateBody,
+    MAX_BODY_BYTES, MAX_PAGE_ROWS, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_SCORE_CHARS, GenerateBody,
     GenerateResponse, Health, ScoreBody, ScoreResponse, WriteBody, WriteResponse,
 )
 from seqgen.text_sampling import score_summary
@@ -178,6 +178,11 @@ class SeqgenServer:
                     names = [h.name for h in self.handlers.values() if capability in h.capabilities]
                     for text in (m for m in prop.get("anyOf", [prop]) if m.get("type") == "string"):
                         text["enum"] = names
+            for body, fields in (("GenerateBody", ("length", "max_tokens")), ("CompletionBody", ("max_tokens",))):
+                for field in fields:  # this deployment's max_length, in the field or its union's integer member
+                    prop = components.get(body, {}).get("properties", {}).get(field, {})
+                    for number in (m for m in prop.get("anyOf", [prop]) if m.get("type") == "integer"):
+                        number["maximum"] = self.config.max_length
             api.openapi_schema = schema
         return api.openapi_schema
 
@@ -200,6 +205,14 @@ class SeqgenServer:
         note_model(handler.name)
         return handler, self.engines[handler.name]
 
+    def _check_length(self, *lengths: int | None) -> None:
+        """Symbols per sample beyond this deployment's ``max_length`` (which its OpenAPI document
+        states): a 400 naming the limit."""
+        for length in (n for n in lengths if n is not None):
+            if length > self.config.max_length:
+                raise ValueError(f"length {length} is more than this server's limit of {self.config.max_length} "
+                                 "symbols per sample (max_length)")
+
     def _timeout(self, requested: float | None) -> float:
         return requested or self.config.timeout_s  # both at most MAX_TIMEOUT_S (schemas, ServeConfig)
 
@@ -221,7 +234,7 @@ class SeqgenServer:
         return {**models[0], "models": models,
                 "routes": sorted(set().union(*(h.capabilities for h in self.handlers.values()))),
                 "engine": {**self.config.engine.model_dump(), "default_timeout_s": self.config.timeout_s},
-                "limits": {"length": MAX_LENGTH, "n": MAX_SAMPLES, "prompt_chars": MAX_PROMPT_CHARS,
+                "limits": {"length": self.config.max_length, "n": MAX_SAMPLES, "prompt_chars": MAX_PROMPT_CHARS,
                            "score_chars": MAX_SCORE_CHARS, "body_bytes": MAX_BODY_BYTES, "timeout_s": MAX_TIMEOUT_S},
                 "torch_threads": torch.get_num_threads()}
 
@@ -246,6 +259,7 @@ class SeqgenServer:
     @api.post("/generate", response_model=GenerateResponse, responses={**WORK, **SSE})
     async def generate(self, body: GenerateBody):
         handler, engine = self._pick("generate", body.model)
+        self._check_length(body.length, body.max_tokens)  # each field keeps the limit it states
         seed = random_seed() if body.seed is None else body.seed
         ticket = engine.submit(handler.generate_job(body, seed), self._timeout(body.timeout_s))
         stream = TextStream(handler, body.n)
@@ -297,6 +311,7 @@ class SeqgenServer:
               responses={**openai_api.ERRORS, **openai_api.SSE})
     async def completions(self, body: openai_api.CompletionBody):
         handler, engine = self._pick("generate", body.model)
+        self._check_length(body.max_tokens)
         completions = openai_api.Completions(engine, handler, body, self._timeout(None), current_request_id())
         if body.stream:
             return StreamingResponse(completions.stream(), media_type="text/event-stream",

@@ -117,10 +117,11 @@ def check_resumable(cfg: ExperimentConfig, storage: Storage) -> None:
 
 def train(cfg: ExperimentConfig, storage: Storage, address: str | None = None) -> TrainResult:
     """Train (or resume) run ``cfg.run_name``; returns where its checkpoints are."""
-    ensure_ray(address)
     run_dir = storage.run_dir(cfg.run_name)
-    # One writer per run name: a second `seqgen train` of the same run fails here at once.
+    # One writer per run name: a second `seqgen train` of the same run fails here at once, before
+    # it starts (or joins) a Ray it would not use.
     with run_lease(storage, cfg.run_name) as lease:
+        ensure_ray(address)
         storage.write_json_atomic(join(run_dir, "config.json"), to_dict(cfg))
         result = make_trainer(cfg, storage, lease_holder=lease.holder).fit()
     run_url = storage.url_of(run_dir)

@@ -16,8 +16,6 @@ Test B: a Tune search with 2 trials running at once on the two nodes.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import fsspec
@@ -30,8 +28,7 @@ from seqgen import checkpoint as ckpt
 from seqgen.cli import app
 from seqgen.data.presets import BUNDLED_SHAKESPEARE
 from seqgen.storage import Storage
-from tests.integration.cluster import REPO
-from tests.processes import stop_group, wait_until
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster, pytest.mark.s3]
 
@@ -83,46 +80,38 @@ def test_training_survives_a_node_kill(cluster, root):
     job = cluster.submit(" ".join(["python jobs/train.py", f"--storage {root}", "run_name=crash", *TINY, *CLUSTER]),
                          wait=False)
     t0 = time.time()
-    # The uninterrupted reference trains meanwhile: the same job script, on a local Ray of its own
-    # (the embedded default: no RAY_ADDRESS), two DDP workers of one CPU each reading the same
-    # dataset on S3, every process single-threaded like the cluster's.
-    calm = subprocess.Popen([sys.executable, "jobs/train.py", "--storage", root, "run_name=calm", *TINY, *CLUSTER],
-                            cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        # both workers up, one per node (the only two nodes with CPUs, one each)
-        workers = wait_until(lambda: (w := cluster.placed("RayTrainWorker", actors=True)["RayTrainWorker"])
-                             and len(w) == 2 and w, 180, "two Ray Train workers", 1)
-        assert workers == {"node_a", "node_b"}
-        first = wait_until(lambda: ckpt.list_checkpoints(run_url), 180, "the first checkpoint on S3", 0.2)
-        cluster.kill_node("node_b")  # the node dies: its raylet, agents and the worker on it
-        t_kill = time.time()
-        with fsspec.open(f"{first[-1]}/progress.json", "rb") as f:
-            at_kill = json.load(f)  # what the restarted worker group has to continue from
-        killed_at = at_kill["step"]
-        cluster.start_node("node_c", attempts=2)  # the replacement the autoscaler would bring
-        logs = cluster.wait_job(job, "train job", timeout=400)
-        t_end = time.time()
-        print(f"train job: {t_end - t0:.1f} s (kill at {t_kill - t0:.1f} s, after checkpoint {killed_at})")
+    # both workers up, one per node (the only two nodes with CPUs, one each)
+    workers = wait_until(lambda: (w := cluster.placed("RayTrainWorker", actors=True)["RayTrainWorker"])
+                         and len(w) == 2 and w, 180, "two Ray Train workers", 1)
+    assert workers == {"node_a", "node_b"}
+    first = wait_until(lambda: ckpt.list_checkpoints(run_url), 180, "the first checkpoint on S3", 0.2)
+    cluster.kill_node("node_b")  # the node dies: its raylet, agents and the worker on it
+    t_kill = time.time()
+    with fsspec.open(f"{first[-1]}/progress.json", "rb") as f:
+        at_kill = json.load(f)  # what the restarted worker group has to continue from
+    killed_at = at_kill["step"]
+    cluster.start_node("node_c", attempts=2)  # the replacement the autoscaler would bring
+    logs = cluster.wait_job(job, "train job", timeout=400)
+    print(f"train job: {time.time() - t0:.1f} s (kill at {t_kill - t0:.1f} s, after checkpoint {killed_at})")
 
-        progress = _progress(st, "crash")
-        step, losses = progress["step"], progress["losses"]
-        assert step == 60 and killed_at < 60, (step, killed_at)
-        # the new worker group resumed from a checkpoint at or after the one seen at the kill, not from 0
-        assert progress["starts"][0] == 0 and len(progress["starts"]) >= 2 and progress["starts"][1] >= killed_at, progress["starts"]
-        after = cluster.placed("RayTrainWorker", actors=True)["RayTrainWorker"]
-        assert "node_c" in after, "no worker ran on the replacement node: no restart happened"
-        assert len(losses) == 60 and all(np.isfinite(losses))
-        assert losses[:killed_at] == at_kill["losses"]  # the history before the checkpoint is kept, nothing repeated
+    progress = _progress(st, "crash")
+    step, losses = progress["step"], progress["losses"]
+    assert step == 60 and killed_at < 60, (step, killed_at)
+    # the new worker group resumed from a checkpoint at or after the one seen at the kill, not from 0
+    assert progress["starts"][0] == 0 and len(progress["starts"]) >= 2 and progress["starts"][1] >= killed_at, progress["starts"]
+    after = cluster.placed("RayTrainWorker", actors=True)["RayTrainWorker"]
+    assert "node_c" in after, "no worker ran on the replacement node: no restart happened"
+    assert len(losses) == 60 and all(np.isfinite(losses))
+    assert losses[:killed_at] == at_kill["losses"]  # the history before the checkpoint is kept, nothing repeated
 
-        # exact continuation: the same run without the kill gives the same loss curve
-        out, _ = calm.communicate(timeout=300)
-        assert calm.returncode == 0, out[-3000:]
-        print(f"reference run: done {time.time() - t_end:.1f} s after the train job")
-        reference = _progress(st, "calm")["losses"]
-        assert losses == reference  # bit for bit: nothing lost, repeated or reseeded by the restart
-    finally:
-        stop_group(calm)  # its local Ray with it, if the test failed before the reference ended
+    # Exact continuation: the same job, uninterrupted, on the same cluster once the first has
+    # ended (two DDP workers of one CPU each, on node_a and node_c), gives the same loss curve.
+    t1 = time.time()
+    cluster.submit(" ".join(["python jobs/train.py", f"--storage {root}", "run_name=calm", *TINY, *CLUSTER]),
+                   timeout=400)
+    print(f"reference job: {time.time() - t1:.1f} s")
+    reference = _progress(st, "calm")["losses"]
+    assert losses == reference  # bit for bit: nothing lost, repeated or reseeded by the restart
 
     # what a DDP checkpoint holds: the bare model (not DDP's wrapper), and each worker's own state
     latest = ckpt.list_checkpoints(st.url_of(st.run_dir("calm")))[-1]

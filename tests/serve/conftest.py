@@ -128,11 +128,13 @@ def tiny_handwriting(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def multi_url(serve_url, serve_started, tiny_checkpoint, tiny_handwriting):
     """Three models behind one URL at /multi: the tiny text checkpoint (the default text model),
-    the tiny handwriting network, and the bundled Shakespeare text model."""
+    the tiny handwriting network, and the bundled Shakespeare text model; at most 1,000 symbols a
+    sample (``max_length``, stated in its OpenAPI document: the schemathesis run over it asks for
+    no 5,000-symbol samples, ~5 s each)."""
     from seqgen.catalog import bundled
 
     yield deploy(serve_started, [tiny_checkpoint, tiny_handwriting, bundled("shakespeare")], "seqgen-multi",
-                 "/multi", max_streams=16, max_queued=16)
+                 "/multi", max_streams=16, max_queued=16, max_length=1000)
 
 
 KEY = "test-key-9f2c41d7"  # one of keyed_url's API keys (a constant: conftest may be imported twice)

@@ -57,6 +57,8 @@ def test_settings_from_strings_and_bad_settings():
     for settings, message in [({"max_streams": 0}, "max_streams: Input should be greater than or equal to 1"),
                               ({"num_cpus": "lots"}, "num_cpus: Input should be a valid number"),
                               ({"timeout_s": 601}, "timeout_s: Input should be less than or equal to 600"),
+                              ({"max_length": 5001}, "max_length: Input should be less than or equal to 5000"),
+                              ({"max_length": 0}, "max_length: Input should be greater than or equal to 1"),
                               ({"max_batch_size": 3}, r"unknown serve setting\(s\) \['max_batch_size'\]")]:
         with pytest.raises(ValueError, match=message) as e:
             ServeConfig.of(**settings)

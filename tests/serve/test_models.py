@@ -92,3 +92,25 @@ def test_an_unknown_or_unsuitable_model_is_a_404_naming_the_served_ones(multi_ur
         client.completions.create(model=HAND, prompt="a", max_tokens=5)
     r = post(multi_url, "/generate", {"prompt": "a", "model": 5})  # not a name at all: the schema's 422
     assert r.status_code == 422
+
+
+def test_a_deployments_max_length_is_stated_and_kept(multi_url, serve_url):
+    """``max_length`` (1,000 at /multi; the default 5,000 at /): the OpenAPI document states it as
+    the maximum of `length` and `max_tokens`, /info lists it, and a request beyond it is a 400
+    naming the limit on both routes; a request at the limit is served."""
+    def maxima(url):
+        schemas = requests.get(f"{url}/openapi.json", timeout=TIMEOUT).json()["components"]["schemas"]
+        fields = [schemas["GenerateBody"]["properties"]["length"],
+                  *schemas["GenerateBody"]["properties"]["max_tokens"]["anyOf"],
+                  schemas["CompletionBody"]["properties"]["max_tokens"]]
+        return [f["maximum"] for f in fields if f.get("type") == "integer"]
+
+    assert maxima(multi_url) == [1000, 1000, 1000] and maxima(serve_url) == [5000, 5000, 5000]
+    assert requests.get(f"{multi_url}/info", timeout=TIMEOUT).json()["limits"]["length"] == 1000
+    for route, body in (("/generate", {"length": 1001}), ("/generate", {"max_tokens": 1001}),
+                        ("/generate", {"length": 1001, "max_tokens": 10}),  # each field keeps its stated maximum
+                        ("/v1/completions", {"prompt": "", "max_tokens": 1001})):
+        r = post(multi_url, route, body)
+        assert r.status_code == 400 and "limit of 1000 symbols per sample (max_length)" in r.text, r.text
+    r = post(multi_url, "/generate", {"length": 1000, "stop": "\n", "seed": 1})
+    assert r.status_code == 200, r.text

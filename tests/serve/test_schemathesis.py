@@ -37,14 +37,16 @@ def test_schemathesis_finds_no_failures(multi_url):
     assert "No issues found" in result.stdout or "passed" in result.stdout, result.stdout[-3000:]
 
 
-def _without_model_names(document: dict) -> dict:
-    """``document`` with the `model` fields' lists of served names left out (they name what each
-    deployment serves), and without its server (the route prefix)."""
-    def walk(node, names=False):
+def _served_parts_left_out(document: dict) -> dict:
+    """``document`` with what each deployment states of its own left out: the `model` fields' lists
+    of served names, the `maximum` of `length` and `max_tokens` (its max_length: tests/serve/
+    test_models.py), and its server (the route prefix)."""
+    def walk(node, names=False, limit=False):
         if isinstance(node, dict):
-            return {k: walk(v, names or k == "model") for k, v in node.items() if not (names and k == "enum")}
+            return {k: walk(v, names or k == "model", limit or k in ("length", "max_tokens")) for k, v in node.items()
+                    if not (names and k == "enum") and not (limit and k == "maximum")}
         if isinstance(node, list):
-            return [walk(v, names) for v in node]
+            return [walk(v, names, limit) for v in node]
         return node
 
     return {k: walk(v) for k, v in (document or {}).items() if k != "servers"}
@@ -70,15 +72,16 @@ def _referenced(node, schemas: dict, found: set | None = None) -> set[str]:
 def test_the_text_documents_operations_are_the_several_models_ones(serve_url, multi_url):
     """What lets the schemathesis run over multi_url stand for one over serve_url: every operation
     and schema of the text deployment's document is in the several-models one, the same but for
-    the served names of `model` (one more there), which the handwriting model's /write adds to."""
+    the served names of `model` (one more there) and the maximum of `length` and `max_tokens`
+    (1,000 there: its max_length), which the handwriting model's /write adds to."""
     text = requests.get(f"{serve_url}/openapi.json", timeout=60).json()
     multi = requests.get(f"{multi_url}/openapi.json", timeout=60).json()
     for path, operations in text["paths"].items():
-        assert _without_model_names(multi["paths"].get(path)) == _without_model_names(operations), path
+        assert _served_parts_left_out(multi["paths"].get(path)) == _served_parts_left_out(operations), path
     schemas, several = text["components"]["schemas"], multi["components"]["schemas"]
     names = {}
     for name in _referenced(text["paths"], schemas):
-        assert _without_model_names(several.get(name)) == _without_model_names(schemas[name]), name
+        assert _served_parts_left_out(several.get(name)) == _served_parts_left_out(schemas[name]), name
         for served, doc in ((schemas[name], "text"), (several[name], "multi")):
             for m in served.get("properties", {}).get("model", {}).get("anyOf", []):
                 names.setdefault(doc, set()).add(tuple(m.get("enum", ())))
@@ -91,9 +94,9 @@ def test_the_bundled_handwriting_models_write_is_the_several_models_one(hw_url, 
     bundled model): /write and every schema it refers to are the same but for the served names."""
     hw = requests.get(f"{hw_url}/openapi.json", timeout=60).json()
     multi = requests.get(f"{multi_url}/openapi.json", timeout=60).json()
-    assert _without_model_names(multi["paths"]["/write"]) == _without_model_names(hw["paths"]["/write"])
+    assert _served_parts_left_out(multi["paths"]["/write"]) == _served_parts_left_out(hw["paths"]["/write"])
     schemas, several = hw["components"]["schemas"], multi["components"]["schemas"]
     referenced = _referenced(hw["paths"]["/write"], schemas)
     assert "WriteBody" in referenced
     for name in referenced:
-        assert _without_model_names(several.get(name)) == _without_model_names(schemas[name]), name
+        assert _served_parts_left_out(several.get(name)) == _served_parts_left_out(schemas[name]), name
