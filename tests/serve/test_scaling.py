@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from tests.processes import wait_until
+
 pytestmark = pytest.mark.ray
 
 TIMEOUT = 60
@@ -240,6 +242,10 @@ def test_autoscaling_adds_a_replica_under_load(serve_started, tiny_checkpoint, s
     auto = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5,
             "downscale_delay_s": 600, "metrics_interval_s": 0.2, "look_back_period_s": 1.0}
     url = deploy(serve_started, tiny_checkpoint, "seqgen-auto", "/auto", autoscale=auto, max_streams=8, max_queued=8)
+
+    def replicas() -> dict:
+        return serve.status().applications["seqgen-auto"].deployments["SeqgenServer"].replica_states
+
     try:
         stop = threading.Event()
 
@@ -250,22 +256,21 @@ def test_autoscaling_adds_a_replica_under_load(serve_started, tiny_checkpoint, s
         threads = [threading.Thread(target=load) for _ in range(4)]
         for t in threads:
             t.start()
-        replicas, deadline = 1, time.monotonic() + 90
-        while time.monotonic() < deadline:
-            status = serve.status().applications["seqgen-auto"].deployments["SeqgenServer"]
-            replicas = status.replica_states.get("RUNNING", 0)
-            if replicas == 2:
-                break
-            time.sleep(0.5)
+        # The load lasts until Serve has decided to scale out (a second replica starting): it
+        # keeps the replica it started (downscale_delay_s), so the load need not wait, burning
+        # CPU, while the new replica comes up.
+        try:
+            wait_until(lambda: sum(replicas().values()) == 2, 90, "Serve to start a second replica", 0.2)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=TIMEOUT)
+        wait_until(lambda: replicas().get("RUNNING") == 2, 90, "the second replica to run", 0.5)
         seen: set = set()
         deadline = time.monotonic() + 30  # routers learn of the new replica within a few seconds
-        while replicas == 2 and len(seen) < 2 and time.monotonic() < deadline:
+        while len(seen) < 2 and time.monotonic() < deadline:
             seen.add(requests.get(f"{url}/stats", timeout=TIMEOUT).json()["replica"])
             time.sleep(0.1)
-        stop.set()
-        for t in threads:
-            t.join(timeout=TIMEOUT)
-        assert replicas == 2
         assert len(seen) == 2, seen  # requests reach both replicas
     finally:
         serve.delete("seqgen-auto")
