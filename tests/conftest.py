@@ -17,6 +17,14 @@ import pytest
 from seqgen.data.presets import data_dir
 from tests.processes import free_port, stop_group, wait_for_url
 
+# Every Ray the tests start (the session's, `ray start` nodes, `seqgen` subprocesses) inherits
+# these. Its log monitor, which publishes the lines of every log file to the drivers, otherwise
+# lists the session's log directory for new files every 0.1 s; every 1 s, it spends a third of
+# the CPU (measured once a run has left hundreds of log files), and a new file's lines still
+# reach a job's driver within a second.
+os.environ.setdefault("LOG_NAME_UPDATE_INTERVAL_S", "1")
+os.environ.setdefault("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
+
 
 @pytest.fixture(scope="session")
 def ray_session():
