@@ -175,12 +175,31 @@ def test_a_bug_keeps_its_traceback(root, monkeypatch):
 
 @pytest.mark.ray
 def test_ray_train_failure_is_one_line(ray_session, tmp_path):
-    """A worker's error inside a real Ray Train run (1 worker process) reaches the user as its own message."""
-    store = str(tmp_path / "store")
-    code, err, result = run(Storage.from_url(store), "train", "run_name=fails", "dataset=nowhere",
-                            "model.hidden_size=8", "train.num_workers=1", "train.max_failures=0", "train.max_steps=2",
-                            "train.progress=false")
-    assert_one_line(code, err, result, "failed in Ray", "dataset 'nowhere' not found", "seqgen preprocess")
+    """A worker's error inside a real Ray Train run (1 worker process) reaches the user as its own
+    message: a dataset whose shard was damaged after it was built, which only reading it finds."""
+    from seqgen.data.shards import shard_path
+    from tests.tiny_storage import text_dataset
+
+    st = Storage.from_url(str(tmp_path / "store"))
+    manifest = text_dataset(st, tmp_path)
+    st.fs.pipe_file(shard_path(st, manifest, manifest["splits"]["train"]["shards"][0]), b"not a shard")
+    code, err, result = run(st, "train", "run_name=fails", "dataset=tiny", "model.hidden_size=8",
+                            "train.num_workers=1", "train.max_failures=0", "train.max_steps=2", "train.progress=false")
+    assert_one_line(code, err, result, "failed in Ray", "dataset 'tiny' is damaged", "seqgen preprocess tiny --force")
+
+
+def test_a_missing_dataset_is_named_before_ray_starts(tmp_path, monkeypatch):
+    """`train` reads the dataset's manifest before it starts Ray: a dataset that is not there is one
+    line at once, not a worker group's failure."""
+    import seqgen.train.run
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started for a dataset that is not there")
+
+    monkeypatch.setattr(seqgen.train.run, "ensure_ray", no_ray)
+    code, err, result = run(Storage.from_url(str(tmp_path / "store")), "train", "run_name=r", "dataset=nowhere",
+                            "train.num_workers=1")
+    assert_one_line(code, err, result, "dataset 'nowhere' not found", "seqgen preprocess")
 
 
 def test_user_error_unwraps_ray_train_and_keeps_bugs():

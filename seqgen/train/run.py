@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from seqgen import checkpoint as ckpt
 from seqgen.checkpoint import resume_conflict
 from seqgen.config import ConfigError, ExperimentConfig, to_dict
+from seqgen.data.text import load_manifest
 from seqgen.lease import run_lease
 from seqgen.runtime import ensure_ray
 from seqgen.storage import Storage, join
@@ -119,8 +120,10 @@ def train(cfg: ExperimentConfig, storage: Storage, address: str | None = None) -
     """Train (or resume) run ``cfg.run_name``; returns where its checkpoints are."""
     run_dir = storage.run_dir(cfg.run_name)
     # One writer per run name: a second `seqgen train` of the same run fails here at once, before
-    # it starts (or joins) a Ray it would not use.
+    # it starts (or joins) a Ray it would not use; so does a run of a dataset that is not there
+    # (which the workers would find only once Ray Train had started them).
     with run_lease(storage, cfg.run_name) as lease:
+        load_manifest(storage, cfg.dataset)
         ensure_ray(address)
         storage.write_json_atomic(join(run_dir, "config.json"), to_dict(cfg))
         result = make_trainer(cfg, storage, lease_holder=lease.holder).fit()
