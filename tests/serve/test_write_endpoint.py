@@ -1,4 +1,5 @@
-"""The endpoint's handwriting route: the bundled synthesis model served over real HTTP."""
+"""The endpoint's handwriting route: the bundled synthesis model served over real HTTP (and the tiny
+network at /multi where only the batching is checked)."""
 
 from __future__ import annotations
 
@@ -205,17 +206,20 @@ def test_the_page_in_its_style_and_as_png(hw_url):
     assert straight["png"] is None and straight["lines"] == page["lines"] and " L" in straight["svg"]
 
 
-def test_a_page_longer_than_the_batch_is_written_in_turns(hw_url):
-    """40 lines and a 32-row engine: two jobs one after the other, every line as it is alone."""
+def test_a_page_longer_than_the_batch_is_written_in_turns(multi_url):
+    """40 lines and a 16-row engine (the tiny handwriting network at /multi: what is checked is how
+    a page is batched, not the hand): three jobs one after the other, every line as it is alone."""
     words = [f"w{i}" for i in range(40)]
-    before = requests.get(f"{hw_url}/stats", timeout=30).json()
-    page = requests.post(f"{hw_url}/write", json={"text": "\n".join(words), "seed": 9, "bias": 2.0}, timeout=300).json()
-    after = requests.get(f"{hw_url}/stats", timeout=30).json()
+    rows = requests.get(f"{multi_url}/info", timeout=30).json()["engine"]["max_streams"]
+    assert rows == 16
+    before = requests.get(f"{multi_url}/stats", timeout=30).json()["models"]["handwriting-tiny"]
+    page = requests.post(f"{multi_url}/write", json={"text": "\n".join(words), "seed": 9, "bias": 2.0}, timeout=300).json()
+    after = requests.get(f"{multi_url}/stats", timeout=30).json()["models"]["handwriting-tiny"]
     assert [line["text"] for line in page["lines"]] == words and [line["line"] for line in page["lines"]] == list(range(40))
-    assert after["requests"]["admitted"] - before["requests"].get("admitted", 0) == 2
-    for i in (0, 31, 32, 39):  # either side of the cut
-        alone = requests.post(f"{hw_url}/write", json={"text": words[i], "seed": 9 + i, "bias": 2.0}, timeout=60).json()
+    assert after["requests"]["admitted"] - before["requests"].get("admitted", 0) == 3
+    for i in (0, 15, 16, 31, 32, 39):  # either side of each cut
+        alone = requests.post(f"{multi_url}/write", json={"text": words[i], "seed": 9 + i, "bias": 2.0}, timeout=60).json()
         mine = page["lines"][i]["strokes"]
         assert len(alone["strokes"]) == len(mine), i
         worst = max(abs(a - b) for ra, rb in zip(alone["strokes"], mine) for a, b in zip(ra, rb))
-        assert worst < 0.01, (i, worst)  # MKL's sgemm on this CPU: a row's last bits can change with 32 rows
+        assert worst < 0.01, (i, worst)  # MKL's sgemm on this CPU: a row's last bits can change with the batch
