@@ -260,12 +260,14 @@ def test_autoscaling_adds_a_replica_under_load(serve_started, tiny_checkpoint, s
         # keeps the replica it started (downscale_delay_s), so the load need not wait, burning
         # CPU, while the new replica comes up.
         try:
-            wait_until(lambda: sum(replicas().values()) == 2, 90, "Serve to start a second replica", 0.2)
+            # (serve.status() pickles its request with cloudpickle, which scans every imported module:
+            # tens of ms of CPU a call, so it is not polled faster)
+            wait_until(lambda: sum(replicas().values()) == 2, 90, "Serve to start a second replica", 0.5)
         finally:
             stop.set()
             for t in threads:
                 t.join(timeout=TIMEOUT)
-        wait_until(lambda: replicas().get("RUNNING") == 2, 90, "the second replica to run", 0.5)
+        wait_until(lambda: replicas().get("RUNNING") == 2, 90, "the second replica to run", 1)
         seen: set = set()
         deadline = time.monotonic() + 30  # routers learn of the new replica within a few seconds
         while len(seen) < 2 and time.monotonic() < deadline:
