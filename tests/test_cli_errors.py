@@ -188,15 +188,21 @@ def test_ray_train_failure_is_one_line(ray_session, tmp_path):
     assert_one_line(code, err, result, "failed in Ray", "dataset 'tiny' is damaged", "seqgen preprocess tiny --force")
 
 
-def test_a_missing_dataset_is_named_before_ray_starts(tmp_path, monkeypatch):
-    """`train` reads the dataset's manifest before it starts Ray: a dataset that is not there is one
-    line at once, not a worker group's failure."""
+@pytest.fixture
+def ray_must_not_start(monkeypatch):
+    """`seqgen.train.run.train` with a Ray start that fails the test (an AssertionError: a bug, not
+    a user error, so the CLI keeps its traceback and exit code 1)."""
     import seqgen.train.run
 
     def no_ray(*a, **k):
-        raise AssertionError("Ray was started for a dataset that is not there")
+        raise AssertionError("train started Ray before refusing the run")
 
     monkeypatch.setattr(seqgen.train.run, "ensure_ray", no_ray)
+
+
+def test_a_missing_dataset_is_named_before_ray_starts(tmp_path, ray_must_not_start):
+    """`train` reads the dataset's manifest before it starts Ray: a dataset that is not there is one
+    line at once, not a worker group's failure."""
     code, err, result = run(Storage.from_url(str(tmp_path / "store")), "train", "run_name=r", "dataset=nowhere",
                             "train.num_workers=1")
     assert_one_line(code, err, result, "dataset 'nowhere' not found", "seqgen preprocess")
@@ -250,17 +256,13 @@ def test_training_a_run_that_is_being_trained_is_one_line(tmp_path):
     assert "lease" in errors[0] and "wait for it to finish" in errors[0]
 
 
-def test_a_busy_run_is_refused_before_ray_starts(tmp_path, monkeypatch):
+def test_a_busy_run_is_refused_before_ray_starts(tmp_path, ray_must_not_start):
     """`train` takes the run's lease first: a run being trained elsewhere is refused without
     starting or joining a Ray."""
     import seqgen.train.run
     from seqgen.config import load
     from seqgen.lease import LeaseHeld, run_lease
 
-    def no_ray(*a, **k):
-        raise AssertionError("Ray was started for a run whose lease is held")
-
-    monkeypatch.setattr(seqgen.train.run, "ensure_ray", no_ray)
     st = Storage.from_url(str(tmp_path / "store"))
     with run_lease(st, "busy"), pytest.raises(LeaseHeld, match="run 'busy' is being written by"):
         seqgen.train.run.train(load(None, ["run_name=busy"]), st)
