@@ -82,6 +82,24 @@ def pytest_configure(config):
     # processes the tests start inherit it); a test that kills a run between checkpoints still
     # has several seconds between them (test clusters keep Ray's 2 s, tests/integration/cluster.py).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # Every Ray Train run starts an actor that watches for its nodes being drained (spot
+    # preemption): a process of its own, ~4 CPU-s a run. No test drains a node (the node-kill
+    # test kills one, which Ray Train's own failure handling answers).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    _compile_seqgen()
+
+
+def _compile_seqgen() -> None:
+    """Compile seqgen's modules to bytecode once, as installing a package does. These machines set
+    PYTHONDONTWRITEBYTECODE=1, so no process would cache it, and each of the ~100 processes the
+    suite starts (engine processes, replicas, Ray Train workers, trials, CLI runs) would compile
+    seqgen's sources again: ~0.15 CPU-s each."""
+    if sys.dont_write_bytecode:
+        import compileall
+
+        import seqgen
+
+        compileall.compile_dir(Path(seqgen.__file__).parent, quiet=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +134,7 @@ SLOW = {
     "tests/test_dependencies.py::test_low_module_imports_nothing_above_it",
     "tests/test_docs_commands.py::test_documented_scripts_show_help",
     "tests/test_cli_errors.py::test_training_a_run_that_is_being_trained_is_one_line",
+    "tests/train/test_regularizers.py::test_two_ddp_workers_keep_identical_sigmas",  # two DDP processes
     # waiting on purpose: requests that take seconds to show their order
     "tests/serve/test_engine.py::test_short_request_joining_a_long_one_finishes_first",
     "tests/serve/test_engine.py::test_request_level_batching_holds_a_short_request_back",

@@ -116,7 +116,7 @@ def train_loop(cfg: ExperimentConfig, storage: Storage, report: Report, rank: in
     # wraps model and regulariser together, so AWN's sigma gradients are averaged like the weights'.
     forward = Regularized(model, reg)
     if world > 1:
-        forward = ray.train.torch.prepare_model(forward, move_to_device=False)
+        forward = data_parallel(forward, device)
 
     reporter = _Reporter(cfg, storage, run_url, rank, world, progress, report, lease_holder)
     start, t = time.time(), cfg.train
@@ -168,6 +168,18 @@ def train_loop(cfg: ExperimentConfig, storage: Storage, report: Report, rank: in
             if stopped:
                 break
     reporter.close()
+
+
+def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel over the process group the workers' launcher set up
+    (Ray Train's TorchTrainer, or any torch.distributed launcher: the loop needs no Ray for it),
+    on a GPU bound to the worker's own device, as Ray Train's ``prepare_model`` wraps it."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        return DistributedDataParallel(module, device_ids=[device], output_device=device)
+    return DistributedDataParallel(module)
 
 
 def _rng_state(device) -> dict:

@@ -94,8 +94,10 @@ def serve_url(ray_session, serve_started, tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def small_url(serve_url, serve_started, tiny_checkpoint):
-    """The tiny checkpoint behind a deliberately small engine: 2 streams, 2 waiting, 3 s deadlines."""
-    yield deploy(serve_started, tiny_checkpoint, "seqgen-small", "/small", max_streams=2, max_queued=2, timeout_s=3.0)
+    """The tiny checkpoint behind a deliberately small engine: 2 streams, 2 waiting, 3 s deadlines;
+    Serve checks its health every second (the engine-crash test waits for a replacement)."""
+    yield deploy(serve_started, tiny_checkpoint, "seqgen-small", "/small", max_streams=2, max_queued=2, timeout_s=3.0,
+                 health_check_period_s=1.0)
 
 
 @pytest.fixture(scope="session")

@@ -304,40 +304,34 @@ def test_a_dataset_line_as_style_uses_the_servers_storage(serve_started, serve_u
         serve.delete("seqgen-hw-data")
 
 
-def test_a_replica_whose_engine_process_dies_is_replaced(serve_started, tiny_checkpoint, serve_url):
+def test_a_replica_whose_engine_process_dies_is_replaced(small_url):
     """Kill the engine process under a running request: that request fails with the JSON 500, the
-    replica answers 503 (Retry-After) until Serve's health check has replaced it, then 200 again."""
+    replica answers 503 (Retry-After) until Serve's health check has replaced it, then 200 again.
+    (A test on the small deployment after this one finds the replacement, answering.)"""
     import psutil
-    from ray import serve
 
-    from tests.serve.conftest import deploy
+    def engines() -> list:
+        return [p for p in psutil.process_iter(["cmdline"])
+                if "seqgen.serve.engine_process" in " ".join(p.info["cmdline"] or [])
+                and "seqgen-small" in " ".join(p.parent().cmdline())]
 
-    url = deploy(serve_started, tiny_checkpoint, "seqgen-crash", "/crash", health_check_period_s=1.0)
-    try:
-        def engines() -> list:
-            return [p for p in psutil.process_iter(["cmdline"])
-                    if "seqgen.serve.engine_process" in " ".join(p.info["cmdline"] or [])
-                    and "seqgen-crash" in " ".join(p.parent().cmdline())]
-
-        (engine,) = engines()
-        with ThreadPoolExecutor(1) as pool:
-            running = pool.submit(post, url, "/generate", {"length": 5000, "seed": 1})
-            while stats(url)["running_rows"] == 0:
-                time.sleep(0.05)
-            engine.kill()
-            failed = running.result()
-        assert failed.status_code == 500 and failed.json()["error"] == "generation_failed", failed.text
-        assert "engine process exited" in failed.json()["message"]
-        statuses, deadline = [], time.monotonic() + 90
-        while time.monotonic() < deadline:
-            r = post(url, "/generate", {"length": 10, "seed": 2})
-            statuses.append(r.status_code)
-            if r.status_code == 200:
-                break
-            assert r.status_code == 503 and r.json()["error"] == "unavailable" and "Retry-After" in r.headers, r.text
-            time.sleep(0.2)
-        assert statuses[0] == 503 and statuses[-1] == 200, statuses  # refused while down, then replaced
-        (replacement,) = engines()
-        assert replacement.pid != engine.pid
-    finally:
-        serve.delete("seqgen-crash")
+    (engine,) = engines()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(post, small_url, "/generate", {"length": 5000, "seed": 1, "timeout_s": 60})
+        while stats(small_url)["running_rows"] == 0:
+            time.sleep(0.05)
+        engine.kill()
+        failed = running.result()
+    assert failed.status_code == 500 and failed.json()["error"] == "generation_failed", failed.text
+    assert "engine process exited" in failed.json()["message"]
+    statuses, deadline = [], time.monotonic() + 90
+    while time.monotonic() < deadline:
+        r = post(small_url, "/generate", {"length": 10, "seed": 2})
+        statuses.append(r.status_code)
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503 and r.json()["error"] == "unavailable" and "Retry-After" in r.headers, r.text
+        time.sleep(0.2)
+    assert statuses[0] == 503 and statuses[-1] == 200, statuses  # refused while down, then replaced
+    (replacement,) = engines()
+    assert replacement.pid != engine.pid

@@ -76,8 +76,10 @@ def test_exact_resume_after_kill(ray_session, tmp_path):
     hung = tmp_path / "hung"
     cmd = [sys.executable, "-c", HANG_AT_CHECKPOINT_12, "train", "--storage", str(tmp_path), "run_name=killed",
            *TINY, *steps]
-    proc = subprocess.Popen(cmd, env={**os.environ, "HUNG_FLAG": str(hung)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # the process joins the session's Ray as a driver of its own (a local Ray of its own would cost
+    # ~10 CPU-s to start): what is killed is the training process, not a Ray
+    env = {**os.environ, "HUNG_FLAG": str(hung), "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_until(lambda: hung.exists() or proc.poll() is not None, 300, "the run to reach checkpoint 12", 0.1)
         assert proc.poll() is None, f"the training process exited with {proc.returncode} before checkpoint 12"

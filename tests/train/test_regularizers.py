@@ -284,41 +284,19 @@ def test_global_norm_clip_includes_the_sigmas(shakespeare, ray_session):
     assert torch.cat([dw, ds]).norm().item() == pytest.approx(clip, rel=1e-3)
 
 
-class _SigmaRecorder:
-    """Ray Train callback (runs in the controller): every worker's reported awn_sigma_mean, one
-    JSON line per report, into a file the test reads."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def after_report(self, run_context, metrics, checkpoint):
-        import json
-
-        with open(self.path, "a") as f:
-            f.write(json.dumps([m.get("awn_sigma_mean") for m in metrics]) + "\n")
-
-
-@pytest.mark.ray
-def test_two_ddp_workers_keep_identical_sigmas(shakespeare, ray_session, tmp_path):
-    """Real Ray Train, two DDP workers on different shares of the corpus, adaptive weight noise:
-    every evaluation, both workers report the same mean sigma, and it has moved from its start."""
-    import json
-    import sys
-
-    import ray.cloudpickle
-    from ray.train import UserCallback
-
+def test_two_ddp_workers_keep_identical_sigmas(shakespeare, tmp_path):
+    """Two DDP workers (torch.distributed, tests/ddp.py) on different shares of the corpus, adaptive
+    weight noise: every evaluation, both workers report the same mean sigma, and it has moved from
+    its start."""
     from seqgen.config import load
-    from seqgen.train.run import make_trainer
+    from tests.ddp import train_ddp
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the callback class lives here
-    recorder = type("Recorder", (_SigmaRecorder, UserCallback), {})(tmp_path / "sigmas.jsonl")
     storage, _ = shakespeare
     cfg = load(None, [*TEXT, "run_name=ddp-awn", "train.seq_len=20", "train.max_steps=6", "train.eval_every=2",
                       "train.eval_tokens=1000", "train.num_workers=2", "train.cpus_per_worker=1",
                       "optim.lr=0.01"])
-    make_trainer(cfg, storage, callbacks=[recorder]).fit()
-    reports = [json.loads(line) for line in (tmp_path / "sigmas.jsonl").read_text().splitlines()]
+    per_rank = train_ddp(cfg, storage, 2, tmp_path / "reports")
+    reports = [[r["awn_sigma_mean"] for r in evals] for evals in zip(*per_rank)]
     assert len(reports) == 3
     for per_worker in reports:
         assert len(per_worker) == 2 and per_worker[0] == per_worker[1], reports
