@@ -205,7 +205,8 @@ class _Reporter:
         self.lease = run_lease(storage, cfg.run_name, holder=lease_holder) if lease_holder else None
         if self.lease:  # a restarted worker group of a run that lost its lease stops at once
             check_holder(self.lease.url, self.lease.holder, self.lease.what)
-        self.last_plot = 0.0
+        # curves.png is drawn every half minute and at the end: a run shorter than that draws it once
+        self.last_plot = time.time()
         # a bar on a terminal, a line every few seconds in logs; only rank 0 shows it
         self.bar = Progress(f"train {cfg.run_name}", cfg.train.max_steps, "steps", completed=progress["step"],
                             enabled=None if rank == 0 and cfg.train.progress else False)

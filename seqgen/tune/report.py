@@ -122,34 +122,6 @@ def fmt(value) -> str:
     return "" if value is None else str(value)
 
 
-def curves_png(title: str, curves: list[tuple[str, list[tuple[int, float]]]], ylabel: str,
-               marker_step: int | None = None) -> bytes:
-    """One line per (label, [(step, value), ...]); a dotted vertical line at ``marker_step``
-    (where stage 2 starts from stage 1's best checkpoint)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for label, points in curves:
-        if points:
-            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
-    if marker_step is not None:
-        ax.axvline(marker_step, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if any(points for _, points in curves):
-        ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def copy_checkpoint(src_url: str, dst_url: str) -> None:
     """Copy a complete checkpoint directory (every file its manifest lists, the manifest last, so
     the copy is a checkpoint only once it is whole), between any fsspec URLs."""

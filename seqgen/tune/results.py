@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from seqgen.config import ExperimentConfig, load_json, to_dict
 from seqgen.storage import Storage, join
 from seqgen.tune.naming import trial_id_from_path, trial_run_name, trial_runs
-from seqgen.tune.report import copy_checkpoint, curves_png, summarise, write_tables
+from seqgen.train.curves import curves_png
+from seqgen.tune.report import copy_checkpoint, summarise, write_tables
 from seqgen.tune.space import SETTING, describe
 
 

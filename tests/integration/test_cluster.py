@@ -131,11 +131,13 @@ def test_tune_two_trials_on_the_cluster(cluster, root):
     st = Storage.from_url(root)
     t0 = time.time()
     logs = cluster.submit(" ".join([
-        "python jobs/tune.py search", f"--storage {root}", "--space optim.lr=grid:0.002,0.004", "--num-samples 1",
+        "SEQGEN_PROGRESS_EVERY=0 python jobs/tune.py search", f"--storage {root}", "--space optim.lr=grid:0.002,0.004", "--num-samples 1",
         "--max-concurrent 2", *TINY, "train.max_steps=20", "train.num_workers=0", "train.cpus_per_worker=1"]),
         timeout=400)
     print(f"tune job: {time.time() - t0:.1f} s")
     assert "best checkpoint" in logs, logs[-3000:]
+    # the job's log shows the search's progress, as `ray job logs` shows it to its user
+    assert "[tune search] 0/2 trials (0%)" in logs and "[tune search] done: 2/2 trials (100%)" in logs, logs[-3000:]
     results = st.fs.cat_file(st.path("tune", "search", "results.csv")).decode()
     assert len(results.strip().splitlines()) == 3, results  # header + 2 trials
     trial_runs = [p for p in st.fs.ls(st.runs_dir(), detail=False) if "search-trial" in p]

@@ -5,11 +5,7 @@ dataset built from s3:// inputs equals the local preset's."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +14,7 @@ from typer.testing import CliRunner
 from seqgen.cli import app
 from seqgen.config import load
 from seqgen.data.presets import text_preset
-from seqgen.data.text import load_manifest, load_split, preprocess_text
+from seqgen.data.text import load_split, preprocess_text
 from seqgen.storage import Storage
 
 pytestmark = pytest.mark.s3
@@ -87,10 +83,10 @@ def test_preprocess_train_sample_on_s3(s3, ray_session, tmp_path):
 
 @pytest.mark.data
 def test_ptb_char_from_s3_equals_the_preset(s3, shared_data, ptb_presets):
-    """`seqgen preprocess` (a process of its own with its own local Ray, as a user runs it) reads
-    the PTB files from s3:// with the preset's settings given as options, writes to s3://, and
-    builds the very dataset the local preset gives. (The preset moved whole with --data-dir is
-    the same dataset on any fsspec file system: tests/data/test_sources.py, on memory://.)"""
+    """The ptb-char preset with its files on s3:// (``--data-dir s3://...``), written to s3://,
+    is the very dataset the local preset gives. (In this process: Ray tasks reading and writing
+    s3:// are the cluster test's preprocessing job; the command line's options for the preset's
+    settings, tests/data/test_sources.py.)"""
     import s3fs
 
     src = f"{s3.bucket}/ptb-{uuid.uuid4().hex[:8]}"
@@ -100,15 +96,10 @@ def test_ptb_char_from_s3_equals_the_preset(s3, shared_data, ptb_presets):
     local, reference = ptb_presets[0], ptb_presets[1]["ptb-char"]
 
     st = Storage.from_url(s3.url("ptb"))
-    urls = [f"s3://{src}/text/ptb/{n}" for n in PTB_CHAR]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([str(Path(sys.executable).parent / "seqgen"), "preprocess", "chars", "-i", urls[0],
-                           "--valid", urls[1], "--test", urls[2], "--tokenizer", "word", "--tokens-are-chars",
-                           "--storage", st.url], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    built = load_manifest(st, "chars")
-    assert built["fingerprint"] == reference["fingerprint"] and reference["fingerprint"][:12] in proc.stdout
-    assert built["vocab"] == reference["vocab"]
+    spec = text_preset("ptb-char", f"s3://{src}")
+    assert spec.files["train"] == [f"s3://{src}/text/ptb/{PTB_CHAR[0]}"]
+    built = preprocess_text(st, "chars", spec, use_ray=False)
+    assert built["fingerprint"] == reference["fingerprint"] and built["vocab"] == reference["vocab"]
     for split, info in reference["splits"].items():
         assert [sh["sha256"] for sh in built["splits"][split]["shards"]] == [sh["sha256"] for sh in info["shards"]]
         np.testing.assert_array_equal(load_split(st, built, split), load_split(local, reference, split))

@@ -108,6 +108,10 @@ def test_outputs_equal_alone_batched_and_joining_mid_batch(gen, model, vocab, ma
     assert stats["max_batch_size_seen"] >= 2 and stats["requests"]["completed"] == 4
 
 
+# In the engine's own thread only: nothing of it crosses the process boundary that the tests
+# around it do not send, and the same race through a deployment's engine process, over HTTP, is
+# tests/serve/test_scaling.py's.
+@pytest.mark.parametrize("make_engine", ["thread"], indirect=True)
 def test_short_request_joining_a_long_one_finishes_first(gen, make_engine):
     async def main():
         engine = make_engine(gen, max_streams=4, flush_interval_s=0)

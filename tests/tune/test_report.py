@@ -10,7 +10,8 @@ import math
 import pytest
 
 from seqgen.storage import Storage, join
-from seqgen.tune.report import copy_checkpoint, curves_png, summarise, to_csv, to_markdown, write_tables
+from seqgen.train.curves import curves_png
+from seqgen.tune.report import copy_checkpoint, summarise, to_csv, to_markdown, write_tables
 
 
 def _fake_run(storage: Storage, run: str, evals: list[dict], offset: int | None = None, step: int = 0,

@@ -1,14 +1,18 @@
-"""seqgen.tune.search: a real local Ray, 3 tiny trials under ASHA; requests refused up front."""
+"""seqgen.tune.search: a real local Ray, 3 tiny trials under ASHA and the progress `seqgen tune` shows;
+requests refused up front."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import re
 
 import pytest
 
 from seqgen.config import ConfigError, load
+from seqgen.progress import Progress, tune_callback
 from seqgen.storage import Storage, join
 from seqgen.tune import run_search, trial_run_name
 
@@ -38,7 +42,11 @@ def test_search_three_trials(tmp_path, ray_session):
     base = load(None, TINY)
     space = {"optim.lr": tune.choice([3e-4, 3e-3, 1e-2]), "reg.kind": tune.choice(["none", "weight_noise"]),
              "model.dropout": tune.uniform(0.0, 0.3)}
-    result = run_search(base, storage, "tiny", space=space, num_samples=3, max_concurrent=2, grace_period=1)
+    # the progress `seqgen tune` shows in logs (seqgen.progress, one line per change here)
+    progress = Progress("tune tiny", 3, "trials", stream=io.StringIO(), every=0, enabled=True)
+    with progress:
+        result = run_search(base, storage, "tiny", space=space, num_samples=3, max_concurrent=2, grace_period=1,
+                            callbacks=[tune_callback(progress)])
 
     tune_dir = storage.tune_dir("tiny")
     with storage.fs.open(join(tune_dir, "results.csv"), "r") as f:
@@ -75,6 +83,12 @@ def test_search_three_trials(tmp_path, ray_session):
     with pytest.raises(FileExistsError):  # a search name is used once
         run_search(base, storage, "tiny", space=space, num_samples=1)
     assert json.dumps(result.rows)  # plain values
+
+    lines = progress.stream.getvalue().splitlines()
+    assert any(re.match(r"\[tune tiny\] 0/3 trials \(0%\), .*[12] running", line) for line in lines), lines
+    assert re.match(r"\[tune tiny\] done: 3/3 trials \(100%\), .*0 running", lines[-1]), lines
+    shown = float(re.search(r"best score ([\d.e+-]+)", lines[-1]).group(1))
+    assert shown == pytest.approx(best["best_score"], rel=1e-3)
 
 
 def test_run_search_refuses_bad_requests(tmp_path):
