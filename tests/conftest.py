@@ -145,7 +145,6 @@ SLOW = {
     "tests/data/test_hutter.py::test_task_streams_read_lazily_the_windows_of_batchify_and_resume_exactly",
     "tests/data/test_tokenizers.py::test_preprocess_tiny_chunks_equal_one_chunk",
     "tests/handwriting/test_hw_dataset.py::test_idempotent_unless_forced",
-    "tests/handwriting/test_hw_sampling.py::test_phi_of_a_row_that_outlives_the_longest_text",
     "tests/test_cli_commands.py::test_export_command",
     "tests/test_cli_commands.py::test_sample_strokes_with_density",
     "tests/test_cli_commands.py::test_evaluate_handwriting_static_and_dynamic",

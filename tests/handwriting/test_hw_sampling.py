@@ -132,7 +132,7 @@ def test_phi_of_a_row_that_outlives_the_longest_text():
 
     m, loaded = load_model(str(BUNDLED_HANDWRITING))
     texts = ["a quick brown fox jumps", "handwriting synthesis"]
-    for seed in range(20):
+    for seed in (6, *range(20)):  # 6: the first of 0-19 that does for today's bundle, tried first
         results = synthesize(m, loaded.meta, texts, bias=0.5, seed=seed)
         if len(results[1].offsets) > len(results[0].offsets):  # the case this test is about
             break

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -33,6 +34,19 @@ def sse_events(response: requests.Response) -> list[tuple[str, dict]]:
 
 def stats(url: str) -> dict:
     return requests.get(f"{url}/stats", timeout=TIMEOUT).json()
+
+
+@contextmanager
+def running(url: str, body: dict):
+    """A long request streamed, under way while the ``with`` lasts: leaving it closes the stream,
+    which cancels the request, so a test that needs a batch running pays for no more of it than
+    it uses. (The line iterator lives here: dropping it would close the stream at once.)"""
+    with requests.post(f"{url}/generate", json={**body, "stream": True}, stream=True, timeout=TIMEOUT) as r:
+        assert r.status_code == 200, r.text
+        lines = r.iter_lines()
+        while b"chunk" not in next(lines):
+            pass
+        yield r
 
 
 def test_poison_request_does_not_fail_its_batch_mates(serve_url):
@@ -97,12 +111,8 @@ def test_deadline_is_a_json_504(small_url):
 
 def test_disconnect_frees_the_slot(serve_url):
     before = stats(serve_url)["requests"].get("cancelled", 0)
-    with requests.post(f"{serve_url}/generate", json={"length": 5000, "n": 4, "stream": True, "seed": 1},
-                       stream=True, timeout=TIMEOUT) as r:
-        assert r.status_code == 200
-        lines = r.iter_lines()
-        while b"chunk" not in next(lines):  # generation is under way
-            pass
+    with running(serve_url, {"length": 5000, "n": 4, "seed": 1}):
+        pass  # generation is under way, and the client goes
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         s = stats(serve_url)
@@ -113,19 +123,9 @@ def test_disconnect_frees_the_slot(serve_url):
 
 
 def test_short_request_joining_a_long_one_finishes_first(serve_url):
-    finished: dict[str, float] = {}
-
-    def run(name, length):
-        r = post(serve_url, "/generate", {"length": length, "seed": 3})
-        assert r.status_code == 200
-        finished[name] = time.monotonic()
-
-    long = threading.Thread(target=run, args=("long", 5000))
-    long.start()
-    time.sleep(0.5)  # the long one is running
-    run("short", 20)
-    long.join(timeout=TIMEOUT)
-    assert finished["short"] < finished["long"]
+    with running(serve_url, {"length": 5000, "seed": 3}):
+        assert post(serve_url, "/generate", {"length": 20, "seed": 3}).status_code == 200
+        assert stats(serve_url)["running_rows"] == 1  # the long one is still running
 
 
 def test_equal_outputs_alone_batched_and_joining(serve_url, hw_url):
@@ -134,11 +134,8 @@ def test_equal_outputs_alone_batched_and_joining(serve_url, hw_url):
     with ThreadPoolExecutor(6) as pool:  # in a batch
         batched = list(pool.map(lambda i: post(serve_url, "/generate", {**body, "seed": 42 + 10 * i}), range(6)))
     assert batched[0].json()["samples"] == alone
-    long = threading.Thread(target=post, args=(serve_url, "/generate", {"length": 4000}))
-    long.start()
-    time.sleep(0.3)
-    joining = post(serve_url, "/generate", body).json()["samples"]  # joins a running batch
-    long.join(timeout=TIMEOUT)
+    with running(serve_url, {"length": 4000}):
+        joining = post(serve_url, "/generate", body).json()["samples"]  # joins a running batch
     assert joining == alone
 
     write = {"text": "a quick fox", "bias": 0.5, "seed": 5}
