@@ -86,7 +86,8 @@ def pytest_configure(config):
     # preemption): a process of its own, ~4 CPU-s a run. No test drains a node (the node-kill
     # test kills one, which Ray Train's own failure handling answers).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    _compile_seqgen()
+    if not hasattr(config, "workerinput"):  # once per run: xdist's workers start after the controller
+        _compile_seqgen()
 
 
 def _compile_seqgen() -> None:
