@@ -1,24 +1,16 @@
-"""The local default Ray listens on loopback only (a fresh process: Ray reads its settings when
-it is imported, which is why `seqgen.runtime.ensure_ray` / `apply_local_env` apply them, also to a
-Ray imported earlier)."""
-
-import subprocess
-import sys
+"""`seqgen.runtime.ensure_ray` joins a Ray that is already up and says it started none. (That the
+Ray it starts is a local one on loopback only, and that `seqgen serve` stops it on Ctrl-C, is
+tests/serve/test_ingress.py's `seqgen serve` run: a fresh process, as Ray reads its settings when
+it is imported.)"""
 
 import pytest
 
 pytestmark = pytest.mark.ray
 
-CHILD = """
-import os
-os.environ.pop("RAY_ADDRESS", None)
-import seqgen.runtime, ray
-started, again = seqgen.runtime.ensure_ray(num_cpus=1), seqgen.runtime.ensure_ray()
-print(started, again, sorted({n["NodeManagerAddress"] for n in ray.nodes()}))
-"""
 
+def test_ensure_ray_joins_the_ray_that_is_up(ray_session):
+    from seqgen.runtime import ensure_ray
 
-def test_local_ray_binds_loopback():
-    """... and ensure_ray says it started that Ray (`seqgen serve` then stops it on Ctrl-C), once."""
-    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=180)
-    assert out.stdout.strip().splitlines()[-1] == "True False ['127.0.0.1']", out.stderr[-2000:]
+    node = ray_session.get_runtime_context().get_node_id()
+    assert ensure_ray() is False and ensure_ray(num_cpus=1) is False
+    assert ray_session.is_initialized() and ray_session.get_runtime_context().get_node_id() == node
