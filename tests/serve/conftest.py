@@ -10,6 +10,8 @@ overlapped with the training) are paid once for all serve tests.
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 
@@ -101,11 +103,20 @@ def small_url(serve_url, serve_started, tiny_checkpoint):
 
 
 @pytest.fixture(scope="session")
-def hw_url(serve_url, serve_started):
-    """The bundled handwriting synthesis model (real, 2 x 256) at /hw."""
+def hw_url(serve_url, serve_started, tmp_path_factory):
+    """The bundled handwriting synthesis model (real, 2 x 256) at /hw, with storage holding its
+    dataset ("iam": one form of two lines, a01-000u-01 and -02), whose lines are styles too."""
     from seqgen.catalog import BUNDLED_HANDWRITING
+    from seqgen.handwriting.dataset import preprocess_handwriting
+    from seqgen.storage import Storage
+    from tests.handwriting.test_hw_dataset import write_form
 
-    yield deploy(serve_started, str(BUNDLED_HANDWRITING), "seqgen-hw", "/hw", max_streams=32, max_queued=32)
+    tmp = tmp_path_factory.mktemp("hw-storage")
+    storage = Storage.from_url(str(tmp / "storage"))
+    write_form(tmp / "iam", "a01-000u", ["a move to stop", "mr gaitskell"], seed=1)
+    preprocess_handwriting(storage, "iam", str(tmp / "iam"), use_ray=False)
+    yield deploy(serve_started, str(BUNDLED_HANDWRITING), "seqgen-hw", "/hw", max_streams=32, max_queued=32,
+                 storage=storage.url)
 
 
 @pytest.fixture(scope="session")
@@ -157,6 +168,26 @@ def metrics_url(ray_session) -> str:
     import ray
 
     return f"http://127.0.0.1:{ray._private.worker._global_node.metrics_export_port}/metrics"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Debian's package, driven by playwright) for every page test."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        message = "no chromium on PATH (apt-get install chromium; .ci/run does)"
+        if os.environ.get("SEQGEN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # --no-sandbox: CI runs as root; the rest keeps Chromium off the (closed) network
+        b = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield b
+        b.close()
 
 
 def pytest_runtest_teardown(item, nextitem):

@@ -14,25 +14,6 @@ import pytest
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        message = "no chromium on PATH (apt-get install chromium; .ci/run does)"
-        if os.environ.get("SEQGEN_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        # --no-sandbox: CI runs as root; the rest keeps Chromium off the (closed) network
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
-        yield b
-        b.close()
 
 
 def test_page_writes_handwriting_as_the_strokes_stream(browser, hw_url, tmp_path):
@@ -138,13 +119,14 @@ def test_page_writes_a_page_in_a_hand_drawn_with_the_mouse(browser, hw_url, tmp_
     page.wait_for_selector("#write-section.on")
     page.click("#my-hand summary")
     box = page.locator("#pad").bounding_box()
-    for stroke in _a_written_line(hw_url, "hello there", box):  # drawn with the mouse, point by point
+    drawn = _a_written_line(hw_url, "hello there", box)
+    for stroke in drawn:  # drawn with the mouse, point by point
         page.mouse.move(*stroke[0])
         page.mouse.down()
         for x, y in stroke[1:]:
             page.mouse.move(x, y)
         page.mouse.up()
-    strokes = len(_a_written_line(hw_url, "hello there", box))
+    strokes = len(drawn)
     page.fill("#prime-text", "hello there")
     page.fill("#write-text", "one line\ntwo lines here\nand Zebra three")
     page.click("#prime-button")

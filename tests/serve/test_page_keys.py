@@ -9,12 +9,11 @@ import pytest
 import requests
 
 from tests.serve.conftest import KEY
-from tests.serve.test_page import browser  # noqa: F401 - the one Chromium of these tests
 
 pytestmark = pytest.mark.ray
 
 
-def test_the_page_asks_for_a_key_once_and_keeps_it_for_the_tab(browser, keyed_url):  # noqa: F811
+def test_the_page_asks_for_a_key_once_and_keeps_it_for_the_tab(browser, keyed_url):
     page = browser.new_page()
     errors, asked = [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -38,7 +37,7 @@ def test_the_page_asks_for_a_key_once_and_keeps_it_for_the_tab(browser, keyed_ur
     assert not errors, errors
 
 
-def test_the_page_sends_top_p_and_a_stop_string(browser, serve_url):  # noqa: F811
+def test_the_page_sends_top_p_and_a_stop_string(browser, serve_url):
     full = requests.post(f"{serve_url}/generate", json={"prompt": "ROMEO:", "length": 300, "seed": 8, "top_p": 0.9},
                          timeout=60).json()["samples"][0]
     stop = full[30:32]

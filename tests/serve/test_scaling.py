@@ -177,12 +177,18 @@ def test_random_seed_is_returned_and_repeats(serve_url):
     assert again["samples"] == first["samples"]
 
 
-def test_styles_ship_with_the_package(hw_url):
+def test_styles_ship_with_the_package_and_come_from_the_servers_dataset(hw_url):
     r = post(hw_url, "/write", {"text": "hello", "style": 3, "seed": 1})
     assert r.status_code == 200 and r.json()["points"] > 0
     r = post(hw_url, "/write", {"text": "hello", "style": 99})
     assert r.status_code == 404 and r.json()["error"] == "not_found" and "0-12" in r.json()["message"]
-    assert post(hw_url, "/write", {"text": "hello", "style": "a01-000u-01"}).status_code == 404  # no dataset here
+    # with storage holding the model's dataset, its line ids are styles too (and listed in the schema)
+    schema = requests.get(f"{hw_url}/openapi.json", timeout=TIMEOUT).json()
+    style = schema["components"]["schemas"]["WriteBody"]["properties"]["style"]
+    assert {"type": "string", "enum": ["a01-000u-01", "a01-000u-02"]} in style["anyOf"]
+    r = post(hw_url, "/write", {"text": "hello", "style": "a01-000u-02", "seed": 1})
+    assert r.status_code == 200 and r.json()["points"] > 0, r.text
+    assert post(hw_url, "/write", {"text": "hello", "style": "a01-000u-09"}).status_code == 404
 
 
 def test_openapi_document_is_per_model(serve_url, hw_url):
@@ -273,32 +279,6 @@ def test_autoscaling_adds_a_replica_under_load(serve_started, tiny_checkpoint, s
         assert len(seen) == 2, seen  # requests reach both replicas
     finally:
         serve.delete("seqgen-auto")
-
-
-def test_a_dataset_line_as_style_uses_the_servers_storage(serve_started, serve_url, tmp_path_factory):
-    """With storage holding the model's dataset, its line ids are styles (and listed in the schema)."""
-    from ray import serve
-
-    from seqgen.catalog import BUNDLED_HANDWRITING
-    from seqgen.handwriting.dataset import preprocess_handwriting
-    from seqgen.storage import Storage
-    from tests.handwriting.test_hw_dataset import write_form
-    from tests.serve.conftest import deploy
-
-    tmp = tmp_path_factory.mktemp("hw-storage")
-    storage = Storage.from_url(str(tmp / "storage"))
-    write_form(tmp / "iam", "a01-000u", ["a move to stop", "mr gaitskell"], seed=1)
-    preprocess_handwriting(storage, "iam", str(tmp / "iam"), use_ray=False)  # the bundled model's dataset name
-    url = deploy(serve_started, str(BUNDLED_HANDWRITING), "seqgen-hw-data", "/hwdata", storage=storage.url)
-    try:
-        schema = requests.get(f"{url}/openapi.json", timeout=TIMEOUT).json()
-        style = schema["components"]["schemas"]["WriteBody"]["properties"]["style"]
-        assert {"type": "string", "enum": ["a01-000u-01", "a01-000u-02"]} in style["anyOf"]
-        r = post(url, "/write", {"text": "hello", "style": "a01-000u-02", "seed": 1})
-        assert r.status_code == 200 and r.json()["points"] > 0, r.text
-        assert post(url, "/write", {"text": "hello", "style": "a01-000u-09"}).status_code == 404
-    finally:
-        serve.delete("seqgen-hw-data")
 
 
 def test_a_replica_whose_engine_process_dies_is_replaced(small_url):
