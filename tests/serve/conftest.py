@@ -10,8 +10,6 @@ overlapped with the training) are paid once for all serve tests.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 
@@ -168,26 +166,6 @@ def metrics_url(ray_session) -> str:
     import ray
 
     return f"http://127.0.0.1:{ray._private.worker._global_node.metrics_export_port}/metrics"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium (Debian's package, driven by playwright) for every page test."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        message = "no chromium on PATH (apt-get install chromium; .ci/run does)"
-        if os.environ.get("SEQGEN_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        # --no-sandbox: CI runs as root; the rest keeps Chromium off the (closed) network
-        b = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
-        yield b
-        b.close()
 
 
 def pytest_runtest_teardown(item, nextitem):

@@ -1,6 +1,8 @@
 """The page at GET /, in a real headless Chromium (Debian's package, driven by playwright): type a
-line -> handwriting drawn from the NDJSON stream; a prompt -> text streamed in. The screenshot of the
-handwriting page becomes docs/img/endpoint-page.png (the README shows it) with SEQGEN_UPDATE_DOCS=1."""
+line -> handwriting drawn from the NDJSON stream; a prompt -> text streamed in, with the sampling
+controls (top p, stop string); a server with API keys (the page asks once and keeps the key for the
+tab). The screenshot of the handwriting page becomes docs/img/endpoint-page.png (the README shows
+it) with SEQGEN_UPDATE_DOCS=1."""
 
 from __future__ import annotations
 
@@ -10,10 +12,35 @@ import shutil
 from pathlib import Path
 
 import pytest
+import requests
+
+from tests.serve.conftest import KEY
 
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium (Debian's package, driven by playwright) for every page test. Module
+    scope, not session: playwright's sync API keeps an asyncio loop running in this thread while it
+    is open, where the tests that follow call asyncio.run."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        message = "no chromium on PATH (apt-get install chromium; .ci/run does)"
+        if os.environ.get("SEQGEN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # --no-sandbox: CI runs as root; the rest keeps Chromium off the (closed) network
+        b = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield b
+        b.close()
 
 
 def test_page_writes_handwriting_as_the_strokes_stream(browser, hw_url, tmp_path):
@@ -94,11 +121,10 @@ def _a_written_line(url: str, text: str, box: dict) -> list[list[tuple[float, fl
     """A line the served model writes in shipped style 9, as strokes of screen points inside ``box``
     (the drawing area), for the mouse to draw: someone's handwriting, not a zigzag."""
     import numpy as np
-    import requests as http
 
     from seqgen.handwriting.iam import offsets_to_strokes
 
-    answer = http.post(f"{url}/write", json={"text": text, "style": 9, "seed": 1, "bias": 2.0}, timeout=60).json()
+    answer = requests.post(f"{url}/write", json={"text": text, "style": 9, "seed": 1, "bias": 2.0}, timeout=60).json()
     strokes = offsets_to_strokes(np.array(answer["strokes"]))
     pts = np.concatenate(strokes)
     lo, hi = pts.min(0), pts.max(0)
@@ -161,8 +187,8 @@ def test_page_writes_the_best_of_several_candidates(browser, hw_url):
     page = browser.new_page(viewport={"width": 1000, "height": 640})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    requests = []
-    page.on("request", lambda r: requests.append(r.post_data_json) if r.url.endswith("/write") else None)
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/write") else None)
     page.goto(f"{hw_url}/")
     page.wait_for_selector("#write-section.on")
     page.fill("#write-text", "hello")
@@ -175,7 +201,7 @@ def test_page_writes_the_best_of_several_candidates(browser, hw_url):
     # one path per stroke of the candidate the server chose (the page sends no seed: how many is the sampler's)
     pen = response.value.json()["strokes"]
     assert page.locator("#strokes path").count() == sum(p[2] > 0.5 for p in pen) + (pen[-1][2] <= 0.5) >= 1
-    assert requests and requests[-1]["best_of"] == 4 and requests[-1]["stream"] is False
+    assert sent and sent[-1]["best_of"] == 4 and sent[-1]["stream"] is False
     assert not errors, errors
 
 
@@ -233,4 +259,53 @@ def test_page_has_a_section_per_kind_and_picks_the_text_model(browser, multi_url
     assert sent.value.post_data_json["model"] == "handwriting-tiny"  # the handwriting model named, not the default
     page.wait_for_function("document.getElementById('write-status').textContent.includes('points in')",
                            timeout=60_000)
+    assert not errors, errors
+
+
+def test_the_page_asks_for_a_key_once_and_keeps_it_for_the_tab(browser, keyed_url):
+    page = browser.new_page()
+    errors, asked = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    def answer(dialog):
+        asked.append(dialog.message)
+        dialog.accept("wrong-key" if len(asked) == 1 else KEY)
+
+    page.on("dialog", answer)
+    page.goto(f"{keyed_url}/")
+    page.wait_for_function("document.getElementById('model').textContent !== 'loading…'", timeout=30_000)
+    assert "serve-tiny" in page.text_content("#model"), (page.text_content("#model"), asked, errors)
+    assert page.locator("#text-section.on").count() == 1  # /info answered once the key was right
+    assert asked == ["This server needs an API key:", "That API key was refused. API key:"]
+    assert page.evaluate("sessionStorage.getItem('seqgen-api-key')") == KEY
+    page.fill("#length", "50")
+    page.click("#generate-button")
+    page.wait_for_function("document.getElementById('text-status').textContent.includes('symbols in')",
+                           timeout=60_000)
+    assert len(page.text_content("#output")) == 50 and len(asked) == 2  # the kept key: no third question
+    assert not errors, errors
+
+
+def test_the_page_sends_top_p_and_a_stop_string(browser, serve_url):
+    full = requests.post(f"{serve_url}/generate", json={"prompt": "ROMEO:", "length": 300, "seed": 8, "top_p": 0.9},
+                         timeout=60).json()["samples"][0]
+    stop = full[30:32]
+    page = browser.new_page()
+    errors, sent = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/generate") else None)
+    # the page draws a random seed: fix it on the way out, so the text can be compared
+    page.route("**/generate", lambda route: route.continue_(post_data=json.dumps({**route.request.post_data_json, "seed": 8})))
+    page.goto(f"{serve_url}/")
+    page.wait_for_selector("#text-section.on")
+    page.fill("#length", "300")
+    page.eval_on_selector("#top-p", "e => { e.value = '0.9'; e.dispatchEvent(new Event('input')); }")
+    assert page.text_content("#top-p-value") == "0.9"
+    page.fill("#stop", stop.replace("\n", "\\n"))
+    page.click("#generate-button")
+    page.wait_for_function("document.getElementById('text-status').textContent.includes('symbols in')",
+                           timeout=60_000)
+    assert sent[-1]["top_p"] == 0.9 and sent[-1]["stop"] == [stop]
+    assert page.text_content("#output") == full[: full.find(stop)]
+    assert "stopped at the stop string" in page.text_content("#text-status")
     assert not errors, errors
