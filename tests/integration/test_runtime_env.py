@@ -101,9 +101,9 @@ def stock_node(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def cluster(stock_node, tmp_path_factory):
     """A stock Ray node of 2 CPUs, alone, started as cluster/README.md tells: cluster/start-head.sh
-    with its defaults (every socket on loopback, token authentication on). The job's driver, its
-    preprocessing tasks and its Ray Train controller and worker all run in the runtime environment
-    the node sets up. (How jobs, tasks and workers spread over nodes: test_cluster.py; a worker
+    with its defaults (every socket on loopback, token authentication on). The job's driver (which
+    trains, train.num_workers=0) and its preprocessing tasks run in the runtime environment the
+    node sets up. (How jobs, tasks and workers spread over nodes: test_cluster.py; a worker
     node joining a head started by the scripts: tests/deploy/test_start_scripts.py.)"""
     bin_dir, env = stock_node
     with Cluster(tmp_path_factory.mktemp("runtime-env"), scripts=True) as c:
@@ -126,7 +126,7 @@ def test_job_with_runtime_env_runs_on_a_stock_node(cluster, tmp_path):
     entrypoint = (f"python jobs/preprocess.py shakespeare --storage {store} && "
                   f"python jobs/train.py --storage {store} run_name=env-run model.hidden_size=16 "
                   "train.max_steps=4 train.eval_every=2 train.eval_tokens=1000 train.batch_size=8 train.seq_len=20 "
-                  "train.num_workers=1 train.cpus_per_worker=1 train.progress=false")
+                  "train.num_workers=0 train.progress=false")
     submit = ["ray", "job", "submit", "--address", cluster.dashboard, "--runtime-env", "deploy/runtime_env.yaml",
               "--", "bash", "-c", entrypoint]
     # A blocking submit with the cluster's token, as a user runs it: tails the job's logs, exits 1
@@ -137,6 +137,10 @@ def test_job_with_runtime_env_runs_on_a_stock_node(cluster, tmp_path):
     assert "Successfully installed" in _setup_log(cluster), "pip installed nothing: the node was not stock"
 
     assert (store / "datasets" / "shakespeare" / "manifest.json").exists(), logs[-2000:]
+    # the preprocessing ran as Ray tasks: in the node's worker processes, which import seqgen from
+    # the runtime environment as the driver does (Ray Train's workers and controller are Ray
+    # worker processes of the job like these; Ray Train itself runs on the test cluster)
+    assert cluster.placed("_count_task", "_encode_task") == {"_count_task": {"head"}, "_encode_task": {"head"}}
     run = store / "runs" / "env-run"
     assert (run / "checkpoint_00000004" / "manifest.json").exists(), logs[-2000:]
     assert (run / "metrics.csv").exists() and (run / "curves.png").exists()
