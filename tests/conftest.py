@@ -24,10 +24,6 @@ from tests.processes import free_port, stop_group, wait_for_url
 # reach a job's driver within a second.
 os.environ.setdefault("LOG_NAME_UPDATE_INTERVAL_S", "1")
 os.environ.setdefault("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
-# A Ray node also starts an idle worker process per CPU in advance, for work that may come (each
-# ~1 CPU-s to import Ray, then ~0.5 CPU-s a minute idle); a test Ray starts workers as work comes.
-os.environ.setdefault("RAY_enable_worker_prestart", "0")
-os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
 @pytest.fixture(scope="session")

@@ -134,9 +134,7 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
         # replica's own HTTP server: every socket they listen on is on loopback (an IPv6 socket on
         # ::ffff:127.0.0.1 is IPv4's loopback too) but those Ray 2.60 opens on every interface
         # with no setting to change it (docs/serving.md, "What listens where")
-        listening = {(c.laddr.ip.removeprefix("::ffff:"), c.laddr.port, p.name())
-                     for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
-                     and _session_of(p := _process(c.pid)) == proc.pid}
+        listening = _listening_in_session(proc.pid)
         exposed = {socket for socket in listening if socket[0] != "127.0.0.1"}
         assert all(_rays_own_exposure(*socket) for socket in exposed), sorted(exposed)
         assert {"gcs_server", "raylet"} <= {name for _, _, name in listening}, listening
@@ -174,6 +172,22 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
     assert proc.returncode == 0, (proc.returncode, signals, (tmp_path / "serve.log").read_text()[-3000:])
     _, alive = psutil.wait_procs(started, timeout=20)
     assert not alive, [p.name() for p in alive]
+
+
+def _listening_in_session(sid: int) -> set[tuple[str, int, str]]:
+    """(address, port, process name) of every listening socket of the processes in session ``sid``
+    (a process that ends while they are listed, an HAProxy handing over on reload, listens no more)."""
+    import psutil
+
+    found = set()
+    for c in psutil.net_connections(kind="inet"):
+        process = _process(c.pid) if c.status == psutil.CONN_LISTEN else None
+        try:
+            if _session_of(process) == sid:
+                found.add((c.laddr.ip.removeprefix("::ffff:"), c.laddr.port, process.name()))
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def _rays_own_exposure(ip: str, port: int, name: str) -> bool:
