@@ -1,5 +1,6 @@
 """Helpers for tests that start processes of their own (Ray nodes, moto's S3 server, a Serve
-proxy): free loopback ports, polling, and stopping a process group without touching anyone else's."""
+proxy): free loopback ports, polling, what they listen on, and stopping a process group without
+touching anyone else's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 
 # free_port's ports: below the kernel's ephemeral range (32768-60999 by default), from which every
 # bind to port 0 and every outgoing connection on the machine takes one (Ray's own servers, HTTP
@@ -91,3 +93,21 @@ def stop_group(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) 
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+def listening(owned: Callable[[int], bool]) -> set[tuple[str, int, str]]:
+    """(address, port, process name) of every listening socket of the processes ``owned(pid)``
+    claims. An IPv6 socket on ::ffff:a.b.c.d is IPv4's a.b.c.d; a process that ends while the
+    sockets are listed (an HAProxy handing over on reload) listens no more and is left out."""
+    import psutil
+
+    found = set()
+    for c in psutil.net_connections(kind="inet"):
+        if c.status != psutil.CONN_LISTEN or not c.pid:
+            continue
+        try:
+            if owned(c.pid):
+                found.add((c.laddr.ip.removeprefix("::ffff:"), c.laddr.port, psutil.Process(c.pid).name()))
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            pass
+    return found

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from seqgen.runtime import LOCAL_ENV
-from tests.processes import free_port, wait_until
+from tests.processes import free_port, listening, wait_until
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -273,14 +273,8 @@ class Cluster:
 
     def listening(self) -> set[str]:
         """The IP addresses on which this cluster's processes accept connections."""
-        import psutil
-
         groups = {p.pid for p in self.nodes.values()}
-        addresses = set()
-        for conn in psutil.net_connections(kind="inet"):
-            if conn.status == psutil.CONN_LISTEN and conn.pid and _pgid(conn.pid) in groups:
-                addresses.add(conn.laddr.ip.removeprefix("::ffff:"))
-        return addresses
+        return {ip for ip, _, _ in listening(lambda pid: _pgid(pid) in groups)}
 
     # Jobs API ------------------------------------------------------------------------------
     def jobs(self):

@@ -16,7 +16,7 @@ import pytest
 
 from seqgen.serve import ingress
 from seqgen.serve.request_ids import well_formed
-from tests.processes import free_port, stop_group, wait_for_url, wait_until
+from tests.processes import free_port, listening, stop_group, wait_for_url, wait_until
 
 SWITCHES = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY")
 
@@ -134,11 +134,11 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
         # replica's own HTTP server: every socket they listen on is on loopback (an IPv6 socket on
         # ::ffff:127.0.0.1 is IPv4's loopback too) but those Ray 2.60 opens on every interface
         # with no setting to change it (docs/serving.md, "What listens where")
-        listening = _listening_in_session(proc.pid)
-        exposed = {socket for socket in listening if socket[0] != "127.0.0.1"}
+        sockets = listening(lambda pid: os.getsid(pid) == proc.pid)
+        exposed = {socket for socket in sockets if socket[0] != "127.0.0.1"}
         assert all(_rays_own_exposure(*socket) for socket in exposed), sorted(exposed)
-        assert {"gcs_server", "raylet"} <= {name for _, _, name in listening}, listening
-        assert any(30000 <= port < 31000 for _, port, _ in listening), listening  # the replica's
+        assert {"gcs_server", "raylet"} <= {name for _, _, name in sockets}, sockets
+        assert any(30000 <= port < 31000 for _, port, _ in sockets), sockets  # the replica's
         r = requests.post(f"{base}/write", json={"text": "hi", "seed": 1}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["points"] > 5 and len(r.json()["strokes"]) == r.json()["points"]
@@ -172,22 +172,6 @@ def test_seqgen_serve_behind_haproxy(tmp_path):
     assert proc.returncode == 0, (proc.returncode, signals, (tmp_path / "serve.log").read_text()[-3000:])
     _, alive = psutil.wait_procs(started, timeout=20)
     assert not alive, [p.name() for p in alive]
-
-
-def _listening_in_session(sid: int) -> set[tuple[str, int, str]]:
-    """(address, port, process name) of every listening socket of the processes in session ``sid``
-    (a process that ends while they are listed, an HAProxy handing over on reload, listens no more)."""
-    import psutil
-
-    found = set()
-    for c in psutil.net_connections(kind="inet"):
-        process = _process(c.pid) if c.status == psutil.CONN_LISTEN else None
-        try:
-            if _session_of(process) == sid:
-                found.add((c.laddr.ip.removeprefix("::ffff:"), c.laddr.port, process.name()))
-        except psutil.NoSuchProcess:
-            pass
-    return found
 
 
 def _rays_own_exposure(ip: str, port: int, name: str) -> bool:
